@@ -1,0 +1,230 @@
+/*
+ * bridge/upstream.h — warren's AMQP 0-9-1 side, as seen from the client loop.
+ *
+ * rabbitmq-c is blocking, so the upstream runs every AMQP connection on a thread of its own (DESIGN.md invariant 1: no
+ * client-serving loop ever waits on the broker). Sessions on the client loop talk to it only through this asynchronous
+ * API: each call copies what it needs into a command, queues it to the connection's thread and returns at once. Results,
+ * deliveries and errors come back as callbacks run on the client loop's event_base (the one given to upstream_new()), in
+ * the order the broker produced them for that channel.
+ *
+ * Sharing: sessions with the same (vhost, login, passcode) share AMQP connections, one channel per session, up to the
+ * channel_max negotiated with the broker (and the configured cap), then another connection is opened. The first session of
+ * a credential is authenticated by the broker itself (connection.open); a refused login fails that channel open, and every
+ * session waiting on that connection, with UPSTREAM_ERR_ACCESS_REFUSED.
+ *
+ * Lifetime of what a session creates: because the AMQP connection outlives the session, the upstream deletes every queue the
+ * session declared with UPSTREAM_Q_OWNED when the channel is released (exclusive/auto-delete subscription queues,
+ * /temp-queue/ reply queues), exactly as if the session had had its own connection.
+ *
+ * Flow control: every channel is in publisher-confirm mode; a publish completes (on_done) when the broker confirmed it
+ * (basic.ack), or fails with UPSTREAM_ERR_NACK. Deliveries are bounded by basic.qos set per consumer (upstream_chan_consume's
+ * prefetch), so the client loop never receives more than the session's windows. connection.blocked/unblocked is reported
+ * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers.
+ *
+ * Threading contract: all upstream_* functions must be called on the client loop thread. Callbacks run on that thread too,
+ * never from inside an upstream_* call (they are always deferred through the event loop), so a callback may call any
+ * upstream_* function, including upstream_chan_release() of its own channel.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct upstream;
+struct upstream_chan;
+
+struct upstream_config {
+    const char *const *brokers; /* "host:port", tried in order on (re)connect; copied */
+    size_t n_brokers;
+    unsigned heartbeat_s;        /* AMQP heartbeat; 0 = off */
+    unsigned channel_max;        /* cap of channels per AMQP connection (further capped by the broker's) */
+    unsigned frame_max_bytes;    /* AMQP frame_max asked for */
+    unsigned connect_timeout_ms; /* TCP connect + login */
+    unsigned reconnect_min_ms;   /* backoff after a broker connection failure (doubles up to max) */
+    unsigned reconnect_max_ms;
+    const char *product;         /* client property "product", e.g. "warren" */
+    const char *version;         /* client property "version" */
+};
+
+/* Who a channel belongs to. Strings are copied. */
+struct upstream_login {
+    const char *vhost;
+    const char *user;
+    const char *pass;
+    const char *conn_name; /* client property "connection_name" for new connections, may be NULL */
+};
+
+/* Error classes; `code` is the AMQP reply code when the broker sent one (404, 403, 406, 320, 530, ...), else 0. */
+enum upstream_err {
+    UPSTREAM_OK = 0,
+    UPSTREAM_ERR_CHANNEL = 1,        /* broker closed the channel (code/name/text say why: not_found, precondition_failed...) */
+    UPSTREAM_ERR_CONNECTION = 2,     /* AMQP connection lost or closed by the broker: every channel on it is dead */
+    UPSTREAM_ERR_ACCESS_REFUSED = 3, /* login refused or vhost access denied at connection.open */
+    UPSTREAM_ERR_UNREACHABLE = 4,    /* no broker could be reached */
+    UPSTREAM_ERR_NACK = 5,           /* publish: broker answered basic.nack */
+    UPSTREAM_ERR_NOMEM = 6,
+    UPSTREAM_ERR_CLOSED = 7, /* operation on a channel that is already dead */
+};
+const char *upstream_err_str(enum upstream_err e);
+
+struct upstream_error {
+    enum upstream_err kind;
+    int code;         /* AMQP reply code or 0 */
+    const char *name; /* short lower-case name for the STOMP `message` header: "not_found", "access_refused",
+                         "precondition_failed", "connection_forced", "broker_unreachable", "nack", ... */
+    const char *text; /* human detail for the ERROR body: the broker's reply text (e.g. "NOT_FOUND - no queue 'q' in vhost
+                         '/'") or warren's own description. Valid only during the callback. */
+};
+
+/* One header of the AMQP `headers` table. Table values of type longstr/shortstr are passed as is, integer types as decimal
+ * strings, booleans as "true"/"false"; other types (float, table, array, ...) are dropped on the way in. On publish, every
+ * header is sent as a longstr. */
+struct upstream_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* Basic properties. NULL string = absent. */
+struct upstream_props {
+    const char *content_type;
+    const char *content_encoding;
+    const char *correlation_id;
+    const char *reply_to;
+    const char *expiration;
+    const char *message_id;
+    const char *type;
+    const char *user_id;
+    const char *app_id;
+    int delivery_mode; /* 0 = absent, 1 transient, 2 persistent */
+    int priority;      /* -1 = absent, else 0..255 */
+    bool has_timestamp;
+    uint64_t timestamp;
+    const struct upstream_header *headers;
+    size_t n_headers;
+};
+
+/* A delivery; everything borrowed for the duration of on_delivery. */
+struct upstream_delivery {
+    const char *consumer_tag;
+    uint64_t delivery_tag; /* per channel, so per session */
+    bool redelivered;
+    const char *exchange;
+    const char *routing_key;
+    struct upstream_props props;
+    const uint8_t *body;
+    size_t body_len;
+};
+
+/* Queue argument for queue.declare (x-message-ttl, x-queue-type...) and consume arguments (x-priority, x-stream-offset). */
+enum upstream_arg_type {
+    UPSTREAM_ARG_STR = 0,
+    UPSTREAM_ARG_INT = 1,
+    UPSTREAM_ARG_BOOL = 2,
+};
+struct upstream_arg {
+    const char *key;
+    enum upstream_arg_type type;
+    const char *str;
+    int64_t num; /* INT value, or BOOL as 0/1 */
+};
+
+/* Flags for upstream_chan_declare_queue(). */
+enum {
+    UPSTREAM_Q_DURABLE = 1 << 0,
+    UPSTREAM_Q_EXCLUSIVE = 1 << 1,
+    UPSTREAM_Q_AUTO_DELETE = 1 << 2,
+    UPSTREAM_Q_PASSIVE = 1 << 3,
+    UPSTREAM_Q_OWNED = 1 << 4, /* delete this queue when the channel is released (not an AMQP flag) */
+    UPSTREAM_Q_NOWAIT = 1 << 5, /* queue.declare nowait: on_done fires once sent, errors come as on_closed */
+};
+
+/*
+ * Callbacks of one channel; `ud` is the session. All run on the client loop.
+ * - on_open: the channel is usable (err == NULL) or could not be opened (err set; the channel is dead, release it).
+ * - on_done: the operation queued with `op_tag` completed (err == NULL) or failed (err set: UPSTREAM_ERR_NACK for a
+ *   publish; other kinds mean the channel died and on_closed follows). `queue` is the queue name for declare_queue
+ *   (server-named queues included), NULL otherwise.
+ * - on_delivery: a message for one of the channel's consumers.
+ * - on_cancel: the broker cancelled a consumer (queue deleted, node down): basic.cancel from the broker.
+ * - on_closed: the channel is dead (channel error, connection lost). Called at most once; no callback follows it. The
+ *   session must still call upstream_chan_release().
+ * - on_blocked: the broker blocked (true) or unblocked (false) publishing on this channel's connection.
+ */
+struct upstream_chan_cb {
+    void (*on_open)(void *ud, const struct upstream_error *err);
+    void (*on_done)(void *ud, uint64_t op_tag, const struct upstream_error *err, const char *queue);
+    void (*on_delivery)(void *ud, const struct upstream_delivery *d);
+    void (*on_cancel)(void *ud, const char *consumer_tag);
+    void (*on_closed)(void *ud, const struct upstream_error *err);
+    void (*on_blocked)(void *ud, bool blocked);
+};
+
+/* Starts the upstream (no connection is made until the first channel is opened). Returns 0 or -errno. */
+int upstream_new(struct event_base *base, const struct upstream_config *cfg, struct upstream **out);
+
+/* Closes every connection (joins the threads). No callbacks are run from or after this call. NULL is a no-op. */
+void upstream_free(struct upstream *up);
+
+/*
+ * Opens a channel for a session: picks (or opens) a connection for `login` and queues channel.open. The handle is returned at
+ * once; on_open reports the outcome. Returns 0 or -ENOMEM.
+ */
+int upstream_chan_open(struct upstream *up, const struct upstream_login *login, const struct upstream_chan_cb *cb, void *ud,
+                       struct upstream_chan **out);
+
+/*
+ * Releases a channel: cancels its consumers, deletes its UPSTREAM_Q_OWNED queues, closes it. Unsettled deliveries are
+ * requeued by the broker (channel close). No callback runs for this channel after this returns. NULL is a no-op.
+ */
+void upstream_chan_release(struct upstream_chan *ch);
+
+/*
+ * Operations. They may be queued right after upstream_chan_open(), before on_open: they run in order once the channel is
+ * open (and fail with the open's error otherwise). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or UPSTREAM_ERR_CLOSED (positive)
+ * when the channel is already dead. Completion, where it has one, is reported through on_done(op_tag).
+ */
+
+/* queue.declare. `name` "" = server-named. `flags` UPSTREAM_Q_*. on_done gives the queue name. */
+int upstream_chan_declare_queue(struct upstream_chan *ch, uint64_t op_tag, const char *name, unsigned flags,
+                                const struct upstream_arg *args, size_t n_args);
+
+/* queue.bind. */
+int upstream_chan_bind(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *exchange,
+                       const char *routing_key);
+
+/* queue.delete (if_unused = false, if_empty = false). */
+int upstream_chan_delete_queue(struct upstream_chan *ch, uint64_t op_tag, const char *queue);
+
+/*
+ * basic.qos(prefetch, global=false) then basic.consume. `no_ack` true only for consumers that need no flow control (warren
+ * uses manual acks with a prefetch window even for STOMP ack:auto, invariant 2). `prefetch` 0 = unlimited (avoid).
+ */
+int upstream_chan_consume(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *consumer_tag,
+                          unsigned prefetch, bool no_ack, bool exclusive, const struct upstream_arg *args, size_t n_args);
+
+/* basic.cancel. */
+int upstream_chan_cancel(struct upstream_chan *ch, uint64_t op_tag, const char *consumer_tag);
+
+/*
+ * basic.publish (mandatory = false). Everything is copied. on_done(op_tag) fires when the broker confirmed it (or with
+ * UPSTREAM_ERR_NACK). Publishing to a missing exchange closes the channel (on_closed, not_found).
+ */
+int upstream_chan_publish(struct upstream_chan *ch, uint64_t op_tag, const char *exchange, const char *routing_key,
+                          const struct upstream_props *props, const uint8_t *body, size_t body_len);
+
+/* basic.ack / basic.nack (fire and forget; an unknown tag closes the channel with precondition_failed). */
+int upstream_chan_ack(struct upstream_chan *ch, uint64_t delivery_tag, bool multiple);
+int upstream_chan_nack(struct upstream_chan *ch, uint64_t delivery_tag, bool multiple, bool requeue);
+
+/* Figures for logs, tests and metrics. */
+struct upstream_stats {
+    unsigned connections;   /* live AMQP connections */
+    unsigned channels;      /* open channels over all connections */
+    uint64_t published;     /* messages published */
+    uint64_t delivered;     /* deliveries handed to sessions */
+};
+void upstream_get_stats(const struct upstream *up, struct upstream_stats *out);
