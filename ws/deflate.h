@@ -9,8 +9,8 @@
  *    the payloads of one compressed message (RSV1 set on its first frame), fed in any number of chunks, into the
  *    message bytes appended to a `struct ws_buf`; ws_deflate_compress() turns one outgoing message into the payload to
  *    send with RSV1 set.
- *  - `struct ws_buf` is a small growable byte buffer with a hard upper bound (`max`); the frame decoder may use it as its
- *    message buffer so that inflated bytes go straight into it.
+ * `struct ws_buf` (ws/frame.h) is the frame decoder's bounded message buffer: inflated bytes go straight into it, and
+ * ws_deflate_inflate() has the signature of ws/frame.h's ws_inflate_fn, so it plugs into ws_decoder_set_inflate().
  *
  * Memory: the zlib streams are created lazily, the inflater on the first compressed message received and the deflater on
  * the first message compressed, so a connection that never uses compression costs only sizeof(struct ws_deflate).
@@ -23,50 +23,12 @@
 #include <stdint.h>
 
 #include "ws/error.h"
+#include "ws/frame.h" /* struct ws_buf, ws_buf_reserve() */
 
 /* Extension token (RFC 7692 §7). */
 #define WS_DEFLATE_TOKEN "permessage-deflate"
 /* Largest response value ws_deflate_negotiate() can write (all four parameters), NUL included. */
 #define WS_DEFLATE_RESPONSE_MAX 128
-
-/* ---------------------------------------------------------------------------------------------------------------- */
-/* Bounded growable buffer                                                                                          */
-/* ---------------------------------------------------------------------------------------------------------------- */
-
-/*
- * `data[0..len)` holds the bytes, `cap` is the allocated size, `max` the bound on `len` (never exceeded: operations that
- * would go past it fail with WS_E_TOO_BIG and leave the buffer unchanged or, for inflate, filled up to max at most).
- * All-zero with a `max` is a valid empty buffer: `struct ws_buf b = WS_BUF_INIT(1 << 20);`.
- */
-struct ws_buf {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-    size_t max;
-};
-
-#define WS_BUF_INIT(max_)                                                                                                          \
-    {                                                                                                                              \
-        NULL, 0, 0, (max_)                                                                                                         \
-    }
-
-/* Empty buffer bounded by `max` (use SIZE_MAX for "no bound"). Allocates nothing. */
-void ws_buf_init(struct ws_buf *b, size_t max);
-
-/* Frees the storage and leaves an empty buffer with the same `max`. Idempotent. */
-void ws_buf_deinit(struct ws_buf *b);
-
-/* Sets len to 0; also frees the storage when cap > keep (so one huge message does not pin memory forever). */
-void ws_buf_clear(struct ws_buf *b, size_t keep);
-
-/*
- * Makes room for `extra` more bytes (cap >= len + extra), growing geometrically but never beyond `max`.
- * Returns 0, WS_E_TOO_BIG when len + extra > max (nothing changed), -ENOMEM.
- */
-int ws_buf_reserve(struct ws_buf *b, size_t extra) WS_MUSTCHECK;
-
-/* Appends data[0..n). Returns 0, WS_E_TOO_BIG when len + n > max (nothing appended), -ENOMEM. */
-int ws_buf_append(struct ws_buf *b, const void *data, size_t n) WS_MUSTCHECK;
 
 /* ---------------------------------------------------------------------------------------------------------------- */
 /* Configuration and negotiation                                                                                    */
