@@ -1,0 +1,72 @@
+/*
+ * bridge/session.h — one STOMP session: the STOMP layer of one client connection.
+ *
+ * The transport (bridge/client.c: TCP/TLS, HTTP upgrade, WebSocket framing, deflate) hands the session the payload of
+ * every WebSocket message it receives; the session runs the STOMP parser over it (frames may be split across messages or
+ * several may share one), enforces the protocol (CONNECT first, required headers, limits), maps frames onto its AMQP
+ * channel (bridge/upstream.h) through bridge/dest.h, and writes STOMP frames back through `struct session_io`, one
+ * complete frame (or one heart-beat EOL) per call, which the transport sends as one WebSocket message.
+ *
+ * Errors: any protocol error or AMQP channel error produces one ERROR frame (`message` header, `content-type:text/plain`,
+ * a useful body, `receipt-id` when the offending frame carried `receipt`), then io->close(): the transport flushes what was
+ * sent and closes. After io->close() the session sends nothing more and ignores further input.
+ *
+ * Flow control (DESIGN.md invariant 2): the session asks io->pending() how many bytes are still queued towards the client.
+ * Above conf->client_send_buffer_bytes it stops settling deliveries (AMQP manual acks inside the prefetch window, even for
+ * STOMP ack:auto), so the broker stops sending; session_on_drain() resumes. The transport closes a client whose queue
+ * passes conf->client_send_limit_bytes. While too many publishes await broker confirms (conf->max_unconfirmed) or the
+ * broker blocks publishers, the session calls io->pause_reading(true); the transport then stops reading that socket.
+ *
+ * Ownership: the transport owns the session; session_free() may not be called from inside a session_io callback — the
+ * transport defers it (it marks itself closing in io->close and frees from the loop).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conf;
+struct event_base;
+struct session;
+struct upstream;
+
+/* What every session of a listener shares. All pointers outlive the sessions. */
+struct session_env {
+    struct event_base *base;
+    struct upstream *up;
+    const struct conf *conf;
+    const char *server_header; /* value of CONNECTED `server` ("warren/0.1.0"), NULL to omit */
+};
+
+/* The transport side, implemented by bridge/client.c. `ud` is the client. */
+struct session_io {
+    /* Queue one STOMP frame (or "\n" for a heart-beat) as one WebSocket message. Returns 0, or -1 when the client is gone. */
+    int (*send)(void *ud, const char *bytes, size_t len);
+    /* Bytes queued towards the client and not yet written to the socket. */
+    size_t (*pending)(void *ud);
+    /* Stop (true) or resume (false) reading from the client. */
+    void (*pause_reading)(void *ud, bool paused);
+    /* Flush what was sent, then close the connection (WebSocket close 1000 with `reason`, at most 123 bytes used). */
+    void (*close)(void *ud, const char *reason);
+};
+
+/*
+ * Creates a session for a freshly upgraded connection. `peer` ("1.2.3.4:5678") is used in logs. Starts the login timer
+ * (conf->login_timeout_ms). Returns NULL on allocation failure.
+ */
+struct session *session_new(const struct session_env *env, const struct session_io *io, void *io_ud, const char *peer);
+
+/* Ends the session: aborts open transactions, releases the AMQP channel (its owned queues are deleted). NULL is a no-op. */
+void session_free(struct session *s);
+
+/*
+ * Feeds the payload of one received WebSocket message (text or binary). Any bytes count as inbound activity for the
+ * heart-beat check. Returns 0; protocol errors are handled inside (ERROR + io->close()).
+ */
+int session_feed(struct session *s, const char *data, size_t len);
+
+/* The transport's queue towards the client went below the high-water mark again. */
+void session_on_drain(struct session *s);
+
+/* Session id as sent in CONNECTED `session` (for logs), or "" before CONNECTED. */
+const char *session_id(const struct session *s);
