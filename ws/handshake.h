@@ -73,6 +73,7 @@ struct ws_request {
     struct ws_slice extensions[WS_REQUEST_MAX_EXTENSION_HEADERS]; /* raw Sec-WebSocket-Extensions values, in order */
     size_t num_extensions;
     bool connection_upgrade; /* some Connection header holds the token "upgrade" (case-insensitive) */
+    bool upgrade_websocket;  /* some Upgrade header holds the token "websocket" (case-insensitive) */
     /*
      * True when the client asks for a WebSocket: the Upgrade header holds the token "websocket" (case-insensitive), or a
      * Sec-WebSocket-Key or Sec-WebSocket-Version header is present. Other Upgrade values (h2c...) are ignored, as
