@@ -28,9 +28,9 @@
 
 /*
  * Pick the highest version listed in an `accept-version` value (comma-separated, e.g. "1.0,1.1,1.2") that is also in
- * `supported_mask` (STOMP_VERSION_BIT()s). `value == NULL` means the header is absent: STOMP 1.0. Tokens are compared
- * exactly (no spaces allowed around them); unknown tokens ("1.3", "2.0") are ignored, as the spec lets a client list
- * versions the server does not know.
+ * `supported_mask` (STOMP_VERSION_BIT()s). `value == NULL` means the header is absent: STOMP 1.0. Blanks around a token
+ * are ignored; unknown tokens ("1.3", "2.0", "") are ignored, as the spec lets a client list versions the server does
+ * not know.
  * Returns 0 and *out, or STOMP_E_VERSION with *reason ("Supported protocol versions are 1.0,1.1,1.2" for the full
  * mask) when nothing is in common (an empty value included).
  */
