@@ -1,0 +1,36 @@
+/*
+ * bridge/client.h — one client connection: HTTP/1.1 request, WebSocket upgrade (ws/), WebSocket framing and
+ * permessage-deflate, and the hand-over of message payloads to its STOMP session (bridge/session.h).
+ *
+ * Private to bridge/server.c, which accepts sockets and keeps the list of clients.
+ */
+#pragma once
+
+#include <openssl/ssl.h>
+#include <event2/util.h>
+
+#include "bridge/session.h"
+
+struct client;
+struct server_ctx;
+
+/* What server.c shares with every client of one server. */
+struct server_ctx {
+    struct event_base *base;
+    const struct conf *conf;
+    struct session_env env;
+    struct client *clients; /* doubly linked list of live clients */
+    size_t n_clients;
+};
+
+/*
+ * Takes over the accepted socket `fd` (and `ssl`, when the listener is TLS: the handshake runs inside libevent_openssl).
+ * `peer` is the printable peer address. On failure the socket (and ssl) are closed and freed and -ENOMEM is returned.
+ */
+int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const char *peer);
+
+/* Frees a client at once (the reaper, and server shutdown): its session ends, the socket closes. */
+void client_free(struct client *c);
+
+/* Writes a minimal HTTP error reply on a raw socket and closes it (used when the connection limit is reached). */
+void client_reject_fd(evutil_socket_t fd, int status, const char *reason);
