@@ -28,7 +28,7 @@
 /* Extension token (RFC 7692 §7). */
 #define WS_DEFLATE_TOKEN "permessage-deflate"
 /* Largest response value ws_deflate_negotiate() can write (all four parameters), NUL included. */
-#define WS_DEFLATE_RESPONSE_MAX 128
+#define WS_DEFLATE_RESPONSE_MAX 160
 
 /* ---------------------------------------------------------------------------------------------------------------- */
 /* Configuration and negotiation                                                                                    */
