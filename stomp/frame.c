@@ -232,7 +232,7 @@ static int end_line(struct stomp_parser *p, const char *buf, size_t i)
 }
 
 /*
- * Scan the header section from p->scan. Returns 1 when the blank line has been found (p->body_start set),
+ * Scan the header section from p->scan. Returns 0 when the blank line has been found (p->body_start set),
  * STOMP_NEED_MORE, or an error. Every limit is checked on the byte that passes it.
  */
 static int scan_headers(struct stomp_parser *p, const char *buf, size_t len, const char **reason)
@@ -243,7 +243,7 @@ static int scan_headers(struct stomp_parser *p, const char *buf, size_t len, con
         if (c == '\n') {
             if (end_line(p, buf, i) == 1) {
                 p->scan = i + 1;
-                return 1;
+                return 0;
             }
         } else if (c == '\r') {
             if (i + 1 == len) {
@@ -474,7 +474,7 @@ int stomp_parser_feed(struct stomp_parser *p, char *buf, size_t len, size_t *con
                 return STOMP_NEED_MORE;
         }
         r = scan_headers(p, buf, len, reason);
-        if (r != 1)
+        if (r)
             return r;
         r = parse_head(p, buf, reason);
         if (r)
