@@ -199,8 +199,11 @@ static int skip_heartbeats(struct stomp_parser *p, const char *buf, size_t len, 
         } else if (buf[i] == '\r') {
             if (i + 1 == len)
                 break;
-            if (buf[i + 1] != '\n')
+            if (buf[i + 1] != '\n') {
+                if (i > 0)
+                    break; /* report the heart-beats first, whatever the chunking */
                 return fail(p, STOMP_E_PROTOCOL, "bare CR (not followed by LF)", reason);
+            }
             i += 2;
         } else {
             break;

@@ -275,6 +275,7 @@ static void test_eol_and_heartbeats(void)
     EXPECT(&v12, "\r\n\n\r\n", "HB5;");
     EXPECT(&v12, "\r", "PARTIAL;");
     CHECK_STR(EXPECT(&v12, "\r\r\n", "E:STOMP_E_PROTOCOL;"), "bare CR (not followed by LF)");
+    EXPECT(&v12, "\n\r:\n", "HB1;E:STOMP_E_PROTOCOL;"); /* the heart-beat is reported first, whatever the chunking */
     EXPECT(&v12, "\nSEND\n\nx\0\n\r\nDISCONNECT\nreceipt:1\n\n\0\n", "HB1;SEND|#x;HB3;DISCONNECT|receipt=1|#;HB1;");
     EXPECT(&v12, "SEND\n\na\0SEND\n\nb\0", "SEND|#a;SEND|#b;");
     /* Bare CR inside the command line, a header, or between header lines. */
