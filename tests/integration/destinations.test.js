@@ -164,7 +164,7 @@ describe('destinations', { skip: T.suiteSkip() }, () => {
         replyTo: 'backend-replies',
         headers: {
           'x-str': 'v',
-          'x-int': { '!': 'signedint', value: 42 },
+          'x-int': { '!': 'int', value: 42 },
           'x-long': { '!': 'long', value: 1234567 },
           'custom-header': 'value',
         },
