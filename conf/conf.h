@@ -175,8 +175,9 @@ void conf_deinit(struct conf *c);
 CONF_MUSTCHECK int conf_copy(struct conf *dst, const struct conf *src);
 
 /*
- * Sets one key from its text form, as `-o key=value` on the command line does. Returns 0, CONF_E_INVALID (unknown key,
- * bad value, out of range; err = "key: reason") or -ENOMEM. On failure `c` is unchanged.
+ * Sets one key from its text form, as `-o key=value` on the command line does. The value is taken literally (no quotes,
+ * no comments; lists are still split and trimmed). Returns 0, CONF_E_INVALID (unknown key, bad value, out of range;
+ * err = "key: reason") or -ENOMEM. On failure `c` is unchanged.
  */
 CONF_MUSTCHECK int conf_set(struct conf *c, const char *key, const char *value, char *err, size_t errlen);
 
@@ -197,10 +198,10 @@ CONF_MUSTCHECK int conf_load_file(struct conf *c, const char *path, char *err, s
 /*
  * Cross-key checks, run once everything is loaded: max_body_bytes, max_frame_bytes_unauthenticated and
  * max_header_line_bytes <= max_frame_bytes; tls_cert_file and tls_key_file both set or both empty, and both set when
- * tls_listen_port != 0; at least one listener; at least one broker, each "host:port" (IPv6 as "[addr]:port");
- * amqp_reconnect_min_ms <= amqp_reconnect_max_ms; default_prefetch_count <= max_prefetch_count;
- * client_send_buffer_bytes <= client_send_limit_bytes; ws_path starts with '/'. Returns 0 or CONF_E_INVALID
- * (err = "key: reason").
+ * tls_listen_port != 0; at least one listener, and listen_port != tls_listen_port; at least one broker, each
+ * "host:port" (IPv6 as "[addr]:port"); amqp_reconnect_min_ms <= amqp_reconnect_max_ms; default_prefetch_count <=
+ * max_prefetch_count; client_send_buffer_bytes <= client_send_limit_bytes; ws_path starts with '/'. Returns 0 or
+ * CONF_E_INVALID (err = "key: reason").
  */
 CONF_MUSTCHECK int conf_validate(const struct conf *c, char *err, size_t errlen);
 
