@@ -395,13 +395,19 @@ static int parse_head(struct stomp_parser *p, const char *buf, const char **reas
     return 0;
 }
 
-/* After the header section: the checks that need the command and content-length, before waiting for the body. */
+/*
+ * After the header section: the checks that need the command and content-length, before waiting for the body. All of
+ * them are decided by the bytes up to the blank line, so their order is the same however the input was chunked.
+ */
 static int start_body(struct stomp_parser *p, const char **reason)
 {
     p->state = ST_BODY;
     p->scan = p->body_start;
-    if (!p->has_content_length)
+    if (!p->has_content_length) {
+        if ((uint64_t)p->body_start + 1 > p->limits.max_frame_bytes)
+            return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
         return 0;
+    }
     if (p->content_length > 0 && !stomp_cmd_has_body(p->cmd))
         return fail(p, STOMP_E_PROTOCOL, "this command must not have a body", reason);
     if ((uint64_t)p->body_start + p->content_length + 1 > p->limits.max_frame_bytes)
@@ -409,7 +415,24 @@ static int start_body(struct stomp_parser *p, const char **reason)
     return 0;
 }
 
-/* Looks for the end of the body. Returns 0 with *frame_len, STOMP_NEED_MORE, or an error. */
+/*
+ * Without content-length: the offset of the first body byte that must be the NUL, because a non-NUL byte there
+ * breaks a rule (no body allowed, max_body_bytes, max_frame_bytes). start_body() ensured body_start < max_frame_bytes.
+ */
+static size_t body_stop(const struct stomp_parser *p)
+{
+    if (!stomp_cmd_has_body(p->cmd))
+        return p->body_start;
+    size_t stop = p->limits.max_frame_bytes - 1;
+    if (p->limits.max_body_bytes < stop - p->body_start)
+        stop = p->body_start + p->limits.max_body_bytes;
+    return stop;
+}
+
+/*
+ * Looks for the end of the body. Returns 0 with *frame_len, STOMP_NEED_MORE, or an error. The NUL scan stops at
+ * body_stop(), so a long chunk reports the same error a byte-by-byte feed would (the first rule broken, in order).
+ */
 static int scan_body(struct stomp_parser *p, const char *buf, size_t len, size_t *frame_len, const char **reason)
 {
     if (p->has_content_length) {
@@ -421,20 +444,22 @@ static int scan_body(struct stomp_parser *p, const char *buf, size_t len, size_t
         *frame_len = end + 1;
         return 0;
     }
-    const char *nul = memchr(buf + p->scan, '\0', len - p->scan);
-    size_t body_end = nul ? (size_t)(nul - buf) : len;
-    if (body_end > p->body_start && !stomp_cmd_has_body(p->cmd))
-        return fail(p, STOMP_E_PROTOCOL, "this command must not have a body", reason);
-    if (body_end - p->body_start > p->limits.max_body_bytes)
-        return fail(p, STOMP_E_TOO_BIG, "body too large", reason);
-    if (body_end + 1 > p->limits.max_frame_bytes)
-        return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
-    if (!nul) {
+    size_t stop = body_stop(p);
+    size_t end = len < stop + 1 ? len : stop + 1;
+    const char *nul = end > p->scan ? memchr(buf + p->scan, '\0', end - p->scan) : NULL;
+    if (nul) {
+        *frame_len = (size_t)(nul - buf) + 1;
+        return 0;
+    }
+    if (len <= stop) {
         p->scan = len;
         return STOMP_NEED_MORE;
     }
-    *frame_len = body_end + 1;
-    return 0;
+    if (!stomp_cmd_has_body(p->cmd))
+        return fail(p, STOMP_E_PROTOCOL, "this command must not have a body", reason);
+    if (stop - p->body_start >= p->limits.max_body_bytes)
+        return fail(p, STOMP_E_TOO_BIG, "body too large", reason);
+    return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
 }
 
 /* The frame is complete: decode escapes in place and fill *out. */

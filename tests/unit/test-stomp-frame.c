@@ -468,6 +468,16 @@ static void test_limit_frame(void)
     EXPECT(&o, "SEND\na:\n\n\0", "E:STOMP_E_TOO_BIG;"); /* 10 bytes */
     o.limits.max_frame_bytes = 10;
     EXPECT(&o, "SEND\na:\n\n\0", "SEND|a=|#;");
+    /* The first rule broken wins, whatever the chunking: here the frame (>= 17 bytes) is too large before the body
+     * byte shows that BEGIN has a body. */
+    o.limits.max_frame_bytes = 16;
+    EXPECT(&o, "BEGIN\nMESATh:9\n\n{\0", "E:STOMP_E_TOO_BIG;");
+    o.limits.max_frame_bytes = 17;
+    EXPECT(&o, "BEGIN\nMESATh:9\n\n{\0", "E:STOMP_E_PROTOCOL;");
+    o.limits.max_frame_bytes = 17;
+    o.limits.max_body_bytes = 1;
+    EXPECT(&o, "SEND\nab:9\n\n{\0", "SEND|ab=9|#{;");
+    EXPECT(&o, "SEND\nab:9\n\n{}\0", "E:STOMP_E_TOO_BIG;");
 }
 
 static void test_large_body_incremental(void)
