@@ -217,6 +217,7 @@ struct upstream {
     struct upstream_chan *chans;
     uint64_t published, delivered;
     unsigned channels;
+    unsigned closing;
 
     pthread_mutex_t lock; /* guards the fields below */
     struct result *res, **res_tail;
@@ -773,11 +774,9 @@ static void chan_fail(struct conn *c, struct upstream_chan *ch, const struct ups
 
     if (ch->st >= CH_CLOSING)
         return;
-    if (!was_open)
-        res_emit(c, RES_OPEN, ch, 0, err, NULL);
+    /* Operations fail first: the loop drops every result that follows on_closed or a failed on_open. */
     chan_fail_ops(c, ch, err);
-    if (was_open)
-        res_emit(c, RES_CLOSED, ch, 0, err, NULL);
+    res_emit(c, was_open ? RES_CLOSED : RES_OPEN, ch, 0, err, NULL);
     chan_free_thread_state(ch);
     chan_unslot(c, ch);
     ch->st = CH_DEAD;
@@ -1659,6 +1658,7 @@ static void on_chan_result(struct upstream *up, struct result *r)
 
     if (r->kind == RES_CHAN_DONE) {
         ch->conn->n_chans--;
+        up->closing--;
         chan_unlink(up, ch);
         free(ch);
         return;
@@ -1862,6 +1862,7 @@ void upstream_chan_release(struct upstream_chan *ch)
     if (!ch || ch->released)
         return;
     ch->released = true;
+    ch->up->closing++;
     if (ch->opened && !ch->dead)
         ch->up->channels--;
     conn_push(ch->conn, &ch->release_cmd);
@@ -1961,6 +1962,7 @@ void upstream_get_stats(const struct upstream *up, struct upstream_stats *out)
     for (const struct conn *c = up->conns; c; c = c->next)
         out->connections += c->live;
     out->channels = up->channels;
+    out->closing = up->closing;
     out->published = up->published;
     out->delivered = up->delivered;
 }

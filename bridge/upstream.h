@@ -23,7 +23,8 @@
  *
  * Threading contract: all upstream_* functions must be called on the client loop thread. Callbacks run on that thread too,
  * never from inside an upstream_* call (they are always deferred through the event loop), so a callback may call any
- * upstream_* function, including upstream_chan_release() of its own channel.
+ * upstream_* function but upstream_free(), including upstream_chan_release() of its own channel. The loop is woken
+ * through an eventfd of its own: no evthread_use_pthreads() is needed for the upstream.
  */
 #pragma once
 
@@ -44,8 +45,8 @@ struct upstream_config {
     unsigned connect_timeout_ms; /* TCP connect + login */
     unsigned reconnect_min_ms;   /* backoff after a broker connection failure (doubles up to max) */
     unsigned reconnect_max_ms;
-    const char *product;         /* client property "product", e.g. "warren" */
-    const char *version;         /* client property "version" */
+    const char *product; /* client property "product", e.g. "warren" */
+    const char *version; /* client property "version" */
 };
 
 /* Who a channel belongs to. Strings are copied. */
@@ -138,7 +139,7 @@ enum {
     UPSTREAM_Q_EXCLUSIVE = 1 << 1,
     UPSTREAM_Q_AUTO_DELETE = 1 << 2,
     UPSTREAM_Q_PASSIVE = 1 << 3,
-    UPSTREAM_Q_OWNED = 1 << 4, /* delete this queue when the channel is released (not an AMQP flag) */
+    UPSTREAM_Q_OWNED = 1 << 4,  /* delete this queue when the channel is released (not an AMQP flag) */
     UPSTREAM_Q_NOWAIT = 1 << 5, /* queue.declare nowait: on_done fires once sent, errors come as on_closed */
 };
 
@@ -184,8 +185,9 @@ void upstream_chan_release(struct upstream_chan *ch);
 
 /*
  * Operations. They may be queued right after upstream_chan_open(), before on_open: they run in order once the channel is
- * open (and fail with the open's error otherwise). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or UPSTREAM_ERR_CLOSED (positive)
- * when the channel is already dead. Completion, where it has one, is reported through on_done(op_tag).
+ * open (and fail with the open's error otherwise). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or
+ * UPSTREAM_ERR_CLOSED (positive) when the channel is already dead. Completion, where it has one, is reported through
+ * on_done(op_tag).
  */
 
 /* queue.declare. `name` "" = server-named. `flags` UPSTREAM_Q_*. on_done gives the queue name. */
@@ -193,8 +195,7 @@ int upstream_chan_declare_queue(struct upstream_chan *ch, uint64_t op_tag, const
                                 const struct upstream_arg *args, size_t n_args);
 
 /* queue.bind. */
-int upstream_chan_bind(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *exchange,
-                       const char *routing_key);
+int upstream_chan_bind(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *exchange, const char *routing_key);
 
 /* queue.delete (if_unused = false, if_empty = false). */
 int upstream_chan_delete_queue(struct upstream_chan *ch, uint64_t op_tag, const char *queue);
@@ -203,8 +204,8 @@ int upstream_chan_delete_queue(struct upstream_chan *ch, uint64_t op_tag, const 
  * basic.qos(prefetch, global=false) then basic.consume. `no_ack` true only for consumers that need no flow control (warren
  * uses manual acks with a prefetch window even for STOMP ack:auto, invariant 2). `prefetch` 0 = unlimited (avoid).
  */
-int upstream_chan_consume(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *consumer_tag,
-                          unsigned prefetch, bool no_ack, bool exclusive, const struct upstream_arg *args, size_t n_args);
+int upstream_chan_consume(struct upstream_chan *ch, uint64_t op_tag, const char *queue, const char *consumer_tag, unsigned prefetch,
+                          bool no_ack, bool exclusive, const struct upstream_arg *args, size_t n_args);
 
 /* basic.cancel. */
 int upstream_chan_cancel(struct upstream_chan *ch, uint64_t op_tag, const char *consumer_tag);
@@ -222,9 +223,10 @@ int upstream_chan_nack(struct upstream_chan *ch, uint64_t delivery_tag, bool mul
 
 /* Figures for logs, tests and metrics. */
 struct upstream_stats {
-    unsigned connections;   /* live AMQP connections */
-    unsigned channels;      /* open channels over all connections */
-    uint64_t published;     /* messages published */
-    uint64_t delivered;     /* deliveries handed to sessions */
+    unsigned connections; /* live AMQP connections */
+    unsigned channels;    /* open channels over all connections */
+    unsigned closing;     /* released channels not yet closed at the broker (their owned queues are deleted when 0) */
+    uint64_t published;   /* messages published */
+    uint64_t delivered;   /* deliveries handed to sessions */
 };
 void upstream_get_stats(const struct upstream *up, struct upstream_stats *out);
