@@ -15,31 +15,31 @@
 extern int harness_failures;
 extern int harness_checks;
 
-#define CHECK(cond)                                                                                                        \
-    do {                                                                                                                   \
-        harness_checks++;                                                                                                  \
-        if (!(cond)) {                                                                                                     \
-            harness_failures++;                                                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                                       \
-        }                                                                                                                  \
+#define CHECK(cond)                                                                                                                \
+    do {                                                                                                                           \
+        harness_checks++;                                                                                                          \
+        if (!(cond)) {                                                                                                             \
+            harness_failures++;                                                                                                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                                               \
+        }                                                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                                                 \
-    do {                                                                                                                   \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                                                \
-        harness_checks++;                                                                                                  \
-        if (a_ != b_) {                                                                                                    \
-            harness_failures++;                                                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a, #b, a_, b_);         \
-        }                                                                                                                  \
+#define CHECK_EQ_INT(a, b)                                                                                                         \
+    do {                                                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                                                        \
+        harness_checks++;                                                                                                          \
+        if (a_ != b_) {                                                                                                            \
+            harness_failures++;                                                                                                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a, #b, a_, b_);                 \
+        }                                                                                                                          \
     } while (0)
 
 /* Runs fn(name) and prints a TAP-like line. */
-#define RUN(fn)                                                                                                            \
-    do {                                                                                                                   \
-        int before_ = harness_failures;                                                                                    \
-        fn();                                                                                                              \
-        printf("%s %s\n", harness_failures == before_ ? "ok" : "not ok", #fn);                                             \
+#define RUN(fn)                                                                                                                    \
+    do {                                                                                                                           \
+        int before_ = harness_failures;                                                                                            \
+        fn();                                                                                                                      \
+        printf("%s %s\n", harness_failures == before_ ? "ok" : "not ok", #fn);                                                     \
     } while (0)
 
 /* How an input is cut into chunks. */
