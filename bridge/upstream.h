@@ -185,7 +185,8 @@ void upstream_chan_release(struct upstream_chan *ch);
 
 /*
  * Operations. They may be queued right after upstream_chan_open(), before on_open: they run in order once the channel is
- * open (and fail with the open's error otherwise). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or
+ * open (and fail with the open's error otherwise, each on_done coming before the failed on_open; ack/nack have no
+ * completion). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or
  * UPSTREAM_ERR_CLOSED (positive) when the channel is already dead. Completion, where it has one, is reported through
  * on_done(op_tag).
  */
