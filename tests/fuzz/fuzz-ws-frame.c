@@ -15,6 +15,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static volatile uint8_t sink; /* makes the reads of every event byte observable */
+
 static const uint64_t limits[8] = {1, 5, 125, 126, 1000, 65536, 70000, 1u << 20};
 
 static int identity_inflate(struct ws_deflate *z, const uint8_t *in, size_t len, bool fin, struct ws_buf *out, const char **reason)
@@ -36,7 +38,6 @@ static int identity_inflate(struct ws_deflate *z, const uint8_t *in, size_t len,
 static void check_event(const struct ws_event *ev, uint64_t max)
 {
     uint8_t reply[WS_CONTROL_FRAME_MAX];
-    volatile uint8_t sink = 0;
     for (size_t i = 0; i < ev->len; i++)
         sink ^= ev->data[i];
     switch (ev->type) {
