@@ -74,7 +74,8 @@ struct ws_deflate_params {
  * Acceptance rules (RFC 7692 §7.1.1-7.1.2):
  *  - server_no_context_takeover is in the response when offered or when cfg prefers it;
  *  - client_no_context_takeover is in the response when offered or when cfg prefers it;
- *  - server_max_window_bits = min(offered value or 15, cfg value); in the response when offered or below 15;
+ *  - server_max_window_bits = min(offered value or 15, cfg value); in the response only when offered (a compressor may
+ *    always use a smaller window than the peer allows without announcing it);
  *  - client_max_window_bits: when offered (with or without value) the response carries min(value or 15, cfg value);
  *    when not offered the client keeps 15 and the response carries nothing.
  *
