@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "ws/deflate.h"
 #include "ws/frame.h"
 #include "ws/utf8.h"
 
@@ -118,9 +119,17 @@ static void run_mode(const uint8_t *in, size_t len, enum split_mode m, uint64_t 
     struct ws_decoder d;
     struct ws_limits lim = {.max_message_bytes = max};
     uint64_t seed = 0x1234 + len;
+    struct ws_deflate *z = NULL;
     ws_decoder_init(&d, &lim);
+    if (fn == ws_deflate_inflate) {
+        /* the real permessage-deflate inflater, fresh per run, with context takeover */
+        struct ws_deflate_config cfg;
+        ws_deflate_config_init(&cfg);
+        struct ws_deflate_params params = {.enabled = true, .server_max_window_bits = 15, .client_max_window_bits = 15};
+        CHECK_EQ_INT(ws_deflate_new(&params, &cfg, &z), 0);
+    }
     if (fn)
-        ws_decoder_set_inflate(&d, fn, NULL);
+        ws_decoder_set_inflate(&d, fn, z);
     r->result = WS_NEED_MORE;
     size_t pos = 0;
     while (pos < len) {
@@ -142,6 +151,7 @@ static void run_mode(const uint8_t *in, size_t len, enum split_mode m, uint64_t 
     guard_free(&slot);
     ws_decoder_deinit(&d);
     ws_decoder_deinit(&d); /* idempotent */
+    ws_deflate_free(z);
 }
 
 /* Runs all three modes, checks they agree, and leaves the whole-input run in *out (caller frees). */
@@ -647,6 +657,48 @@ static void test_deflate_hook(void)
     CHECK_EQ_INT(expect_error(&in, BIG, fake_corrupt, WS_E_PAYLOAD), 1007);
 }
 
+/* RFC 7692 §7.2.3.1-2 examples through the real inflater: one frame, fragmented, and context takeover. */
+static void test_rfc7692_examples(void)
+{
+    static const uint8_t hello[] = {0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    static const uint8_t hello2[] = {0xf2, 0x00, 0x11, 0x00, 0x00};
+    struct input in = {.len = 0};
+    add(&in, WS_OP_TEXT, true, 4, hello, sizeof(hello));
+    expect_one(&in, BIG, ws_deflate_inflate, WS_EV_MESSAGE, "Hello", 5);
+    in.len = 0;
+    add(&in, WS_OP_TEXT, false, 4, hello, 3);
+    add(&in, WS_OP_PING, true, 0, "", 0);
+    add(&in, WS_OP_CONT, true, 0, hello + 3, sizeof(hello) - 3);
+    add(&in, WS_OP_TEXT, true, 4, hello2, sizeof(hello2));
+    struct run r = {0};
+    decode_all(in.b, in.len, BIG, ws_deflate_inflate, &r);
+    CHECK_EQ_INT(r.result, WS_NEED_MORE);
+    CHECK_EQ_INT(r.n, 3);
+    if (r.n == 3) {
+        CHECK(ev_is(&r.ev[1], WS_EV_MESSAGE, "Hello", 5) && r.ev[1].compressed);
+        CHECK(ev_is(&r.ev[2], WS_EV_MESSAGE, "Hello", 5) && r.ev[2].compressed);
+    }
+    run_free(&r);
+    /* the inflated size is what counts against the limit */
+    struct ws_deflate_config cfg;
+    ws_deflate_config_init(&cfg);
+    struct ws_deflate_params params = {.enabled = true, .server_max_window_bits = 15, .client_max_window_bits = 15};
+    struct ws_deflate *z = NULL;
+    struct ws_buf out;
+    static uint8_t zeros[10000];
+    const char *reason = NULL;
+    ws_buf_init(&out, sizeof(zeros));
+    CHECK_EQ_INT(ws_deflate_new(&params, &cfg, &z), 0);
+    CHECK_EQ_INT(ws_deflate_compress(z, zeros, sizeof(zeros), &out, &reason), 0);
+    CHECK(out.len < 100);
+    in.len = 0;
+    add(&in, WS_OP_BINARY, true, 4, out.data, out.len);
+    CHECK_EQ_INT(expect_error(&in, 9999, ws_deflate_inflate, WS_E_TOO_BIG), 1009);
+    expect_one(&in, 10000, ws_deflate_inflate, WS_EV_MESSAGE, zeros, sizeof(zeros));
+    ws_buf_deinit(&out);
+    ws_deflate_free(z);
+}
+
 /* ---- encoder ---- */
 
 static void test_header_encode(void)
@@ -809,6 +861,7 @@ int main(void)
     RUN(test_after_close_discarded);
     RUN(test_one_event_per_call);
     RUN(test_deflate_hook);
+    RUN(test_rfc7692_examples);
     RUN(test_header_encode);
     RUN(test_control_encode);
     RUN(test_mask_apply);
