@@ -153,11 +153,15 @@ struct upstream_chan {
     struct upstream_chan_cb cb;
     void *ud;
     bool released, dead, opened; /* loop side */
+    bool open_failed_seen;       /* loop side: on_open(err) ran, on_done(err) may still follow */
     struct cmd release_cmd;
 
     /* connection-thread side */
     struct upstream_chan *tnext; /* conn->tchans */
     enum chan_state st;
+    bool open_failed;
+    struct upstream_error fail_err;
+    char fail_text[256];
     uint16_t id;
     struct cmd *ops, **ops_tail;
     struct cmd *rpc; /* the synchronous method waiting for its reply */
@@ -774,9 +778,17 @@ static void chan_fail(struct conn *c, struct upstream_chan *ch, const struct ups
 
     if (ch->st >= CH_CLOSING)
         return;
-    /* Operations fail first: the loop drops every result that follows on_closed or a failed on_open. */
+    /* A failed open comes first, then the failures of the operations queued behind it (and of those queued later, see
+     * conn_on_cmd). A closed channel reports its pending operations first, because nothing follows on_closed. */
+    ch->open_failed = !was_open;
+    ch->fail_err = *err;
+    snprintf(ch->fail_text, sizeof ch->fail_text, "%s", err->text ? err->text : "");
+    ch->fail_err.text = ch->fail_text;
+    if (!was_open)
+        res_emit(c, RES_OPEN, ch, 0, err, NULL);
     chan_fail_ops(c, ch, err);
-    res_emit(c, was_open ? RES_CLOSED : RES_OPEN, ch, 0, err, NULL);
+    if (was_open)
+        res_emit(c, RES_CLOSED, ch, 0, err, NULL);
     chan_free_thread_state(ch);
     chan_unslot(c, ch);
     ch->st = CH_DEAD;
@@ -1459,7 +1471,10 @@ static void conn_on_cmd(struct conn *c, struct cmd *cmd)
         return;
     default:
         if (ch->st >= CH_CLOSING) {
-            cmd_free(cmd); /* the loop was or will be told through on_closed / on_open */
+            /* After a failed open every operation fails with its error; after on_closed the loop drops them anyway. */
+            if (ch->st == CH_DEAD && ch->open_failed && op_has_completion(cmd))
+                res_emit(c, RES_DONE, ch, cmd->op_tag, &ch->fail_err, NULL);
+            cmd_free(cmd);
             return;
         }
         *ch->ops_tail = cmd;
@@ -1663,12 +1678,13 @@ static void on_chan_result(struct upstream *up, struct result *r)
         free(ch);
         return;
     }
-    if (ch->released || ch->dead)
+    if (ch->released || (ch->dead && !(ch->open_failed_seen && r->kind == RES_DONE)))
         return;
     switch (r->kind) {
     case RES_OPEN:
         ch->opened = !err;
         ch->dead = err != NULL;
+        ch->open_failed_seen = err != NULL;
         up->channels += !err;
         if (ch->cb.on_open)
             ch->cb.on_open(ch->ud, err);

@@ -151,7 +151,8 @@ enum {
  *   (server-named queues included), NULL otherwise.
  * - on_delivery: a message for one of the channel's consumers.
  * - on_cancel: the broker cancelled a consumer (queue deleted, node down): basic.cancel from the broker.
- * - on_closed: the channel is dead (channel error, connection lost). Called at most once; no callback follows it. The
+ * - on_closed: the channel is dead (channel error, connection lost). Called at most once; no callback follows it, so an
+ *   operation whose on_done has not run by then failed too. The
  *   session must still call upstream_chan_release().
  * - on_blocked: the broker blocked (true) or unblocked (false) publishing on this channel's connection.
  */
@@ -185,8 +186,8 @@ void upstream_chan_release(struct upstream_chan *ch);
 
 /*
  * Operations. They may be queued right after upstream_chan_open(), before on_open: they run in order once the channel is
- * open (and fail with the open's error otherwise, each on_done coming before the failed on_open; ack/nack have no
- * completion). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or
+ * open (and fail with the open's error otherwise: on_done(err) for each, after the failed on_open, until the release;
+ * ack/nack have no completion). Each copies its arguments, queues the command and returns 0, or -ENOMEM, or
  * UPSTREAM_ERR_CLOSED (positive) when the channel is already dead. Completion, where it has one, is reported through
  * on_done(op_tag).
  */

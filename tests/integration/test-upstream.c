@@ -1,0 +1,489 @@
+/*
+ * tests/integration/test-upstream.c — bridge/upstream.c against a real RabbitMQ.
+ *
+ * The broker is the one scripts/test starts: WARREN_TEST_AMQP_PORT on 127.0.0.1, guest/guest. Without it the test is
+ * skipped (exit 77). Each case drives the client event_base until the callbacks it waits for have run; the loop timeout
+ * only guards against a hang and fails the case, it never synchronises anything.
+ */
+#include "bridge/upstream.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/unit/harness.h"
+
+#define GUARD_S 20
+
+static char broker_addr[64];
+static const char *brokers[1] = {broker_addr};
+static struct event_base *base;
+static bool timed_out;
+
+struct done_rec {
+    uint64_t tag;
+    enum upstream_err kind;
+    int code;
+    char queue[256];
+};
+
+struct deliv_rec {
+    char ctag[64];
+    uint64_t dtag;
+    char body[256];
+    size_t body_len;
+    char exchange[64], rk[128];
+    char content_type[64], correlation_id[64];
+    int delivery_mode, priority;
+    size_t n_headers;
+    char hname[4][32], hvalue[4][64];
+};
+
+struct sess {
+    struct upstream_chan *ch;
+    int opened; /* 0 pending, 1 ok, -1 failed */
+    enum upstream_err open_kind;
+    int open_code;
+    char open_text[256];
+    bool closed;
+    enum upstream_err closed_kind;
+    int closed_code;
+    char closed_name[64];
+    struct done_rec done[16];
+    int n_done;
+    struct deliv_rec del[8];
+    int n_del;
+};
+
+static void on_open(void *ud, const struct upstream_error *err)
+{
+    struct sess *s = ud;
+    s->opened = err ? -1 : 1;
+    if (err) {
+        s->open_kind = err->kind;
+        s->open_code = err->code;
+        snprintf(s->open_text, sizeof s->open_text, "%s", err->text ? err->text : "");
+    }
+}
+
+static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err, const char *queue)
+{
+    struct sess *s = ud;
+    struct done_rec *d;
+    if (s->n_done == 16)
+        return;
+    d = &s->done[s->n_done++];
+    d->tag = op_tag;
+    d->kind = err ? err->kind : UPSTREAM_OK;
+    d->code = err ? err->code : 0;
+    snprintf(d->queue, sizeof d->queue, "%s", queue ? queue : "");
+}
+
+static void on_delivery(void *ud, const struct upstream_delivery *d)
+{
+    struct sess *s = ud;
+    struct deliv_rec *r;
+    if (s->n_del == 8)
+        return;
+    r = &s->del[s->n_del++];
+    snprintf(r->ctag, sizeof r->ctag, "%s", d->consumer_tag);
+    r->dtag = d->delivery_tag;
+    r->body_len = d->body_len;
+    memcpy(r->body, d->body, d->body_len < sizeof r->body ? d->body_len : sizeof r->body - 1);
+    snprintf(r->exchange, sizeof r->exchange, "%s", d->exchange);
+    snprintf(r->rk, sizeof r->rk, "%s", d->routing_key);
+    snprintf(r->content_type, sizeof r->content_type, "%s", d->props.content_type ? d->props.content_type : "");
+    snprintf(r->correlation_id, sizeof r->correlation_id, "%s", d->props.correlation_id ? d->props.correlation_id : "");
+    r->delivery_mode = d->props.delivery_mode;
+    r->priority = d->props.priority;
+    r->n_headers = d->props.n_headers;
+    for (size_t i = 0; i < d->props.n_headers && i < 4; i++) {
+        snprintf(r->hname[i], sizeof r->hname[i], "%.*s", (int)d->props.headers[i].name_len, d->props.headers[i].name);
+        snprintf(r->hvalue[i], sizeof r->hvalue[i], "%.*s", (int)d->props.headers[i].value_len, d->props.headers[i].value);
+    }
+}
+
+static void on_cancel(void *ud, const char *consumer_tag)
+{
+}
+
+static void on_closed(void *ud, const struct upstream_error *err)
+{
+    struct sess *s = ud;
+    s->closed = true;
+    s->closed_kind = err->kind;
+    s->closed_code = err->code;
+    snprintf(s->closed_name, sizeof s->closed_name, "%s", err->name ? err->name : "");
+}
+
+static void on_blocked(void *ud, bool blocked)
+{
+}
+
+static const struct upstream_chan_cb cbs = {on_open, on_done, on_delivery, on_cancel, on_closed, on_blocked};
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+    timed_out = true;
+    event_base_loopbreak(base);
+}
+
+/* Runs the loop until cond(arg) holds; false (and a failed check) when the guard fires first. */
+static bool wait_for(bool (*cond)(const void *), const void *arg, const char *what)
+{
+    struct event *guard = evtimer_new(base, on_guard, NULL);
+    struct timeval tv = {GUARD_S, 0};
+
+    timed_out = false;
+    evtimer_add(guard, &tv);
+    while (!cond(arg) && !timed_out)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(guard);
+    if (timed_out)
+        fprintf(stderr, "timed out waiting for %s\n", what);
+    CHECK(!timed_out);
+    return !timed_out;
+}
+
+static bool is_opened(const void *arg)
+{
+    return ((const struct sess *)arg)->opened != 0;
+}
+
+static bool is_closed(const void *arg)
+{
+    return ((const struct sess *)arg)->closed;
+}
+
+struct done_wait {
+    const struct sess *s;
+    uint64_t tag;
+};
+
+static const struct done_rec *find_done(const struct sess *s, uint64_t tag)
+{
+    for (int i = 0; i < s->n_done; i++)
+        if (s->done[i].tag == tag)
+            return &s->done[i];
+    return NULL;
+}
+
+static bool has_done(const void *arg)
+{
+    const struct done_wait *w = arg;
+    return find_done(w->s, w->tag) != NULL;
+}
+
+static const struct done_rec *wait_done(const struct sess *s, uint64_t tag)
+{
+    struct done_wait w = {s, tag};
+    return wait_for(has_done, &w, "on_done") ? find_done(s, tag) : NULL;
+}
+
+static bool has_delivery(const void *arg)
+{
+    return ((const struct sess *)arg)->n_del > 0;
+}
+
+static bool nothing_closing(const void *arg)
+{
+    struct upstream_stats st;
+    upstream_get_stats(arg, &st);
+    return st.closing == 0;
+}
+
+static struct upstream *new_upstream(unsigned channel_max)
+{
+    struct upstream_config cfg = {
+        .brokers = brokers,
+        .n_brokers = 1,
+        .heartbeat_s = 10,
+        .channel_max = channel_max,
+        .frame_max_bytes = 131072,
+        .connect_timeout_ms = 5000,
+        .reconnect_min_ms = 100,
+        .reconnect_max_ms = 1000,
+        .product = "warren-test",
+        .version = "0",
+    };
+    struct upstream *up = NULL;
+    CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
+    return up;
+}
+
+static const struct upstream_login guest = {"/", "guest", "guest", "test-upstream"};
+
+static bool open_sess(struct upstream *up, const struct upstream_login *login, struct sess *s)
+{
+    memset(s, 0, sizeof *s);
+    CHECK_EQ_INT(upstream_chan_open(up, login, &cbs, s, &s->ch), 0);
+    return wait_for(is_opened, s, "on_open");
+}
+
+/* Several sessions of one credential share one AMQP connection. */
+static void test_shared_connection(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess s[3];
+    struct upstream_stats st;
+
+    for (int i = 0; i < 3; i++) {
+        open_sess(up, &guest, &s[i]);
+        CHECK_EQ_INT(s[i].opened, 1);
+    }
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 1);
+    CHECK_EQ_INT(st.channels, 3);
+    for (int i = 0; i < 3; i++)
+        upstream_chan_release(s[i].ch);
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.channels, 0);
+    wait_for(nothing_closing, up, "channels closed");
+    upstream_free(up);
+}
+
+/* declare + bind + consume on one channel, publish with properties and headers on another, confirm, delivery, ack. */
+static void test_roundtrip(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a, b;
+    char rk[64], queue[256] = "";
+    const struct done_rec *d;
+    struct upstream_header hdrs[2] = {{"x-a", 3, "1", 1}, {"x-b", 3, "two", 3}};
+    struct upstream_props props = {.content_type = "text/plain",
+                                   .correlation_id = "corr-1",
+                                   .delivery_mode = 2,
+                                   .priority = 3,
+                                   .headers = hdrs,
+                                   .n_headers = 2};
+    struct upstream_arg qargs[1] = {{"x-message-ttl", UPSTREAM_ARG_INT, NULL, 60000}};
+
+    snprintf(rk, sizeof rk, "upstream.test.%d", (int)getpid());
+    if (!open_sess(up, &guest, &a) || !open_sess(up, &guest, &b))
+        goto out;
+    CHECK_EQ_INT(
+        upstream_chan_declare_queue(a.ch, 1, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED, qargs, 1), 0);
+    d = wait_done(&a, 1);
+    CHECK(d && d->kind == UPSTREAM_OK && strncmp(d->queue, "amq.gen-", 8) == 0);
+    if (d)
+        snprintf(queue, sizeof queue, "%s", d->queue);
+    CHECK_EQ_INT(upstream_chan_bind(a.ch, 2, queue, "amq.topic", rk), 0);
+    CHECK_EQ_INT(upstream_chan_consume(a.ch, 3, queue, "ctag-1", 10, false, false, NULL, 0), 0);
+    d = wait_done(&a, 3);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    CHECK(find_done(&a, 2) && find_done(&a, 2)->kind == UPSTREAM_OK);
+
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 10, "amq.topic", rk, &props, (const uint8_t *)"hello", 5), 0);
+    d = wait_done(&b, 10);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    if (wait_for(has_delivery, &a, "delivery")) {
+        const struct deliv_rec *r = &a.del[0];
+        CHECK(strcmp(r->ctag, "ctag-1") == 0);
+        CHECK(r->body_len == 5 && memcmp(r->body, "hello", 5) == 0);
+        CHECK(strcmp(r->exchange, "amq.topic") == 0 && strcmp(r->rk, rk) == 0);
+        CHECK(strcmp(r->content_type, "text/plain") == 0);
+        CHECK(strcmp(r->correlation_id, "corr-1") == 0);
+        CHECK_EQ_INT(r->delivery_mode, 2);
+        CHECK_EQ_INT(r->priority, 3);
+        CHECK_EQ_INT(r->n_headers, 2);
+        CHECK(strcmp(r->hname[0], "x-a") == 0 && strcmp(r->hvalue[0], "1") == 0);
+        CHECK(strcmp(r->hname[1], "x-b") == 0 && strcmp(r->hvalue[1], "two") == 0);
+        CHECK_EQ_INT(upstream_chan_ack(a.ch, r->dtag, false), 0);
+    }
+    /* An empty body and no properties. */
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 11, "amq.topic", rk, NULL, NULL, 0), 0);
+    d = wait_done(&b, 11);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    a.n_del = 0;
+    if (wait_for(has_delivery, &a, "second delivery")) {
+        CHECK_EQ_INT(a.del[0].body_len, 0);
+        CHECK_EQ_INT(a.del[0].priority, -1);
+        CHECK_EQ_INT(a.del[0].n_headers, 0);
+        CHECK_EQ_INT(upstream_chan_nack(a.ch, a.del[0].dtag, false, false), 0);
+    }
+    CHECK_EQ_INT(upstream_chan_cancel(a.ch, 4, "ctag-1"), 0);
+    d = wait_done(&a, 4);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    struct upstream_stats st;
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.published, 2);
+    CHECK_EQ_INT(st.delivered, 2);
+out:
+    upstream_chan_release(a.ch);
+    upstream_chan_release(b.ch);
+    upstream_free(up);
+}
+
+/* A channel error closes only that channel; another channel of the same connection keeps working. */
+static void test_channel_error(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess x, y;
+    char missing[64];
+    const struct done_rec *d;
+    struct upstream_stats st;
+
+    snprintf(missing, sizeof missing, "warren-missing-%d", (int)getpid());
+    if (!open_sess(up, &guest, &x) || !open_sess(up, &guest, &y))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_consume(x.ch, 1, missing, "c", 1, false, false, NULL, 0), 0);
+    CHECK_EQ_INT(upstream_chan_publish(x.ch, 2, "", "nowhere", NULL, (const uint8_t *)"x", 1), 0);
+    if (wait_for(is_closed, &x, "on_closed")) {
+        CHECK_EQ_INT(x.closed_kind, UPSTREAM_ERR_CHANNEL);
+        CHECK_EQ_INT(x.closed_code, 404);
+        CHECK(strcmp(x.closed_name, "not_found") == 0);
+        d = find_done(&x, 1);
+        CHECK(d && d->kind == UPSTREAM_ERR_CHANNEL && d->code == 404);
+        /* The publish may have reached the connection thread before or after the channel died: failed either way. */
+        d = find_done(&x, 2);
+        CHECK(!d || d->kind == UPSTREAM_ERR_CHANNEL);
+        CHECK_EQ_INT(upstream_chan_publish(x.ch, 3, "", "q", NULL, NULL, 0), UPSTREAM_ERR_CLOSED);
+    }
+    CHECK_EQ_INT(upstream_chan_declare_queue(y.ch, 5, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    d = wait_done(&y, 5);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    CHECK(!y.closed);
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 1);
+    CHECK_EQ_INT(st.channels, 1);
+    /* A missing exchange on publish closes the channel too (not_found). */
+    CHECK_EQ_INT(upstream_chan_publish(y.ch, 6, "warren-no-such-exchange", "k", NULL, (const uint8_t *)"x", 1), 0);
+    if (wait_for(is_closed, &y, "on_closed after publish")) {
+        CHECK_EQ_INT(y.closed_code, 404);
+        d = find_done(&y, 6);
+        CHECK(d && d->kind == UPSTREAM_ERR_CHANNEL);
+    }
+out:
+    upstream_chan_release(x.ch);
+    upstream_chan_release(y.ch);
+    upstream_free(up);
+}
+
+/* A queue declared UPSTREAM_Q_OWNED is deleted at release, even a durable, non-exclusive one. */
+static void test_owned_deleted(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a, b;
+    char name[64];
+    const struct done_rec *d;
+
+    snprintf(name, sizeof name, "warren-owned-%d", (int)getpid());
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_declare_queue(a.ch, 1, name, UPSTREAM_Q_DURABLE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    d = wait_done(&a, 1);
+    CHECK(d && d->kind == UPSTREAM_OK && strcmp(d->queue, name) == 0);
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "release");
+    if (!open_sess(up, &guest, &b))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_declare_queue(b.ch, 2, name, UPSTREAM_Q_PASSIVE, NULL, 0), 0);
+    if (wait_for(is_closed, &b, "passive declare to fail")) {
+        CHECK_EQ_INT(b.closed_code, 404);
+        d = find_done(&b, 2);
+        CHECK(d && d->kind == UPSTREAM_ERR_CHANNEL);
+    }
+    upstream_chan_release(b.ch);
+out:
+    upstream_free(up);
+}
+
+/* A bad password (and a denied vhost) fails the open with ACCESS_REFUSED, and the ops queued behind it. */
+static void test_access_refused(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct upstream_login bad = {"/", "guest", "wrong-password", NULL};
+    struct upstream_login novhost = {"warren-no-such-vhost", "guest", "guest", NULL};
+    struct sess s, t;
+    struct upstream_stats st;
+
+    memset(&s, 0, sizeof s);
+    CHECK_EQ_INT(upstream_chan_open(up, &bad, &cbs, &s, &s.ch), 0);
+    CHECK_EQ_INT(upstream_chan_declare_queue(s.ch, 1, "", UPSTREAM_Q_EXCLUSIVE, NULL, 0), 0);
+    if (wait_for(is_opened, &s, "on_open")) {
+        CHECK_EQ_INT(s.opened, -1);
+        CHECK_EQ_INT(s.open_kind, UPSTREAM_ERR_ACCESS_REFUSED);
+        CHECK(strstr(s.open_text, "ACCESS_REFUSED") != NULL);
+        CHECK(find_done(&s, 1) && find_done(&s, 1)->kind == UPSTREAM_ERR_ACCESS_REFUSED);
+    }
+    upstream_chan_release(s.ch);
+    open_sess(up, &novhost, &t);
+    CHECK_EQ_INT(t.opened, -1);
+    CHECK_EQ_INT(t.open_kind, UPSTREAM_ERR_ACCESS_REFUSED);
+    CHECK(strstr(t.open_text, "warren-no-such-vhost") != NULL);
+    upstream_chan_release(t.ch);
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 0);
+    CHECK_EQ_INT(st.channels, 0);
+    upstream_free(up);
+}
+
+/* channel_max = 2: a third session of the same credential gets a second connection. */
+static void test_channel_max(void)
+{
+    struct upstream *up = new_upstream(2);
+    struct sess s[3];
+    struct upstream_stats st;
+
+    for (int i = 0; i < 3; i++) {
+        open_sess(up, &guest, &s[i]);
+        CHECK_EQ_INT(s[i].opened, 1);
+    }
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 2);
+    CHECK_EQ_INT(st.channels, 3);
+    /* Channel numbers are reused after close-ok: release one, a new session fits the first connection again. */
+    upstream_chan_release(s[0].ch);
+    wait_for(nothing_closing, up, "release");
+    open_sess(up, &guest, &s[0]);
+    CHECK_EQ_INT(s[0].opened, 1);
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 2);
+    for (int i = 0; i < 3; i++)
+        upstream_chan_release(s[i].ch);
+    upstream_free(up);
+}
+
+/* No broker on the port: the open fails with UNREACHABLE. */
+static void test_unreachable(void)
+{
+    struct upstream_config cfg = {.brokers = (const char *const[]){"127.0.0.1:1"},
+                                  .n_brokers = 1,
+                                  .connect_timeout_ms = 2000,
+                                  .reconnect_min_ms = 10,
+                                  .reconnect_max_ms = 100};
+    struct upstream *up = NULL;
+    struct sess s;
+
+    CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
+    open_sess(up, &guest, &s);
+    CHECK_EQ_INT(s.opened, -1);
+    CHECK_EQ_INT(s.open_kind, UPSTREAM_ERR_UNREACHABLE);
+    upstream_chan_release(s.ch);
+    upstream_free(up);
+}
+
+int main(void)
+{
+    const char *port = getenv("WARREN_TEST_AMQP_PORT");
+
+    if (!port || !*port) {
+        printf("SKIP: WARREN_TEST_AMQP_PORT is not set (run through scripts/test)\n");
+        return 77;
+    }
+    snprintf(broker_addr, sizeof broker_addr, "127.0.0.1:%s", port);
+    base = event_base_new();
+    if (!base)
+        return 1;
+    RUN(test_shared_connection);
+    RUN(test_roundtrip);
+    RUN(test_channel_error);
+    RUN(test_owned_deleted);
+    RUN(test_access_refused);
+    RUN(test_channel_max);
+    RUN(test_unreachable);
+    event_base_free(base);
+    return harness_done();
+}
