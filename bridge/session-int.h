@@ -1,0 +1,203 @@
+/*
+ * bridge/session-int.h — private to bridge/session*.c: the session object and the helpers its files share.
+ *
+ * session.c        lifecycle, input loop and command dispatch, CONNECT, DISCONNECT, heart-beats, ERROR/RECEIPT,
+ *                  the upstream operation log (op tags → receipts) and the upstream callbacks;
+ * session-sub.c    SUBSCRIBE, UNSUBSCRIBE, ACK/NACK, deliveries (MESSAGE) and consumer cancellation;
+ * session-map.c    SEND: STOMP headers → AMQP properties, /queue/ declare cache, /temp-queue/ reply queues;
+ *                  AMQP properties → MESSAGE headers;
+ * session-tx.c     BEGIN/COMMIT/ABORT: transactional frames are copied and replayed in order at COMMIT.
+ *
+ * Receipts: every upstream operation gets an increasing op tag and a record in `ops` until on_done. A RECEIPT (and the
+ * close after DISCONNECT) waits in `waiters` for every op issued before it to complete, so receipts follow the order of
+ * the frames and a SEND's receipt means "confirmed by the broker".
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/dest.h"
+#include "bridge/session.h"
+#include "bridge/upstream.h"
+#include "stomp/frame.h"
+#include "stomp/negotiate.h"
+
+struct event;
+
+enum session_state {
+    SESSION_ST_LOGIN = 0,         /* waiting for CONNECT/STOMP */
+    SESSION_ST_CONNECTING = 1,    /* CONNECT seen, channel.open in flight; input is held */
+    SESSION_ST_OPEN = 2,          /* CONNECTED sent */
+    SESSION_ST_DISCONNECTING = 3, /* DISCONNECT seen: waiting for earlier work, then RECEIPT and close */
+    SESSION_ST_CLOSED = 4,        /* io->close() called: nothing more is sent, input is ignored */
+};
+const char *session_state_str(enum session_state st);
+
+enum session_ack {
+    SESSION_ACK_AUTO = 0,
+    SESSION_ACK_CLIENT = 1,
+    SESSION_ACK_CLIENT_INDIVIDUAL = 2,
+};
+
+/* A growable list of delivery tags, ascending (the broker delivers in tag order). */
+struct session_tags {
+    uint64_t *v;
+    size_t n, cap;
+};
+int session_tags_push(struct session_tags *t, uint64_t tag);
+void session_tags_deinit(struct session_tags *t);
+
+struct session_sub {
+    struct session_sub *next;
+    char *id;     /* subscription id (the destination for a STOMP 1.0 SUBSCRIBE without `id`) */
+    char *dest;   /* the SUBSCRIBE destination as given */
+    char *ctag;   /* AMQP consumer tag */
+    bool has_id;  /* MESSAGE carries `subscription` */
+    bool durable; /* durable exchange/topic subscription: UNSUBSCRIBE durable:true deletes the queue */
+    bool temp;    /* the consumer of a /temp-queue/ reply queue */
+    enum session_ack ack;
+    char queue[DEST_NAME_MAX + 1];
+    /* client modes: delivered, not yet ACKed/NACKed; auto: delivered but held (client over its send buffer) */
+    struct session_tags unacked;
+};
+
+/* One upstream operation awaiting on_done. */
+enum session_op_kind {
+    SESSION_OP_PLAIN = 0,
+    SESSION_OP_PUBLISH = 1,
+};
+struct session_op {
+    struct session_op *next;
+    uint64_t tag;
+    enum session_op_kind kind;
+    char *receipt; /* PUBLISH: the SEND's receipt, for the ERROR after a broker nack */
+};
+
+/* A RECEIPT (or the DISCONNECT close) waiting for every op up to `tag`. */
+struct session_waiter {
+    struct session_waiter *next;
+    uint64_t tag;
+    char *receipt; /* NULL: no RECEIPT */
+    bool close;    /* DISCONNECT: close once sent */
+};
+
+/* A frame copied out of the input buffer (a transactional SEND/ACK/NACK), one allocation. */
+struct session_frame_copy {
+    struct session_frame_copy *next;
+    struct stomp_frame f;
+};
+
+struct session_tx {
+    struct session_tx *next;
+    char *id;
+    struct session_frame_copy *head, *tail;
+    size_t n;
+};
+
+struct session_temp {
+    struct session_temp *next;
+    char *id; /* N of /temp-queue/N */
+    char queue[DEST_NAME_MAX + 1];
+};
+
+struct session {
+    struct session_env env;
+    const struct conf *conf;
+    struct session_io io;
+    void *io_ud;
+    enum session_state state;
+    bool connected; /* CONNECTED was sent */
+    enum stomp_version version;
+    char peer[64];
+    char id[48];      /* "session-<base64url>" */
+    char prefix[128]; /* log prefix: "peer session-id" */
+    char user[128];   /* login, for error texts */
+
+    struct stomp_parser parser;
+    struct stomp_header *hdrs;
+    size_t hdrs_cap;
+    char *in;
+    size_t in_len, in_cap;
+    bool in_process;
+
+    char *out; /* serialisation buffer, reused */
+    size_t out_cap;
+    struct stomp_header *mhdrs; /* MESSAGE header scratch */
+    size_t mhdrs_cap;
+
+    struct stomp_heartbeat hb;
+    uint32_t hb_send_ms, hb_recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
+    struct event *hb_timer;
+    struct event *login_timer;
+    struct event *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
+
+    struct upstream_chan *ch;
+    uint64_t last_tag;
+    struct session_op *ops, *ops_tail;
+    struct session_waiter *waiters, *waiters_tail;
+    unsigned unconfirmed;
+    bool blocked;
+    bool read_paused;
+
+    struct session_sub *subs;
+    size_t n_subs;
+    unsigned sub_seq;
+    struct session_temp *temps;
+    char **declared; /* /queue/ names declared by this session */
+    size_t n_declared;
+    struct session_tx *txs;
+    size_t n_txs;
+};
+
+/* A frame handler: 0 = handled (its receipt may be queued), 1 = handled, no receipt now (buffered in a transaction),
+ * -1 = the session failed (ERROR sent and closed, or closing). `replay` is true when COMMIT replays a buffered frame. */
+typedef int (*session_handler_fn)(struct session *s, const struct stomp_frame *f, bool replay);
+
+/* session.c */
+void session_log(struct session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp_header *h, size_t n, const char *body,
+                       size_t body_len);
+/* ERROR (message, text/plain body, receipt-id of `f` when it had one) then close. Returns -1. */
+int session_fail(struct session *s, const struct stomp_frame *f, const char *message, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body);
+void session_close(struct session *s, const char *reason);
+/* Starts an op record; returns its tag, or 0 on ENOMEM (the session has failed). */
+uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt);
+/* Checks the return of the upstream_* call made for `tag`: 0 → 0; else drops the op, fails the session, returns -1. */
+int session_op_check(struct session *s, uint64_t tag, int rc);
+void session_flow_update(struct session *s);
+/* Runs the handler of `f` (COMMIT replays buffered frames through it) and queues its RECEIPT. */
+int session_dispatch(struct session *s, const struct stomp_frame *f, bool replay);
+char *session_strndup(const char *s, size_t n);
+/* Cryptographic random bytes. 0 or -EIO. */
+int session_random(uint8_t *buf, size_t n);
+bool session_hdr_is(const struct stomp_header *h, const char *v);
+
+/* session-sub.c */
+int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);
+int session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay);
+int session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay);
+void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
+void session_sub_cancelled(struct session *s, const char *ctag);
+void session_subs_drain(struct session *s);
+void session_subs_free(struct session *s);
+/* Adds the consumer of a temp reply queue (already declared). Returns 0 or -1 (session failed). */
+int session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
+
+/* session-map.c */
+int session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay);
+int session_message_send(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
+void session_map_free(struct session *s);
+/* Declares /queue/ `name` once per session (flags and args from f's headers; `nowait` for SEND). 0 or -1 (failed). */
+int session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait);
+
+/* session-tx.c */
+int session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay);
+int session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay);
+int session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay);
+/* For SEND/ACK/NACK: 0 when `f` has no `transaction` header (handle it now); 1 when it was buffered; -1 on failure. */
+int session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay);
+void session_txs_free(struct session *s);

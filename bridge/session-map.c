@@ -1,0 +1,392 @@
+/*
+ * bridge/session-map.c — SEND and MESSAGE: STOMP headers ↔ AMQP basic properties and headers table
+ * (reference/webstomp-semantics.md §1d), the per-session /queue/ declare cache, and /temp-queue/ reply queues.
+ *
+ * SEND: content-type, content-encoding, correlation-id, reply-to, expiration, type, user-id, app-id map to the
+ * same-named properties; persistent:true → delivery_mode 2; priority and timestamp are integers; amqp-message-id →
+ * message_id; `message-id` itself is refused; `destination` is not copied; every other header (receipt, transaction,
+ * content-length included, as Web-STOMP does) goes into the headers table. A publish is confirmed by the broker before
+ * its RECEIPT goes out (publisher confirms, op log in session.c).
+ *
+ * MESSAGE: subscription, destination (rebuilt from exchange and routing key), message-id, redelivered, ack (1.2, client
+ * modes), then the properties mapped back and the AMQP headers. Headers the client's version cannot carry (e.g. a LF in
+ * 1.0) are dropped rather than corrupting the frame.
+ */
+#include "bridge/session-int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/log.h"
+#include "conf/conf.h"
+
+#define MAX_DECLARED_CACHE 1024 /* past it, /queue/ SENDs re-declare (idempotent) rather than grow the cache */
+
+/* Headers that map to properties (or are consumed) and therefore stay out of the AMQP headers table. */
+static const char *const prop_headers[] = {
+    "destination", "content-type", "content-encoding", "correlation-id",  "reply-to", "expiration", "type",
+    "user-id",     "app-id",       "persistent",       "amqp-message-id", "priority", "timestamp",
+};
+
+static bool is_prop_header(const struct stomp_header *h)
+{
+    for (size_t i = 0; i < sizeof(prop_headers) / sizeof(prop_headers[0]); i++)
+        if (h->name_len == strlen(prop_headers[i]) && memcmp(h->name, prop_headers[i], h->name_len) == 0)
+            return true;
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* /queue/ declare cache and /temp-queue/                                                                              */
+
+static bool declared(struct session *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_declared; i++)
+        if (strcmp(s->declared[i], name) == 0)
+            return true;
+    return false;
+}
+
+int session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait)
+{
+    struct dest_queue_opts o;
+    const char *reason = NULL, *bad = "";
+    if (declared(s, name))
+        return 0;
+    if (dest_queue_opts_parse(DEST_QUEUE, f->headers, f->n_headers, &o, &reason, &bad) != 0)
+        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+    uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    unsigned flags = o.flags | (nowait ? UPSTREAM_Q_NOWAIT : 0u);
+    if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, name, flags, o.args.v, o.args.n)) != 0)
+        return -1;
+    if (s->n_declared < MAX_DECLARED_CACHE) {
+        char **v = realloc(s->declared, (s->n_declared + 1) * sizeof(*v));
+        if (v) {
+            s->declared = v;
+            if ((v[s->n_declared] = strdup(name)))
+                s->n_declared++;
+        }
+    }
+    return 0;
+}
+
+/* The real queue behind /temp-queue/<id>: declared (exclusive, auto-delete, owned) and consumed on first use. */
+static const char *temp_queue(struct session *s, const char *id, size_t id_len)
+{
+    for (struct session_temp *t = s->temps; t; t = t->next)
+        if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
+            return t->queue;
+    struct session_temp *t = calloc(1, sizeof(*t));
+    uint8_t rnd[16];
+    if (!t || !(t->id = session_strndup(id, id_len)) || session_random(rnd, sizeof(rnd)) != 0) {
+        if (t)
+            free(t->id);
+        free(t);
+        session_fail(s, NULL, "Processing error", "out of memory");
+        return NULL;
+    }
+    memcpy(t->queue, "stomp.gen-", 10);
+    dest_base64url(rnd, sizeof(rnd), t->queue + 10);
+    t->next = s->temps;
+    s->temps = t;
+    unsigned flags = UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED;
+    uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, t->queue, flags, NULL, 0)) != 0)
+        return NULL;
+    if (session_sub_add_temp(s, t->id, t->queue) != 0)
+        return NULL;
+    return t->queue;
+}
+
+void session_map_free(struct session *s)
+{
+    for (size_t i = 0; i < s->n_declared; i++)
+        free(s->declared[i]);
+    free(s->declared);
+    s->declared = NULL;
+    s->n_declared = 0;
+    while (s->temps) {
+        struct session_temp *t = s->temps;
+        s->temps = t->next;
+        free(t->id);
+        free(t);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* SEND                                                                                                                */
+
+/* Everything a publish borrows: NUL-terminated copies of the property strings and the headers table. */
+struct send_ctx {
+    struct upstream_props props;
+    struct upstream_header *table;
+    char *arena;
+    size_t used, cap;
+    char reply_to[DEST_NAME_MAX + 16];
+};
+
+static const char *arena_dup(struct send_ctx *c, const struct stomp_header *h)
+{
+    if (!h)
+        return NULL;
+    char *p = c->arena + c->used; /* sized in send_ctx_init: every value fits */
+    memcpy(p, h->value, h->value_len);
+    p[h->value_len] = '\0';
+    c->used += h->value_len + 1;
+    return p;
+}
+
+static int send_ctx_init(struct send_ctx *c, const struct stomp_frame *f)
+{
+    size_t need = 1;
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < f->n_headers; i++)
+        need += f->headers[i].value_len + 1;
+    c->arena = malloc(need);
+    c->table = calloc(f->n_headers ? f->n_headers : 1, sizeof(*c->table));
+    c->cap = need;
+    c->props.priority = -1;
+    return c->arena && c->table ? 0 : -ENOMEM;
+}
+
+static void send_ctx_deinit(struct send_ctx *c)
+{
+    free(c->arena);
+    free(c->table);
+}
+
+static bool seen_before(const struct stomp_frame *f, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (f->headers[j].name_len == f->headers[i].name_len &&
+            memcmp(f->headers[j].name, f->headers[i].name, f->headers[i].name_len) == 0)
+            return true;
+    return false;
+}
+
+static void map_table(struct send_ctx *c, const struct stomp_frame *f)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < f->n_headers; i++) {
+        const struct stomp_header *h = &f->headers[i];
+        if (is_prop_header(h) || seen_before(f, i))
+            continue;
+        c->table[n++] = (struct upstream_header){h->name, h->name_len, h->value, h->value_len};
+    }
+    c->props.headers = c->table;
+    c->props.n_headers = n;
+}
+
+/* reply-to: /temp-queue/N becomes the session's real reply queue, as "/reply-queue/<name>". */
+static int map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_header *h)
+{
+    struct dest d;
+    if (!h)
+        return 0;
+    if (dest_parse(h->value, h->value_len, &d, NULL) == 0 && d.kind == DEST_TEMP_QUEUE) {
+        const char *q = temp_queue(s, d.name, strlen(d.name));
+        if (!q)
+            return -1;
+        snprintf(c->reply_to, sizeof(c->reply_to), "/reply-queue/%s", q);
+        c->props.reply_to = c->reply_to;
+        return 0;
+    }
+    c->props.reply_to = arena_dup(c, h);
+    return 0;
+}
+
+static int map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
+{
+    struct upstream_props *p = &c->props;
+    const struct stomp_header *h;
+    int64_t v;
+    p->content_type = arena_dup(c, stomp_frame_header(f, "content-type"));
+    p->content_encoding = arena_dup(c, stomp_frame_header(f, "content-encoding"));
+    p->correlation_id = arena_dup(c, stomp_frame_header(f, "correlation-id"));
+    p->expiration = arena_dup(c, stomp_frame_header(f, "expiration"));
+    p->message_id = arena_dup(c, stomp_frame_header(f, "amqp-message-id"));
+    p->type = arena_dup(c, stomp_frame_header(f, "type"));
+    p->user_id = arena_dup(c, stomp_frame_header(f, "user-id"));
+    p->app_id = arena_dup(c, stomp_frame_header(f, "app-id"));
+    if (session_hdr_is(stomp_frame_header(f, "persistent"), "true"))
+        p->delivery_mode = 2;
+    if ((h = stomp_frame_header(f, "priority")) && dest_parse_int(h->value, h->value_len, &v) == 0 && v >= 0 && v <= 255)
+        p->priority = (int)v;
+    if ((h = stomp_frame_header(f, "timestamp")) && dest_parse_int(h->value, h->value_len, &v) == 0 && v >= 0) {
+        p->has_timestamp = true;
+        p->timestamp = (uint64_t)v;
+    }
+    map_table(c, f);
+    return map_reply_to(s, c, stomp_frame_header(f, "reply-to"));
+}
+
+/* Exchange and routing key for a SEND destination (declaring a /queue/ on first use). */
+static int send_route(struct session *s, const struct stomp_frame *f, const struct dest *d, const char **x, const char **key)
+{
+    switch (d->kind) {
+    case DEST_EXCHANGE:
+        *x = d->name;
+        *key = d->pattern;
+        return 0;
+    case DEST_TOPIC:
+        *x = s->conf->default_topic_exchange;
+        *key = d->name;
+        return 0;
+    case DEST_QUEUE:
+        *x = "";
+        *key = d->name;
+        return session_queue_ensure(s, f, d->name, true);
+    case DEST_AMQ_QUEUE:
+    case DEST_REPLY_QUEUE:
+        *x = "";
+        *key = d->name;
+        return 0;
+    case DEST_TEMP_QUEUE:
+        break;
+    }
+    return -1;
+}
+
+static int send_check(struct session *s, const struct stomp_frame *f, struct dest *d)
+{
+    const struct stomp_header *dh = stomp_frame_header(f, "destination");
+    const char *reason = NULL;
+    char body[1024];
+    if (!dh)
+        return session_fail(s, f, "Missing destination", "SEND must include a 'destination' header");
+    if (stomp_frame_header(f, "message-id"))
+        return session_fail(s, f, "Invalid header", "'message-id' is not allowed on 'SEND'.");
+    int r = dest_parse(dh->value, dh->value_len, d, &reason);
+    if (r == 0 && d->kind == DEST_TEMP_QUEUE)
+        r = DEST_E_INVALID, reason = "Invalid destination";
+    if (r == 0)
+        return 0;
+    dest_error_body(r, d->kind, dh->value, dh->value_len, body, sizeof(body));
+    return session_fail(s, f, reason, "%s", body);
+}
+
+int session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    struct dest d;
+    struct send_ctx c;
+    const char *x = NULL, *key = NULL;
+    int r = session_tx_capture(s, f, replay);
+    if (r != 0)
+        return r;
+    if (send_check(s, f, &d) != 0)
+        return -1;
+    if (send_ctx_init(&c, f) != 0) {
+        send_ctx_deinit(&c);
+        return session_fail(s, f, "Processing error", "out of memory");
+    }
+    r = -1;
+    if (send_route(s, f, &d, &x, &key) == 0 && map_props(s, &c, f) == 0) {
+        uint64_t tag = session_op_begin(s, SESSION_OP_PUBLISH, stomp_frame_header(f, "receipt"));
+        if (tag)
+            r = session_op_check(s, tag,
+                                 upstream_chan_publish(s->ch, tag, x, key, &c.props, (const uint8_t *)f->body, f->body_len));
+    }
+    send_ctx_deinit(&c);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* MESSAGE                                                                                                             */
+
+struct msg_ctx {
+    struct session *s;
+    struct stomp_header *h;
+    size_t n, cap;
+    char dest[DEST_FORMAT_MAX];
+    char reply_to[DEST_NAME_MAX + 16];
+    char prio[16];
+    char ts[24];
+};
+
+static void put(struct msg_ctx *m, const char *name, const char *value, size_t len)
+{
+    if (!value || m->n == m->cap)
+        return;
+    struct stomp_header h = {.name = name, .name_len = strlen(name), .value = value, .value_len = len};
+    if (stomp_header_check(&h, STOMP_CMD_MESSAGE, m->s->version, NULL) == 0)
+        m->h[m->n++] = h;
+}
+
+static void put_str(struct msg_ctx *m, const char *name, const char *value)
+{
+    if (value)
+        put(m, name, value, strlen(value));
+}
+
+static int msg_ctx_init(struct msg_ctx *m, struct session *s, size_t n_custom)
+{
+    size_t cap = 24 + n_custom;
+    m->s = s;
+    if (s->mhdrs_cap < cap) {
+        struct stomp_header *h = realloc(s->mhdrs, cap * sizeof(*h));
+        if (!h)
+            return -ENOMEM;
+        s->mhdrs = h;
+        s->mhdrs_cap = cap;
+    }
+    m->h = s->mhdrs;
+    m->n = 0;
+    m->cap = s->mhdrs_cap;
+    return 0;
+}
+
+static void put_props(struct msg_ctx *m, const struct upstream_props *p)
+{
+    put_str(m, "content-type", p->content_type);
+    put_str(m, "content-encoding", p->content_encoding);
+    put_str(m, "correlation-id", p->correlation_id);
+    if (p->reply_to) {
+        size_t l = strlen(p->reply_to);
+        if (dest_has_known_prefix(p->reply_to, l))
+            put(m, "reply-to", p->reply_to, l);
+        else if (snprintf(m->reply_to, sizeof(m->reply_to), "/reply-queue/%s", p->reply_to) < (int)sizeof(m->reply_to))
+            put_str(m, "reply-to", m->reply_to);
+    }
+    put_str(m, "expiration", p->expiration);
+    put_str(m, "amqp-message-id", p->message_id);
+    put_str(m, "type", p->type);
+    put_str(m, "user-id", p->user_id);
+    put_str(m, "app-id", p->app_id);
+    if (p->delivery_mode == 2)
+        put_str(m, "persistent", "true");
+    if (p->priority >= 0) {
+        snprintf(m->prio, sizeof(m->prio), "%d", p->priority);
+        put_str(m, "priority", m->prio);
+    }
+    if (p->has_timestamp) {
+        snprintf(m->ts, sizeof(m->ts), "%" PRIu64, p->timestamp);
+        put_str(m, "timestamp", m->ts);
+    }
+    for (size_t i = 0; i < p->n_headers; i++) {
+        const struct upstream_header *x = &p->headers[i];
+        struct stomp_header h = {.name = x->name, .name_len = x->name_len, .value = x->value, .value_len = x->value_len};
+        if (m->n < m->cap && stomp_header_check(&h, STOMP_CMD_MESSAGE, m->s->version, NULL) == 0)
+            m->h[m->n++] = h;
+    }
+}
+
+int session_message_send(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id)
+{
+    struct msg_ctx m;
+    if (msg_ctx_init(&m, s, d->props.n_headers) != 0)
+        return session_fail(s, NULL, "Processing error", "out of memory");
+    if (sub->has_id)
+        put_str(&m, "subscription", sub->id);
+    dest_format(d->exchange ? d->exchange : "", d->routing_key ? d->routing_key : "", s->conf->default_topic_exchange, m.dest,
+                sizeof(m.dest));
+    put_str(&m, "destination", m.dest);
+    put_str(&m, "message-id", msg_id);
+    put_str(&m, "redelivered", d->redelivered ? "true" : "false");
+    if (s->version == STOMP_V1_2 && sub->ack != SESSION_ACK_AUTO)
+        put_str(&m, "ack", msg_id);
+    put_props(&m, &d->props);
+    return session_send_frame(s, STOMP_CMD_MESSAGE, m.h, m.n, (const char *)d->body, d->body_len);
+}

@@ -1,0 +1,468 @@
+/*
+ * bridge/session-sub.c — SUBSCRIBE, UNSUBSCRIBE, ACK/NACK, deliveries and broker-side cancellation.
+ *
+ * Every subscription consumes with manual AMQP acks and a per-consumer prefetch window, whatever its STOMP ack mode
+ * (DESIGN.md invariant 2). For ack:auto the session acks a delivery itself once the MESSAGE is queued to the client,
+ * unless the client's send queue is above client_send_buffer_bytes: then the tag is held and acked from
+ * session_on_drain(), so a slow client stops the broker after `prefetch` messages instead of growing our memory.
+ *
+ * Delivery tags are per channel and so shared by every subscription of the session. STOMP's ack:client is cumulative
+ * within ITS subscription only (STOMP 1.2 "SUBSCRIBE ack Header"), so each subscription keeps its own list of unsettled
+ * tags; an ACK settles that subscription's tags up to the acked one, with one multiple=true basic.ack when no other
+ * subscription holds an older tag, one basic.ack per tag otherwise.
+ */
+#include "bridge/session-int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/log.h"
+#include "conf/conf.h"
+
+int session_tags_push(struct session_tags *t, uint64_t tag)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        uint64_t *v = realloc(t->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        t->v = v;
+        t->cap = cap;
+    }
+    t->v[t->n++] = tag;
+    return 0;
+}
+
+void session_tags_deinit(struct session_tags *t)
+{
+    free(t->v);
+    *t = (struct session_tags){0};
+}
+
+static void sub_free(struct session_sub *sub)
+{
+    if (!sub)
+        return;
+    free(sub->id);
+    free(sub->dest);
+    free(sub->ctag);
+    session_tags_deinit(&sub->unacked);
+    free(sub);
+}
+
+static struct session_sub *sub_find(struct session *s, const char *id, size_t len)
+{
+    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
+        if (strlen(sub->id) == len && memcmp(sub->id, id, len) == 0)
+            return sub;
+    return NULL;
+}
+
+static struct session_sub *sub_find_ctag(struct session *s, const char *ctag)
+{
+    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
+        if (strcmp(sub->ctag, ctag) == 0)
+            return sub;
+    return NULL;
+}
+
+static void sub_unlink(struct session *s, struct session_sub *sub)
+{
+    for (struct session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        if (*pp == sub) {
+            *pp = sub->next;
+            s->n_subs--;
+            return;
+        }
+    }
+}
+
+static struct session_sub *sub_new(struct session *s, const char *id, size_t id_len, const char *dest, size_t dest_len)
+{
+    struct session_sub *sub = calloc(1, sizeof(*sub));
+    char ctag[DEST_NAME_MAX + 1];
+    if (!sub)
+        return NULL;
+    if (id_len <= 200)
+        snprintf(ctag, sizeof(ctag), "T_%.*s", (int)id_len, id);
+    else
+        snprintf(ctag, sizeof(ctag), "T_#%u", ++s->sub_seq);
+    sub->id = session_strndup(id, id_len);
+    sub->dest = session_strndup(dest, dest_len);
+    sub->ctag = strdup(ctag);
+    if (!sub->id || !sub->dest || !sub->ctag) {
+        sub_free(sub);
+        return NULL;
+    }
+    return sub;
+}
+
+static int parse_ack_mode(const struct stomp_header *h, enum session_ack *out)
+{
+    if (!h || session_hdr_is(h, "auto"))
+        *out = SESSION_ACK_AUTO;
+    else if (session_hdr_is(h, "client"))
+        *out = SESSION_ACK_CLIENT;
+    else if (session_hdr_is(h, "client-individual"))
+        *out = SESSION_ACK_CLIENT_INDIVIDUAL;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_prefetch(struct session *s, const struct stomp_header *h, unsigned *out)
+{
+    int64_t v = s->conf->default_prefetch_count;
+    if (h && dest_parse_int(h->value, h->value_len, &v) != 0)
+        return -1;
+    if (v <= 0 || v > s->conf->max_prefetch_count)
+        v = s->conf->max_prefetch_count;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int fail_dest(struct session *s, const struct stomp_frame *f, int err, enum dest_kind kind, const struct stomp_header *dh,
+                     const char *reason)
+{
+    char body[1024];
+    dest_error_body(err, kind, dh->value, dh->value_len, body, sizeof(body));
+    return session_fail(s, f, reason, "%s", body);
+}
+
+/* Declares and binds the queue of an /exchange/ or /topic/ subscription; fills sub->queue. */
+static int setup_exchange_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
+{
+    struct dest_queue_opts o;
+    const char *reason = NULL, *bad = "";
+    const struct stomp_header *qn = stomp_frame_header(f, "x-queue-name");
+    if (dest_queue_opts_parse(d->kind, f->headers, f->n_headers, &o, &reason, &bad) != 0)
+        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+    if (qn && (qn->value_len == 0 || qn->value_len > DEST_NAME_MAX))
+        return session_fail(s, f, "Invalid header", "Invalid value for header 'x-queue-name'");
+    if (qn) {
+        memcpy(sub->queue, qn->value, qn->value_len);
+        sub->queue[qn->value_len] = '\0';
+    } else if (sub->durable) {
+        if (dest_sub_queue_name_durable(d, sub->id, strlen(sub->id), sub->queue) != 0)
+            return session_fail(s, f, "Processing error", "cannot compute the subscription queue name");
+    } else {
+        uint8_t rnd[16];
+        if (session_random(rnd, sizeof(rnd)) != 0)
+            return session_fail(s, f, "Processing error", "no randomness");
+        dest_sub_queue_name_random(rnd, sub->queue);
+    }
+    uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, sub->queue, o.flags, o.args.v, o.args.n)))
+        return -1;
+    const char *x = d->kind == DEST_EXCHANGE ? d->name : s->conf->default_topic_exchange;
+    const char *key = d->kind == DEST_EXCHANGE ? d->pattern : d->name;
+    tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    if (!tag || session_op_check(s, tag, upstream_chan_bind(s->ch, tag, sub->queue, x, key)))
+        return -1;
+    return 0;
+}
+
+static int setup_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
+{
+    snprintf(sub->queue, sizeof(sub->queue), "%s", d->name);
+    switch (d->kind) {
+    case DEST_QUEUE:
+        return session_queue_ensure(s, f, d->name, false);
+    case DEST_AMQ_QUEUE:
+    case DEST_REPLY_QUEUE:
+        return 0;
+    case DEST_EXCHANGE:
+    case DEST_TOPIC:
+        return setup_exchange_queue(s, f, d, sub);
+    case DEST_TEMP_QUEUE:
+        break;
+    }
+    return -1;
+}
+
+static int consume(struct session *s, const struct stomp_frame *f, struct session_sub *sub, unsigned prefetch)
+{
+    struct dest_args a;
+    const char *reason = NULL, *bad = "";
+    if (f && dest_consume_args_parse(f->headers, f->n_headers, &a, &reason, &bad) != 0)
+        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+    if (!f)
+        a.n = 0;
+    uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    if (!tag)
+        return -1;
+    return session_op_check(s, tag, upstream_chan_consume(s->ch, tag, sub->queue, sub->ctag, prefetch, false, false, a.v, a.n));
+}
+
+/* Validates SUBSCRIBE's headers; fills *d, *ack, *prefetch. */
+static int subscribe_check(struct session *s, const struct stomp_frame *f, const struct stomp_header *dh, const char *id,
+                           size_t id_len, struct dest *d, enum session_ack *ack, unsigned *prefetch)
+{
+    const char *reason = NULL;
+    if (sub_find(s, id, id_len))
+        return session_fail(s, f, "Duplicated subscription identifier", "A subscription identified by '%.*s' already exists.",
+                            (int)(id_len > 200 ? 200 : id_len), id);
+    if (s->n_subs >= (size_t)s->conf->max_subscriptions)
+        return session_fail(s, f, "Too many subscriptions", "At most %d subscriptions per session", s->conf->max_subscriptions);
+    int r = dest_parse(dh->value, dh->value_len, d, &reason);
+    if (r == 0 && d->kind == DEST_TEMP_QUEUE)
+        r = DEST_E_INVALID, reason = "Invalid destination";
+    if (r != 0)
+        return fail_dest(s, f, r, d->kind, dh, reason);
+    if (parse_ack_mode(stomp_frame_header(f, "ack"), ack) != 0)
+        return session_fail(s, f, "Invalid header", "Invalid value for header 'ack'");
+    if (parse_prefetch(s, stomp_frame_header(f, "prefetch-count"), prefetch) != 0)
+        return session_fail(s, f, "Invalid header", "Invalid value for header 'prefetch-count'");
+    bool durable = (d->kind == DEST_EXCHANGE || d->kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
+    if (durable && !stomp_frame_header(f, "id"))
+        return session_fail(s, f, "Missing Header", "Header 'id' is required for durable subscriptions");
+    return 0;
+}
+
+int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    const struct stomp_header *dh = stomp_frame_header(f, "destination");
+    const struct stomp_header *ih = stomp_frame_header(f, "id");
+    struct dest d;
+    enum session_ack ack = SESSION_ACK_AUTO;
+    unsigned prefetch = 0;
+    if (!dh)
+        return session_fail(s, f, "Missing destination", "SUBSCRIBE must include a 'destination' header");
+    if (!ih && s->version != STOMP_V1_0)
+        return session_fail(s, f, "Missing header", "SUBSCRIBE must include an 'id' header");
+    const struct stomp_header *idh = ih ? ih : dh;
+    if (subscribe_check(s, f, dh, idh->value, idh->value_len, &d, &ack, &prefetch) != 0)
+        return -1;
+    struct session_sub *sub = sub_new(s, idh->value, idh->value_len, dh->value, dh->value_len);
+    if (!sub)
+        return session_fail(s, f, "Processing error", "out of memory");
+    sub->has_id = ih != NULL;
+    sub->ack = ack;
+    sub->durable = (d.kind == DEST_EXCHANGE || d.kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
+    if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
+        sub_free(sub);
+        return -1;
+    }
+    sub->next = s->subs;
+    s->subs = sub;
+    s->n_subs++;
+    return 0;
+}
+
+int session_sub_add_temp(struct session *s, const char *temp_id, const char *queue)
+{
+    char id[DEST_NAME_MAX + 32];
+    int n = snprintf(id, sizeof(id), "/temp-queue/%s", temp_id);
+    struct session_sub *sub = sub_new(s, id, (size_t)n, id, (size_t)n);
+    if (!sub)
+        return session_fail(s, NULL, "Processing error", "out of memory");
+    sub->has_id = true;
+    sub->temp = true;
+    sub->ack = SESSION_ACK_AUTO;
+    snprintf(sub->queue, sizeof(sub->queue), "%s", queue);
+    if (consume(s, NULL, sub, (unsigned)s->conf->default_prefetch_count) != 0) {
+        sub_free(sub);
+        return -1;
+    }
+    sub->next = s->subs;
+    s->subs = sub;
+    s->n_subs++;
+    return 0;
+}
+
+/* Settles everything `sub` still holds: auto-mode tags were delivered (ack), client-mode ones were not acked (requeue). */
+static int sub_settle_all(struct session *s, struct session_sub *sub)
+{
+    for (size_t i = 0; i < sub->unacked.n; i++) {
+        uint64_t t = sub->unacked.v[i];
+        int rc = sub->ack == SESSION_ACK_AUTO ? upstream_chan_ack(s->ch, t, false) : upstream_chan_nack(s->ch, t, false, true);
+        if (rc != 0)
+            return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
+    }
+    sub->unacked.n = 0;
+    return 0;
+}
+
+int session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    const struct stomp_header *h = stomp_frame_header(f, "id");
+    if (!h && s->version == STOMP_V1_0)
+        h = stomp_frame_header(f, "destination");
+    if (!h)
+        return session_fail(s, f, "Missing destination or id", "UNSUBSCRIBE must include a 'destination' or 'id' header");
+    struct session_sub *sub = sub_find(s, h->value, h->value_len);
+    if (!sub)
+        return session_fail(s, f, "No subscription found", "Subscription to '%.*s' not found.",
+                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+    if (sub->temp)
+        return session_fail(s, f, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/");
+    uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+    if (!tag || session_op_check(s, tag, upstream_chan_cancel(s->ch, tag, sub->ctag)) != 0)
+        return -1;
+    if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
+        tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
+        if (!tag || session_op_check(s, tag, upstream_chan_delete_queue(s->ch, tag, sub->queue)) != 0)
+            return -1;
+    }
+    int r = sub_settle_all(s, sub);
+    sub_unlink(s, sub);
+    sub_free(sub);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* ACK / NACK                                                                                                          */
+
+/* Delivery tag of a message-id "T_<id>@@<session>@@<tag>" issued by this session. */
+static int parse_msg_id(struct session *s, const struct stomp_header *h, uint64_t *tag)
+{
+    size_t sl = strlen(s->id);
+    const char *v = h->value;
+    size_t len = h->value_len, i = len;
+    while (i >= 2 && !(v[i - 1] == '@' && v[i - 2] == '@'))
+        i--;
+    if (i < 2 + sl + 2 || memcmp(v + i - 2 - sl, s->id, sl) != 0 || memcmp(v + i - 4 - sl, "@@", 2) != 0)
+        return -1;
+    int64_t t;
+    if (dest_parse_int(v + i, len - i, &t) != 0 || t <= 0)
+        return -1;
+    *tag = (uint64_t)t;
+    return 0;
+}
+
+static struct session_sub *find_tag(struct session *s, uint64_t tag, size_t *idx)
+{
+    for (struct session_sub *sub = s->subs; sub; sub = sub->next) {
+        if (sub->ack == SESSION_ACK_AUTO)
+            continue;
+        for (size_t i = 0; i < sub->unacked.n; i++) {
+            if (sub->unacked.v[i] == tag) {
+                *idx = i;
+                return sub;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* true when no subscription other than `self` holds a tag below `tag`: basic.ack multiple=true is then exact. */
+static bool multiple_safe(struct session *s, const struct session_sub *self, uint64_t tag)
+{
+    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
+        if (sub != self && sub->unacked.n > 0 && sub->unacked.v[0] < tag)
+            return false;
+    return true;
+}
+
+static int settle(struct session *s, uint64_t tag, bool multiple, bool nack, bool requeue)
+{
+    int rc = nack ? upstream_chan_nack(s->ch, tag, multiple, requeue) : upstream_chan_ack(s->ch, tag, multiple);
+    if (rc != 0)
+        return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
+    return 0;
+}
+
+static int settle_range(struct session *s, struct session_sub *sub, size_t idx, bool nack, bool requeue)
+{
+    size_t from = sub->ack == SESSION_ACK_CLIENT ? 0 : idx;
+    uint64_t tag = sub->unacked.v[idx];
+    if (from == 0 && idx > 0 && multiple_safe(s, sub, tag)) {
+        if (settle(s, tag, true, nack, requeue) != 0)
+            return -1;
+    } else {
+        for (size_t i = from; i <= idx; i++)
+            if (settle(s, sub->unacked.v[i], false, nack, requeue) != 0)
+                return -1;
+    }
+    memmove(sub->unacked.v + from, sub->unacked.v + idx + 1, (sub->unacked.n - idx - 1) * sizeof(uint64_t));
+    sub->unacked.n -= idx + 1 - from;
+    return 0;
+}
+
+int session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    int r = session_tx_capture(s, f, replay);
+    if (r != 0)
+        return r;
+    bool nack = f->cmd == STOMP_CMD_NACK;
+    const char *hname = s->version == STOMP_V1_2 ? "id" : "message-id";
+    const struct stomp_header *h = stomp_frame_header(f, hname);
+    uint64_t tag = 0;
+    size_t idx = 0;
+    struct session_sub *sub = NULL;
+    if (!h)
+        return session_fail(s, f, "Missing header", "%s must include the '%s' header", stomp_cmd_str(f->cmd), hname);
+    if (parse_msg_id(s, h, &tag) != 0 || !(sub = find_tag(s, tag, &idx)))
+        return session_fail(s, f, "Message not found", "No unacknowledged message with %s '%.*s' in this session", hname,
+                            (int)(h->value_len > 300 ? 300 : h->value_len), h->value);
+    bool requeue = dest_header_bool(f->headers, f->n_headers, "requeue", s->conf->default_nack_requeue);
+    return settle_range(s, sub, idx, nack, requeue);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Deliveries                                                                                                          */
+
+static bool client_has_room(struct session *s)
+{
+    return s->io.pending(s->io_ud) < s->conf->client_send_buffer_bytes;
+}
+
+void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
+{
+    if (s->state == SESSION_ST_CLOSED || !s->ch)
+        return;
+    struct session_sub *sub = sub_find_ctag(s, d->consumer_tag);
+    if (!sub) { /* raced with UNSUBSCRIBE: give it back */
+        (void)settle(s, d->delivery_tag, false, true, true);
+        return;
+    }
+    char msg_id[DEST_NAME_MAX + 96];
+    snprintf(msg_id, sizeof(msg_id), "%s@@%s@@%" PRIu64, sub->ctag, s->id, d->delivery_tag);
+    if (session_message_send(s, sub, d, msg_id) != 0 && s->state == SESSION_ST_CLOSED)
+        return;
+    if (sub->ack == SESSION_ACK_AUTO && sub->unacked.n == 0 && client_has_room(s)) {
+        (void)settle(s, d->delivery_tag, false, false, false);
+        return;
+    }
+    if (session_tags_push(&sub->unacked, d->delivery_tag) != 0)
+        session_fail(s, NULL, "Processing error", "out of memory");
+}
+
+void session_subs_drain(struct session *s)
+{
+    for (struct session_sub *sub = s->subs; sub && s->state != SESSION_ST_CLOSED; sub = sub->next) {
+        if (sub->ack != SESSION_ACK_AUTO || sub->unacked.n == 0 || !client_has_room(s))
+            continue;
+        if (sub_settle_all(s, sub) != 0)
+            return;
+    }
+}
+
+void session_sub_cancelled(struct session *s, const char *ctag)
+{
+    struct session_sub *sub = sub_find_ctag(s, ctag);
+    if (!sub || s->state == SESSION_ST_CLOSED)
+        return;
+    struct stomp_header h[3] = {
+        {.name = "message", .name_len = 7, .value = "Server cancelled subscription", .value_len = 29},
+        {.name = "content-type", .name_len = 12, .value = "text/plain", .value_len = 10},
+        {.name = "subscription", .name_len = 12, .value = sub->id, .value_len = strlen(sub->id)},
+    };
+    static const char body[] = "The server has cancelled a subscription (queue deleted or node down).";
+    session_log(s, LOG_INFO, "broker cancelled subscription '%s'", sub->id);
+    (void)session_send_frame(s, STOMP_CMD_ERROR, h, 3, body, sizeof(body) - 1);
+    session_close(s, "Server cancelled subscription");
+}
+
+void session_subs_free(struct session *s)
+{
+    while (s->subs) {
+        struct session_sub *sub = s->subs;
+        s->subs = sub->next;
+        sub_free(sub);
+    }
+    s->n_subs = 0;
+}

@@ -1,0 +1,158 @@
+/*
+ * bridge/session-tx.c — STOMP transactions: BEGIN, COMMIT, ABORT.
+ *
+ * As in Web-STOMP, a transaction is a client-side buffer, not an AMQP tx: SEND/ACK/NACK frames carrying `transaction`
+ * are copied out of the input buffer and replayed in order at COMMIT through the normal handlers; ABORT (and the end of
+ * the session) drops them. Bounded by max_transactions and max_transaction_frames. Receipts of the buffered frames and
+ * of the COMMIT follow the replayed work (the COMMIT's RECEIPT waits for the broker to confirm its publishes).
+ */
+#include "bridge/session-int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+
+static struct session_frame_copy *frame_copy(const struct stomp_frame *f)
+{
+    size_t need = sizeof(struct session_frame_copy) + f->n_headers * sizeof(struct stomp_header) + f->body_len + 1;
+    for (size_t i = 0; i < f->n_headers; i++)
+        need += f->headers[i].name_len + f->headers[i].value_len + 2;
+    struct session_frame_copy *c = malloc(need);
+    if (!c)
+        return NULL;
+    struct stomp_header *h = (struct stomp_header *)(c + 1);
+    char *p = (char *)(h + f->n_headers);
+    c->next = NULL;
+    c->f = (struct stomp_frame){.cmd = f->cmd, .headers = h, .n_headers = f->n_headers, .body_len = f->body_len};
+    for (size_t i = 0; i < f->n_headers; i++) {
+        const struct stomp_header *src = &f->headers[i];
+        h[i] = (struct stomp_header){.name = p, .name_len = src->name_len};
+        memcpy(p, src->name, src->name_len);
+        p[src->name_len] = '\0';
+        p += src->name_len + 1;
+        h[i].value = p;
+        h[i].value_len = src->value_len;
+        memcpy(p, src->value, src->value_len);
+        p[src->value_len] = '\0';
+        p += src->value_len + 1;
+    }
+    memcpy(p, f->body, f->body_len);
+    p[f->body_len] = '\0';
+    c->f.body = p;
+    return c;
+}
+
+static void tx_free(struct session_tx *tx)
+{
+    while (tx->head) {
+        struct session_frame_copy *c = tx->head;
+        tx->head = c->next;
+        free(c);
+    }
+    free(tx->id);
+    free(tx);
+}
+
+static struct session_tx *tx_find(struct session *s, const struct stomp_header *h)
+{
+    for (struct session_tx *tx = s->txs; tx; tx = tx->next)
+        if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0)
+            return tx;
+    return NULL;
+}
+
+/* Unlinks the transaction named in f's `transaction` header; fails the session when it is missing or unknown. */
+static struct session_tx *tx_take(struct session *s, const struct stomp_frame *f)
+{
+    const struct stomp_header *h = stomp_frame_header(f, "transaction");
+    if (!h) {
+        session_fail(s, f, "Missing transaction", "%s must include a 'transaction' header", stomp_cmd_str(f->cmd));
+        return NULL;
+    }
+    for (struct session_tx **pp = &s->txs; *pp; pp = &(*pp)->next) {
+        struct session_tx *tx = *pp;
+        if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0) {
+            *pp = tx->next;
+            s->n_txs--;
+            return tx;
+        }
+    }
+    session_fail(s, f, "Bad transaction", "Invalid transaction identifier: %.*s", (int)(h->value_len > 200 ? 200 : h->value_len),
+                 h->value);
+    return NULL;
+}
+
+int session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    const struct stomp_header *h = stomp_frame_header(f, "transaction");
+    if (!h)
+        return session_fail(s, f, "Missing transaction", "BEGIN must include a 'transaction' header");
+    if (tx_find(s, h))
+        return session_fail(s, f, "Bad transaction", "Transaction '%.*s' is already open",
+                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+    if (s->n_txs >= (size_t)s->conf->max_transactions)
+        return session_fail(s, f, "Too many transactions", "At most %d open transactions per session", s->conf->max_transactions);
+    struct session_tx *tx = calloc(1, sizeof(*tx));
+    if (!tx || !(tx->id = session_strndup(h->value, h->value_len))) {
+        free(tx);
+        return session_fail(s, f, "Processing error", "out of memory");
+    }
+    tx->next = s->txs;
+    s->txs = tx;
+    s->n_txs++;
+    return 0;
+}
+
+int session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    struct session_tx *tx = tx_take(s, f);
+    if (!tx)
+        return -1;
+    for (struct session_frame_copy *c = tx->head; c && s->state == SESSION_ST_OPEN; c = c->next)
+        (void)session_dispatch(s, &c->f, true);
+    tx_free(tx);
+    return s->state == SESSION_ST_OPEN ? 0 : -1;
+}
+
+int session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    struct session_tx *tx = tx_take(s, f);
+    if (!tx)
+        return -1;
+    tx_free(tx);
+    return 0;
+}
+
+int session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    const struct stomp_header *h = stomp_frame_header(f, "transaction");
+    if (replay || !h)
+        return 0;
+    struct session_tx *tx = tx_find(s, h);
+    if (!tx)
+        return session_fail(s, f, "Bad transaction", "Invalid transaction identifier: %.*s",
+                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+    if (tx->n >= (size_t)s->conf->max_transaction_frames)
+        return session_fail(s, f, "Transaction too large", "At most %d frames per transaction", s->conf->max_transaction_frames);
+    struct session_frame_copy *c = frame_copy(f);
+    if (!c)
+        return session_fail(s, f, "Processing error", "out of memory");
+    if (tx->tail)
+        tx->tail->next = c;
+    else
+        tx->head = c;
+    tx->tail = c;
+    tx->n++;
+    return 1;
+}
+
+void session_txs_free(struct session *s)
+{
+    while (s->txs) {
+        struct session_tx *tx = s->txs;
+        s->txs = tx->next;
+        tx_free(tx);
+    }
+    s->n_txs = 0;
+}

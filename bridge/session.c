@@ -1,0 +1,728 @@
+/*
+ * bridge/session.c — one STOMP session: input loop, command dispatch, CONNECT/DISCONNECT, heart-beats, ERROR and
+ * RECEIPT, and the upstream channel's callbacks.
+ *
+ * Input: every WebSocket message is appended to `in`; the stomp/ parser runs over it frame by frame (zero-copy, the frame
+ * borrows `in` until the loop drops the consumed bytes). The loop stops while CONNECT waits for the broker, while the
+ * session is flow-paused (too many unconfirmed publishes, or the broker blocked publishers: DESIGN.md invariant 2) and
+ * after DISCONNECT; held bytes stay in `in` (bounded: the transport stops reading while paused, and a WebSocket message
+ * is bounded by max_message_bytes).
+ *
+ * Errors follow the spec, not Web-STOMP: every ERROR is followed by io->close() (STOMP 1.2 "ERROR": "the server MUST
+ * then close the connection"), and carries `receipt-id` when the offending frame had `receipt`.
+ */
+#include "bridge/session-int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+#include "bridge/log.h"
+#include "conf/conf.h"
+
+#define ERROR_BODY_MAX 1024
+
+static void process_input(struct session *s);
+
+const char *session_state_str(enum session_state st)
+{
+    switch (st) {
+    case SESSION_ST_LOGIN:
+        return "login";
+    case SESSION_ST_CONNECTING:
+        return "connecting";
+    case SESSION_ST_OPEN:
+        return "open";
+    case SESSION_ST_DISCONNECTING:
+        return "disconnecting";
+    case SESSION_ST_CLOSED:
+        return "closed";
+    }
+    return "?";
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void session_log(struct session *s, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg((enum log_level)level, s->prefix, fmt, ap);
+    va_end(ap);
+}
+
+char *session_strndup(const char *p, size_t n)
+{
+    char *r = malloc(n + 1);
+    if (r) {
+        memcpy(r, p, n);
+        r[n] = '\0';
+    }
+    return r;
+}
+
+int session_random(uint8_t *buf, size_t n)
+{
+    return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
+}
+
+bool session_hdr_is(const struct stomp_header *h, const char *v)
+{
+    return h && h->value_len == strlen(v) && memcmp(h->value, v, h->value_len) == 0;
+}
+
+static struct stomp_header hdr_str(const char *name, const char *value)
+{
+    return (struct stomp_header){.name = name, .name_len = strlen(name), .value = value, .value_len = strlen(value)};
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Output                                                                                                              */
+
+static int write_frame(struct session *s, const struct stomp_frame *f, size_t *len)
+{
+    unsigned flags = s->conf->trailing_lf ? STOMP_WRITE_TRAILING_LF : 0;
+    const char *reason = NULL;
+    int r = stomp_frame_write(f, s->version, flags, s->out, s->out_cap, len, &reason);
+    if (r == STOMP_E_NOSPACE) {
+        size_t cap = *len + 256;
+        char *n = realloc(s->out, cap);
+        if (!n)
+            return -ENOMEM;
+        s->out = n;
+        s->out_cap = cap;
+        r = stomp_frame_write(f, s->version, flags, s->out, s->out_cap, len, &reason);
+    }
+    if (r != 0)
+        session_log(s, LOG_DEBUG, "cannot write %s frame: %s", stomp_cmd_str(f->cmd), reason ? reason : stomp_error_str(r));
+    return r;
+}
+
+int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp_header *h, size_t n, const char *body,
+                       size_t body_len)
+{
+    struct stomp_frame f = {.cmd = cmd, .headers = (struct stomp_header *)h, .n_headers = n, .body = body, .body_len = body_len};
+    size_t len = 0;
+    if (s->state == SESSION_ST_CLOSED)
+        return -1;
+    int r = write_frame(s, &f, &len);
+    if (r != 0)
+        return r < 0 ? r : -EINVAL;
+    if (s->io.send(s->io_ud, s->out, len) != 0)
+        return -EPIPE;
+    stomp_heartbeat_sent(&s->hb, now_ms());
+    return 0;
+}
+
+static void send_error(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body,
+                       const char *version)
+{
+    struct stomp_header h[4];
+    size_t n = 0;
+    h[n++] = hdr_str("message", message);
+    h[n++] = hdr_str("content-type", "text/plain");
+    if (version)
+        h[n++] = hdr_str("version", version);
+    if (receipt)
+        h[n++] = (struct stomp_header){.name = "receipt-id", .name_len = 10, .value = receipt, .value_len = receipt_len};
+    /* A receipt a 1.0 client cannot be sent back (e.g. a LF) must not cost the ERROR itself. */
+    if (session_send_frame(s, STOMP_CMD_ERROR, h, n, body, strlen(body)) == -EINVAL && n > 2)
+        (void)session_send_frame(s, STOMP_CMD_ERROR, h, 2, body, strlen(body));
+}
+
+int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body)
+{
+    if (s->state == SESSION_ST_CLOSED)
+        return -1;
+    session_log(s, LOG_INFO, "ERROR %s: %.200s", message, body);
+    send_error(s, receipt, receipt_len, message, body, NULL);
+    session_close(s, message);
+    return -1;
+}
+
+int session_fail(struct session *s, const struct stomp_frame *f, const char *message, const char *fmt, ...)
+{
+    char body[ERROR_BODY_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    const struct stomp_header *r = f ? stomp_frame_header(f, "receipt") : NULL;
+    return session_fail_receipt(s, r ? r->value : NULL, r ? r->value_len : 0, message, body);
+}
+
+void session_close(struct session *s, const char *reason)
+{
+    if (s->state == SESSION_ST_CLOSED)
+        return;
+    s->state = SESSION_ST_CLOSED;
+    if (s->hb_timer)
+        evtimer_del(s->hb_timer);
+    if (s->login_timer)
+        evtimer_del(s->login_timer);
+    upstream_chan_release(s->ch);
+    s->ch = NULL;
+    session_log(s, LOG_DEBUG, "closing: %s", reason);
+    s->io.close(s->io_ud, reason);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Upstream operations, receipts, flow control                                                                         */
+
+uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt)
+{
+    struct session_op *op = calloc(1, sizeof(*op));
+    if (!op || (receipt && !(op->receipt = session_strndup(receipt->value, receipt->value_len)))) {
+        free(op);
+        session_fail(s, NULL, "Processing error", "out of memory");
+        return 0;
+    }
+    op->tag = ++s->last_tag;
+    op->kind = kind;
+    if (s->ops_tail)
+        s->ops_tail->next = op;
+    else
+        s->ops = op;
+    s->ops_tail = op;
+    if (kind == SESSION_OP_PUBLISH) {
+        s->unconfirmed++;
+        session_flow_update(s);
+    }
+    return op->tag;
+}
+
+/* Unlinks the op with `tag` (usually the head: the broker answers in order). */
+static struct session_op *op_take(struct session *s, uint64_t tag)
+{
+    struct session_op *prev = NULL;
+    for (struct session_op *op = s->ops; op; prev = op, op = op->next) {
+        if (op->tag != tag)
+            continue;
+        if (prev)
+            prev->next = op->next;
+        else
+            s->ops = op->next;
+        if (s->ops_tail == op)
+            s->ops_tail = prev;
+        if (op->kind == SESSION_OP_PUBLISH)
+            s->unconfirmed--;
+        return op;
+    }
+    return NULL;
+}
+
+static void op_free(struct session_op *op)
+{
+    if (op) {
+        free(op->receipt);
+        free(op);
+    }
+}
+
+int session_op_check(struct session *s, uint64_t tag, int rc)
+{
+    if (rc == 0)
+        return 0;
+    op_free(op_take(s, tag));
+    if (rc == UPSTREAM_ERR_CLOSED)
+        return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
+    return session_fail(s, NULL, "Processing error", "cannot queue the AMQP operation (%s)", strerror(-rc));
+}
+
+/* Sends every RECEIPT whose earlier work is done; closes after DISCONNECT's. */
+static void waiters_run(struct session *s)
+{
+    while (s->waiters && s->state != SESSION_ST_CLOSED) {
+        struct session_waiter *w = s->waiters;
+        if (s->ops && s->ops->tag <= w->tag)
+            return;
+        s->waiters = w->next;
+        if (!s->waiters)
+            s->waiters_tail = NULL;
+        if (w->receipt) {
+            struct stomp_header h = hdr_str("receipt-id", w->receipt);
+            (void)session_send_frame(s, STOMP_CMD_RECEIPT, &h, 1, "", 0);
+        }
+        if (w->close)
+            session_close(s, "client disconnected");
+        free(w->receipt);
+        free(w);
+    }
+}
+
+static int waiter_add(struct session *s, const struct stomp_header *receipt, bool close)
+{
+    struct session_waiter *w = calloc(1, sizeof(*w));
+    if (!w || (receipt && !(w->receipt = session_strndup(receipt->value, receipt->value_len)))) {
+        free(w);
+        return session_fail(s, NULL, "Processing error", "out of memory");
+    }
+    w->tag = s->last_tag;
+    w->close = close;
+    if (s->waiters_tail)
+        s->waiters_tail->next = w;
+    else
+        s->waiters = w;
+    s->waiters_tail = w;
+    waiters_run(s);
+    return 0;
+}
+
+static void resume_later(struct session *s)
+{
+    if (s->resume_ev && s->in_len > 0)
+        event_active(s->resume_ev, 0, 0);
+}
+
+void session_flow_update(struct session *s)
+{
+    bool want = s->state == SESSION_ST_CONNECTING || s->blocked || s->unconfirmed >= (unsigned)s->conf->max_unconfirmed;
+    if (want == s->read_paused || s->state == SESSION_ST_CLOSED)
+        return;
+    s->read_paused = want;
+    s->io.pause_reading(s->io_ud, want);
+    if (!want)
+        resume_later(s);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Timers                                                                                                              */
+
+static void hb_schedule(struct session *s)
+{
+    uint64_t next = stomp_heartbeat_next_deadline(&s->hb);
+    if (next == UINT64_MAX || s->state == SESSION_ST_CLOSED)
+        return;
+    uint64_t now = now_ms();
+    uint64_t d = next > now ? next - now : 0;
+    struct timeval tv = {.tv_sec = (time_t)(d / 1000), .tv_usec = (suseconds_t)(d % 1000) * 1000};
+    evtimer_add(s->hb_timer, &tv);
+}
+
+static void on_hb_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    bool beat = false;
+    uint64_t now = now_ms();
+    if (s->read_paused) /* we stopped reading: the client's beats are waiting in the socket, not missing */
+        stomp_heartbeat_received(&s->hb, now);
+    int r = stomp_heartbeat_tick(&s->hb, now, &beat);
+    if (beat && s->io.send(s->io_ud, "\n", 1) == 0)
+        stomp_heartbeat_sent(&s->hb, now);
+    if (r == STOMP_E_HEARTBEAT_TIMEOUT) {
+        session_log(s, LOG_INFO, "missed client heart-beats, closing");
+        session_close(s, "missed client heart-beats");
+        return;
+    }
+    hb_schedule(s);
+}
+
+static void on_login_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    if (s->state == SESSION_ST_LOGIN || s->state == SESSION_ST_CONNECTING) {
+        session_log(s, LOG_INFO, "no CONNECT completed within %d ms, closing", s->conf->login_timeout_ms);
+        session_close(s, "login timeout");
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    process_input(arg);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Upstream callbacks                                                                                                  */
+
+static void send_connected(struct session *s, uint32_t send_ms, uint32_t recv_ms)
+{
+    char hb[32];
+    struct stomp_header h[4];
+    size_t n = 0;
+    snprintf(hb, sizeof(hb), "%u,%u", send_ms, recv_ms);
+    h[n++] = hdr_str("version", stomp_version_str(s->version));
+    h[n++] = hdr_str("heart-beat", hb);
+    h[n++] = hdr_str("session", s->id);
+    if (s->env.server_header && !s->conf->hide_server_info)
+        h[n++] = hdr_str("server", s->env.server_header);
+    (void)session_send_frame(s, STOMP_CMD_CONNECTED, h, n, "", 0);
+}
+
+static void open_failed(struct session *s, const struct upstream_error *err)
+{
+    char body[ERROR_BODY_MAX];
+    if (err->kind == UPSTREAM_ERR_ACCESS_REFUSED) {
+        if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */
+            snprintf(body, sizeof(body), "Virtual host '%s' access denied", s->conf->default_vhost);
+        else
+            snprintf(body, sizeof(body), "Access refused for user '%s'", s->user);
+        if (err->text && err->text[0])
+            snprintf(body + strlen(body), sizeof(body) - strlen(body), "\n%s", err->text);
+        session_fail_receipt(s, NULL, 0, "Bad CONNECT", body);
+        return;
+    }
+    snprintf(body, sizeof(body), "%s", err->text && err->text[0] ? err->text : upstream_err_str(err->kind));
+    session_fail_receipt(s, NULL, 0, err->name && err->name[0] ? err->name : "Processing error", body);
+}
+
+static void on_open(void *ud, const struct upstream_error *err)
+{
+    struct session *s = ud;
+    if (s->state != SESSION_ST_CONNECTING)
+        return;
+    if (err) {
+        open_failed(s, err);
+        return;
+    }
+    struct stomp_limits lim = {s->conf->max_frame_bytes, (size_t)s->conf->max_headers, s->conf->max_header_line_bytes,
+                               s->conf->max_body_bytes};
+    stomp_parser_set_limits(&s->parser, &lim);
+    stomp_parser_set_version(&s->parser, s->version);
+    s->state = SESSION_ST_OPEN;
+    s->connected = true;
+    snprintf(s->prefix, sizeof(s->prefix), "%s %s", s->peer, s->id);
+    evtimer_del(s->login_timer);
+    session_flow_update(s);
+    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, now_ms());
+    send_connected(s, s->hb_send_ms, s->hb_recv_ms);
+    session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
+    hb_schedule(s);
+    resume_later(s);
+}
+
+static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err, const char *queue)
+{
+    struct session *s = ud;
+    struct session_op *op = op_take(s, op_tag);
+    if (!op)
+        return;
+    if (err && err->kind == UPSTREAM_ERR_NACK && s->state != SESSION_ST_CLOSED) {
+        char body[ERROR_BODY_MAX];
+        snprintf(body, sizeof(body), "The broker refused the message (basic.nack)%s%s", err->text ? ": " : "",
+                 err->text ? err->text : "");
+        session_fail_receipt(s, op->receipt, op->receipt ? strlen(op->receipt) : 0, "nack", body);
+    }
+    op_free(op);
+    session_flow_update(s);
+    waiters_run(s);
+}
+
+static void on_closed(void *ud, const struct upstream_error *err)
+{
+    struct session *s = ud;
+    const char *msg = err->kind == UPSTREAM_ERR_CONNECTION ? "Broker connection lost"
+                      : err->name && err->name[0]          ? err->name
+                                                           : upstream_err_str(err->kind);
+    const char *receipt = s->ops ? s->ops->receipt : NULL;
+    char body[ERROR_BODY_MAX];
+    snprintf(body, sizeof(body), "%s", err->text && err->text[0] ? err->text : upstream_err_str(err->kind));
+    session_log(s, LOG_INFO, "AMQP channel closed: %s (%d) %s", msg, err->code, body);
+    session_fail_receipt(s, receipt, receipt ? strlen(receipt) : 0, msg, body);
+}
+
+static void on_delivery(void *ud, const struct upstream_delivery *d)
+{
+    session_sub_delivery(ud, d);
+}
+
+static void on_cancel(void *ud, const char *consumer_tag)
+{
+    session_sub_cancelled(ud, consumer_tag);
+}
+
+static void on_blocked(void *ud, bool blocked)
+{
+    struct session *s = ud;
+    session_log(s, LOG_DEBUG, "broker %s publishers", blocked ? "blocks" : "unblocked");
+    s->blocked = blocked;
+    session_flow_update(s);
+}
+
+static const struct upstream_chan_cb chan_cb = {
+    .on_open = on_open,
+    .on_done = on_done,
+    .on_delivery = on_delivery,
+    .on_cancel = on_cancel,
+    .on_closed = on_closed,
+    .on_blocked = on_blocked,
+};
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* CONNECT, DISCONNECT                                                                                                 */
+
+static int version_mismatch(struct session *s)
+{
+    const char *list = stomp_version_list_str(STOMP_VERSIONS_ALL);
+    char body[64];
+    snprintf(body, sizeof(body), "Supported versions are %s", list);
+    session_log(s, LOG_INFO, "ERROR Version mismatch");
+    send_error(s, NULL, 0, "Version mismatch", body, list);
+    session_close(s, "Version mismatch");
+    return -1;
+}
+
+static char *header_dup(const struct stomp_frame *f, const char *name, const char *def)
+{
+    const struct stomp_header *h = stomp_frame_header(f, name);
+    return h ? session_strndup(h->value, h->value_len) : strdup(def ? def : "");
+}
+
+static int negotiate(struct session *s, const struct stomp_frame *f)
+{
+    const struct stomp_header *av = stomp_frame_header(f, "accept-version");
+    const struct stomp_header *hb = stomp_frame_header(f, "heart-beat");
+    const char *reason = NULL;
+    uint32_t cx = 0, cy = 0;
+    if (stomp_version_negotiate(av ? av->value : NULL, av ? av->value_len : 0, STOMP_VERSIONS_ALL, &s->version, &reason) != 0)
+        return version_mismatch(s);
+    if (stomp_heartbeat_parse(hb ? hb->value : NULL, hb ? hb->value_len : 0, &cx, &cy, &reason) != 0)
+        return session_fail(s, NULL, "Bad CONNECT", "%s", reason ? reason : "invalid heart-beat header");
+    stomp_heartbeat_negotiate(cx, cy, (uint32_t)s->conf->heartbeat_send_min_ms, (uint32_t)s->conf->heartbeat_recv_min_ms, 0,
+                              &s->hb_send_ms, &s->hb_recv_ms);
+    return 0;
+}
+
+static int cmd_connect(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    if (s->state != SESSION_ST_LOGIN)
+        return session_fail(s, f, "Bad CONNECT", "Already connected");
+    if (negotiate(s, f) != 0)
+        return -1;
+    char *login = header_dup(f, "login", s->conf->default_user);
+    char *pass = header_dup(f, "passcode", s->conf->default_pass);
+    char *vhost = header_dup(f, "host", s->conf->default_vhost);
+    int r = -ENOMEM;
+    if (login && pass && vhost) {
+        snprintf(s->user, sizeof(s->user), "%s", login);
+        struct upstream_login lg = {.vhost = vhost, .user = login, .pass = pass, .conn_name = s->peer};
+        s->state = SESSION_ST_CONNECTING;
+        r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);
+    }
+    free(login);
+    free(pass);
+    free(vhost);
+    if (r != 0)
+        return session_fail(s, NULL, "Processing error", "cannot open an AMQP channel (%s)", strerror(-r));
+    session_flow_update(s);
+    return 1;
+}
+
+static int cmd_disconnect(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    s->state = SESSION_ST_DISCONNECTING;
+    return waiter_add(s, stomp_frame_header(f, "receipt"), true) == 0 ? 1 : -1;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Dispatch and the input loop                                                                                         */
+
+static const session_handler_fn handlers[STOMP_CMD_COUNT] = {
+    [STOMP_CMD_CONNECT] = cmd_connect,
+    [STOMP_CMD_STOMP] = cmd_connect,
+    [STOMP_CMD_SEND] = session_cmd_send,
+    [STOMP_CMD_SUBSCRIBE] = session_cmd_subscribe,
+    [STOMP_CMD_UNSUBSCRIBE] = session_cmd_unsubscribe,
+    [STOMP_CMD_BEGIN] = session_cmd_begin,
+    [STOMP_CMD_COMMIT] = session_cmd_commit,
+    [STOMP_CMD_ABORT] = session_cmd_abort,
+    [STOMP_CMD_ACK] = session_cmd_ack,
+    [STOMP_CMD_NACK] = session_cmd_ack,
+    [STOMP_CMD_DISCONNECT] = cmd_disconnect,
+};
+
+int session_dispatch(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    session_handler_fn fn = (unsigned)f->cmd < STOMP_CMD_COUNT ? handlers[f->cmd] : NULL;
+    bool connect = f->cmd == STOMP_CMD_CONNECT || f->cmd == STOMP_CMD_STOMP;
+    if (!fn || (f->cmd == STOMP_CMD_NACK && s->version == STOMP_V1_0 && s->state != SESSION_ST_LOGIN))
+        return session_fail(s, f, "Bad command", "Could not interpret command \"%s\"", stomp_cmd_str(f->cmd));
+    if (s->state == SESSION_ST_LOGIN && !connect)
+        return session_fail(s, f, "Illegal command", "You must log in using CONNECT first");
+    int r = fn(s, f, replay);
+    if (r == 0 && s->state == SESSION_ST_OPEN) {
+        const struct stomp_header *rc = stomp_frame_header(f, "receipt");
+        if (rc)
+            r = waiter_add(s, rc, false);
+    }
+    return r;
+}
+
+static bool can_parse(const struct session *s)
+{
+    return s->state == SESSION_ST_LOGIN || (s->state == SESSION_ST_OPEN && !s->read_paused);
+}
+
+static void parse_failed(struct session *s, int r, const char *reason)
+{
+    if (!reason)
+        reason = stomp_error_str(r);
+    if (r == STOMP_E_TOO_BIG)
+        session_fail(s, NULL, reason, "The frame is over a limit (%s; max_frame_bytes %zu)", reason,
+                     s->state == SESSION_ST_LOGIN ? s->conf->max_frame_bytes_unauthenticated : s->conf->max_frame_bytes);
+    else
+        session_fail(s, NULL, reason, "Could not parse the frame: %s", reason);
+}
+
+static void process_input(struct session *s)
+{
+    size_t off = 0;
+    if (s->in_process)
+        return;
+    s->in_process = true;
+    while (off < s->in_len && can_parse(s)) {
+        size_t used = 0;
+        struct stomp_frame f;
+        const char *reason = NULL;
+        int r = stomp_parser_feed(&s->parser, s->in + off, s->in_len - off, &used, &f, &reason);
+        if (r == STOMP_NEED_MORE)
+            break;
+        if (r == STOMP_HEARTBEAT) {
+            off += used;
+            continue;
+        }
+        if (r != 0) {
+            parse_failed(s, r, reason);
+            break;
+        }
+        (void)session_dispatch(s, &f, false);
+        off += used;
+    }
+    if (s->state == SESSION_ST_CLOSED)
+        off = s->in_len;
+    memmove(s->in, s->in + off, s->in_len - off);
+    s->in_len -= off;
+    s->in_process = false;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Public API                                                                                                          */
+
+static int session_init(struct session *s, const char *peer)
+{
+    const struct conf *c = s->conf;
+    uint8_t rnd[16];
+    snprintf(s->peer, sizeof(s->peer), "%s", peer ? peer : "?");
+    snprintf(s->prefix, sizeof(s->prefix), "%s", s->peer);
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return -EIO;
+    memcpy(s->id, "session-", 8);
+    dest_base64url(rnd, sizeof(rnd), s->id + 8);
+    s->hdrs_cap = (size_t)c->max_headers;
+    s->hdrs = calloc(s->hdrs_cap, sizeof(*s->hdrs));
+    size_t unauth = c->max_frame_bytes_unauthenticated;
+    struct stomp_limits lim = {unauth, s->hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
+                               c->max_body_bytes < unauth ? c->max_body_bytes : unauth};
+    stomp_parser_init(&s->parser, &lim, s->hdrs, s->hdrs_cap);
+    stomp_heartbeat_init(&s->hb, 0, 0, 100, now_ms());
+    s->hb_timer = evtimer_new(s->env.base, on_hb_timer, s);
+    s->login_timer = evtimer_new(s->env.base, on_login_timer, s);
+    s->resume_ev = event_new(s->env.base, -1, 0, on_resume, s);
+    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->resume_ev)
+        return -ENOMEM;
+    struct timeval tv = {.tv_sec = c->login_timeout_ms / 1000, .tv_usec = (c->login_timeout_ms % 1000) * 1000};
+    return evtimer_add(s->login_timer, &tv) == 0 ? 0 : -EIO;
+}
+
+struct session *session_new(const struct session_env *env, const struct session_io *io, void *io_ud, const char *peer)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->env = *env;
+    s->conf = env->conf;
+    s->io = *io;
+    s->io_ud = io_ud;
+    s->version = STOMP_V1_0;
+    if (session_init(s, peer) != 0) {
+        s->state = SESSION_ST_CLOSED;
+        session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void session_free(struct session *s)
+{
+    if (!s)
+        return;
+    upstream_chan_release(s->ch);
+    s->ch = NULL;
+    if (s->hb_timer)
+        event_free(s->hb_timer);
+    if (s->login_timer)
+        event_free(s->login_timer);
+    if (s->resume_ev)
+        event_free(s->resume_ev);
+    while (s->ops) {
+        struct session_op *op = s->ops;
+        s->ops = op->next;
+        op_free(op);
+    }
+    while (s->waiters) {
+        struct session_waiter *w = s->waiters;
+        s->waiters = w->next;
+        free(w->receipt);
+        free(w);
+    }
+    session_txs_free(s);
+    session_subs_free(s);
+    session_map_free(s);
+    stomp_parser_deinit(&s->parser);
+    free(s->hdrs);
+    free(s->in);
+    free(s->out);
+    free(s->mhdrs);
+    free(s);
+}
+
+int session_feed(struct session *s, const char *data, size_t len)
+{
+    if (s->state == SESSION_ST_CLOSED || s->state == SESSION_ST_DISCONNECTING)
+        return 0;
+    stomp_heartbeat_received(&s->hb, now_ms());
+    if (len == 0)
+        return 0;
+    size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;
+    if (s->in_len + len > bound) {
+        session_fail(s, NULL, "Too much input", "The client sent more than %zu bytes that could not be processed yet", bound);
+        return 0;
+    }
+    if (s->in_len + len > s->in_cap) {
+        size_t cap = s->in_cap ? s->in_cap : 4096;
+        while (cap < s->in_len + len)
+            cap *= 2;
+        char *n = realloc(s->in, cap);
+        if (!n) {
+            session_fail(s, NULL, "Processing error", "out of memory");
+            return 0;
+        }
+        s->in = n;
+        s->in_cap = cap;
+    }
+    memcpy(s->in + s->in_len, data, len);
+    s->in_len += len;
+    process_input(s);
+    return 0;
+}
+
+void session_on_drain(struct session *s)
+{
+    if (s->state == SESSION_ST_OPEN || s->state == SESSION_ST_DISCONNECTING)
+        session_subs_drain(s);
+}
+
+const char *session_id(const struct session *s)
+{
+    return s->connected ? s->id : "";
+}
