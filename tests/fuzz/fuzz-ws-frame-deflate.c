@@ -8,7 +8,9 @@
  *     messages within max_message_bytes; every compressed message is re-compressed and inflated again and must come
  *     back identical (ws_deflate_compress ∘ ws_deflate_inflate is the identity);
  *  2. the raw bytes inflated directly as two messages (arbitrary DEFLATE data): only 0 / WS_E_PAYLOAD / WS_E_TOO_BIG;
- *  3. the raw bytes compressed then inflated: identical.
+ *  3. the raw bytes compressed then inflated: identical;
+ *  4. the raw bytes as a Sec-WebSocket-Extensions value: negotiation never over-reads and an acceptance always yields a
+ *     response that starts with the token and that ws_deflate_new() accepts.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -128,6 +130,30 @@ static void run_inflate(uint8_t flags, size_t step, const uint8_t *in, size_t le
     ws_deflate_free(z);
 }
 
+static void run_negotiate(uint8_t flags, const uint8_t *in, size_t len)
+{
+    struct ws_deflate_config cfg;
+    ws_deflate_config_init(&cfg);
+    cfg.server_no_context_takeover = flags & 1;
+    cfg.client_no_context_takeover = (flags >> 1) & 1;
+    cfg.client_max_window_bits = 8 + ((flags >> 2) & 7);
+    cfg.server_max_window_bits = 8 + ((flags >> 5) & 7);
+    struct ws_deflate_params p;
+    char resp[WS_DEFLATE_RESPONSE_MAX];
+    size_t n = 0;
+    fuzz_assert(ws_deflate_negotiate((const char *)in, len, &cfg, &p, resp, sizeof resp, &n) == 0);
+    fuzz_assert(n < sizeof resp && strlen(resp) == n);
+    if (!p.enabled) {
+        fuzz_assert(n == 0);
+        return;
+    }
+    fuzz_assert(strncmp(resp, WS_DEFLATE_TOKEN, strlen(WS_DEFLATE_TOKEN)) == 0);
+    fuzz_assert(p.server_max_window_bits <= cfg.server_max_window_bits);
+    struct ws_deflate *z = NULL;
+    fuzz_assert(ws_deflate_new(&p, &cfg, &z) == 0);
+    ws_deflate_free(z);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -136,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t step = data[1];
     run_decoder(flags, step, data + 2, size - 2);
     run_inflate(flags, step, data + 2, size - 2);
+    run_negotiate(flags, data + 2, size - 2);
     struct ws_deflate *tx = make(flags), *rx = make_rx(flags);
     check_round_trip(tx, rx, data + 2, size - 2 < MAX_MESSAGE ? size - 2 : MAX_MESSAGE);
     check_round_trip(tx, rx, data + 2, (size - 2) / 2); /* a second message: exercises context takeover */
