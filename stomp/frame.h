@@ -41,7 +41,9 @@
  *    first body byte (or a non-zero content-length) is seen.
  * Limits (struct stomp_limits) are checked before waiting for more input: a content-length over max_body_bytes, a
  * header line over max_header_line_bytes, one header more than allowed, or a frame growing past max_frame_bytes is
- * reported as soon as it is visible, not when the frame ends.
+ * reported as soon as it is visible, not when the frame ends. The result never depends on how the input was chunked:
+ * when a byte breaks several rules, the same one is reported whether it arrived alone or with the rest of the frame
+ * (tests/fuzz/fuzz-stomp-frame.c checks this).
  *
  * Commands are parsed regardless of direction or version (the parser also reads server frames, e.g. in tests);
  * whether a command is acceptable from a client in the negotiated version (NACK/STOMP need 1.1+) is bridge's call.
