@@ -46,6 +46,25 @@ async function publish(exchange, key, body, options = {}, vhost = '/') {
 }
 
 /**
+ * Publishes with mandatory set; resolves 'returned' when no queue was bound
+ * (basic.return arrives before the confirm), 'routed' otherwise.
+ */
+async function publishMandatory(exchange, key, body, options = {}, vhost = '/') {
+  const ch = await channel(vhost);
+  let returned = false;
+  ch.on('return', () => {
+    returned = true;
+  });
+  try {
+    ch.publish(exchange, key, Buffer.from(body), { ...options, mandatory: true });
+    await ch.waitForConfirms();
+  } finally {
+    await ch.close().catch(() => {});
+  }
+  return returned ? 'returned' : 'routed';
+}
+
+/**
  * Consumes queue into an AsyncQueue of amqplib messages (auto-ack unless
  * noAck:false). Returns { messages, next(), ch, cancel() }.
  */
@@ -97,13 +116,17 @@ async function declareExchange(name, type = 'topic', opts = {}, vhost = '/') {
   return name;
 }
 
-/** queue.declare passive: { queue, messageCount, consumerCount } or null if absent. */
+/**
+ * queue.declare passive: { queue, messageCount, consumerCount } or null if
+ * absent; { queue, locked: true } for another connection's exclusive queue.
+ */
 async function checkQueue(name, vhost = '/') {
   const ch = await channel(vhost);
   try {
     return await ch.checkQueue(name);
   } catch (e) {
     if (e.code === 404) return null;
+    if (e.code === 405) return { queue: name, locked: true };
     throw e;
   } finally {
     await ch.close().catch(() => {});
@@ -162,6 +185,7 @@ module.exports = {
   conn,
   channel,
   publish,
+  publishMandatory,
   consume,
   capture,
   declareQueue,
