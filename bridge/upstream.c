@@ -562,6 +562,7 @@ static int props_to_amqp(const struct upstream_props *src, amqp_basic_properties
         }
         dst->_flags |= AMQP_BASIC_HEADERS_FLAG;
         dst->headers = (amqp_table_t){(int)src->n_headers, e};
+        *entries = e;
     }
     return 0;
 }
@@ -1212,7 +1213,9 @@ static void conn_on_frame(struct conn *c, const amqp_frame_t *f)
         chan_on_header(c, ch, f);
     else if (ch && f->frame_type == AMQP_FRAME_BODY)
         chan_on_body(c, ch, f);
-    /* The channel's pool holds basic.deliver until its header frame arrives. */
+    /* The channel's pool holds basic.deliver until its header frame arrives. Look the channel up again: once done it
+     * belongs to the loop, which may already have freed it. */
+    ch = f->channel <= c->chan_max ? c->slots[f->channel] : NULL;
     if (!ch || !ch->asm_want_header)
         amqp_maybe_release_buffers_on_channel(c->amqp, f->channel);
 }
