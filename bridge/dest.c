@@ -393,13 +393,14 @@ int dest_queue_opts_parse(enum dest_kind kind, const struct stomp_header *h, siz
 {
     bool durable, exclusive, auto_delete;
     memset(out, 0, sizeof(*out));
+    /* Never exclusive by default: AMQP connections are shared by sessions, and Web-STOMP's own defaults leave these
+     * queues visible to other connections (an exclusive queue is RESOURCE_LOCKED for everyone else). */
+    exclusive = false;
     if (kind == DEST_QUEUE) {
         durable = dest_header_bool(h, n, "durable", dest_header_bool(h, n, "persistent", true));
-        exclusive = !durable;
         auto_delete = !durable;
     } else {
         durable = dest_header_durable(h, n);
-        exclusive = !durable;
         auto_delete = true;
     }
     auto_delete = dest_header_bool(h, n, "auto-delete", auto_delete);

@@ -128,8 +128,9 @@ struct dest_queue_opts {
 /*
  * Declaration flags and x-arguments for the queue behind `kind` (DEST_QUEUE, or DEST_EXCHANGE/DEST_TOPIC for a
  * subscription queue), from a SEND or SUBSCRIBE frame's headers (§1b):
- *   /queue/: durable, non-exclusive, non-auto-delete; `durable:false` (or `persistent:false`) → exclusive + auto-delete;
- *   exchange/topic subscriptions: exclusive + auto-delete; durable (`durable:true`) → durable, non-exclusive, auto-delete;
+ *   /queue/: durable, non-auto-delete; `durable:false` (or `persistent:false`) → non-durable, auto-delete;
+ *   exchange/topic subscriptions: non-durable, auto-delete; `durable:true` → durable, auto-delete;
+ *   never exclusive by default (Web-STOMP's defaults; warren's AMQP connections are shared by sessions);
  *   then `auto-delete` and `exclusive` headers override; `x-queue-type` quorum/stream forces durable, non-exclusive,
  *   non-auto-delete. String args: x-dead-letter-exchange, x-dead-letter-routing-key, x-max-age, x-queue-type (≤ 255 bytes);
  *   integer args: x-expires, x-message-ttl, x-max-length, x-max-length-bytes, x-max-priority,

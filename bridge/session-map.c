@@ -180,7 +180,8 @@ static void map_table(struct send_ctx *c, const struct stomp_frame *f)
     c->props.n_headers = n;
 }
 
-/* reply-to: /temp-queue/N becomes the session's real reply queue, as "/reply-queue/<name>". */
+/* reply-to: /temp-queue/N becomes the name of the session's real reply queue, which AMQP repliers publish to as is (through
+ * the default exchange); a STOMP replier sees it as /reply-queue/<name> (put_props). */
 static int map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_header *h)
 {
     struct dest d;
@@ -190,7 +191,7 @@ static int map_reply_to(struct session *s, struct send_ctx *c, const struct stom
         const char *q = temp_queue(s, d.name, strlen(d.name));
         if (!q)
             return -1;
-        snprintf(c->reply_to, sizeof(c->reply_to), "/reply-queue/%s", q);
+        snprintf(c->reply_to, sizeof(c->reply_to), "%s", q);
         c->props.reply_to = c->reply_to;
         return 0;
     }

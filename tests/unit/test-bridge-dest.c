@@ -208,8 +208,11 @@ static void test_queue_opts_defaults(void)
     CHECK_EQ_INT(o.args.n, 0);
     struct stomp_header nd[] = {hdr("durable", "false")};
     CHECK_EQ_INT(dest_queue_opts_parse(DEST_QUEUE, nd, 1, &o, &reason, &bad), 0);
-    CHECK_EQ_INT(o.flags, UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED);
+    CHECK_EQ_INT(o.flags, UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED);
     CHECK_EQ_INT(dest_queue_opts_parse(DEST_TOPIC, NULL, 0, &o, &reason, &bad), 0);
+    CHECK_EQ_INT(o.flags, UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED);
+    struct stomp_header tex[] = {hdr("exclusive", "true")};
+    CHECK_EQ_INT(dest_queue_opts_parse(DEST_TOPIC, tex, 1, &o, &reason, &bad), 0);
     CHECK_EQ_INT(o.flags, UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED);
     struct stomp_header du[] = {hdr("durable", "true")};
     CHECK_EQ_INT(dest_queue_opts_parse(DEST_EXCHANGE, du, 1, &o, &reason, &bad), 0);
