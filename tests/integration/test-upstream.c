@@ -218,7 +218,8 @@ static struct upstream *new_upstream(unsigned channel_max)
     return up;
 }
 
-static const struct upstream_login guest = {"/", "guest", "guest", "test-upstream"};
+static char conn_name[64];
+static const struct upstream_login guest = {"/", "guest", "guest", conn_name};
 
 static bool open_sess(struct upstream *up, const struct upstream_login *login, struct sess *s)
 {
@@ -452,6 +453,57 @@ static void test_channel_max(void)
     upstream_free(up);
 }
 
+static bool no_connection(const void *arg)
+{
+    struct upstream_stats st;
+    upstream_get_stats(arg, &st);
+    return st.connections == 0;
+}
+
+/* The broker closes the connection (rabbitmqctl close_all_connections): every channel on it gets on_closed(CONNECTION),
+ * the pool forgets it, and the next session gets a new connection. Needs WARREN_TEST_RABBITMQCTL. */
+static void test_connection_closed(void)
+{
+    const char *ctl = getenv("WARREN_TEST_RABBITMQCTL");
+    struct upstream *up;
+    struct sess a, b, c;
+    struct upstream_stats st;
+    char cmd[512];
+
+    if (!ctl || !*ctl) {
+        printf("# skipped: WARREN_TEST_RABBITMQCTL is not set\n");
+        return;
+    }
+    up = new_upstream(0);
+    if (!open_sess(up, &guest, &a) || !open_sess(up, &guest, &b))
+        goto out;
+    /* Only this process's connection: the broker may be shared with other tests. */
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q list_connections pid client_properties | grep -F '%s' | cut -f1 | "
+             "xargs -r -I@ '%s' close_connection @ bye >/dev/null 2>&1",
+             ctl, conn_name, ctl);
+    CHECK_EQ_INT(system(cmd), 0);
+    if (wait_for(is_closed, &a, "on_closed a") && wait_for(is_closed, &b, "on_closed b")) {
+        CHECK_EQ_INT(a.closed_kind, UPSTREAM_ERR_CONNECTION);
+        CHECK_EQ_INT(a.closed_code, 320);
+        CHECK(strcmp(a.closed_name, "connection_forced") == 0);
+        CHECK_EQ_INT(b.closed_kind, UPSTREAM_ERR_CONNECTION);
+    }
+    CHECK_EQ_INT(upstream_chan_publish(a.ch, 1, "", "q", NULL, NULL, 0), UPSTREAM_ERR_CLOSED);
+    upstream_chan_release(a.ch);
+    upstream_chan_release(b.ch);
+    wait_for(no_connection, up, "the pool to forget the connection");
+    if (open_sess(up, &guest, &c)) {
+        CHECK_EQ_INT(c.opened, 1);
+        upstream_get_stats(up, &st);
+        CHECK_EQ_INT(st.connections, 1);
+        CHECK_EQ_INT(st.channels, 1);
+        upstream_chan_release(c.ch);
+    }
+out:
+    upstream_free(up);
+}
+
 /* No broker on the port: the open fails with UNREACHABLE. */
 static void test_unreachable(void)
 {
@@ -480,6 +532,7 @@ int main(void)
         return 77;
     }
     snprintf(broker_addr, sizeof broker_addr, "127.0.0.1:%s", port);
+    snprintf(conn_name, sizeof conn_name, "test-upstream-%d", (int)getpid());
     base = event_base_new();
     if (!base)
         return 1;
@@ -489,6 +542,7 @@ int main(void)
     RUN(test_owned_deleted);
     RUN(test_access_refused);
     RUN(test_channel_max);
+    RUN(test_connection_closed);
     RUN(test_unreachable);
     event_base_free(base);
     return harness_done();
