@@ -404,6 +404,10 @@ static void on_open(void *ud, const struct upstream_error *err)
 static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err, const char *queue)
 {
     struct session *s = ud;
+    /* Any other failure means the channel died: on_closed follows and reports it (with this op's receipt); no RECEIPT
+     * may go out for work that did not happen, so the op stays pending. */
+    if (err && err->kind != UPSTREAM_ERR_NACK)
+        return;
     struct session_op *op = op_take(s, op_tag);
     if (!op)
         return;
@@ -563,11 +567,22 @@ static bool can_parse(const struct session *s)
     return s->state == SESSION_ST_LOGIN || (s->state == SESSION_ST_OPEN && !s->read_paused);
 }
 
-static void parse_failed(struct session *s, int r, const char *reason)
+/* Length of the command line at `p` (for "Could not interpret command"), capped, printable bytes only. */
+static int command_len(const char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len && i < 32 && p[i] >= 0x20 && p[i] < 0x7f)
+        i++;
+    return (int)i;
+}
+
+static void parse_failed(struct session *s, int r, const char *reason, const char *frame, size_t len)
 {
     if (!reason)
         reason = stomp_error_str(r);
-    if (r == STOMP_E_TOO_BIG)
+    if (strstr(reason, "command"))
+        session_fail(s, NULL, "Bad command", "Could not interpret command \"%.*s\"", command_len(frame, len), frame);
+    else if (r == STOMP_E_TOO_BIG)
         session_fail(s, NULL, reason, "The frame is over a limit (%s; max_frame_bytes %zu)", reason,
                      s->state == SESSION_ST_LOGIN ? s->conf->max_frame_bytes_unauthenticated : s->conf->max_frame_bytes);
     else
@@ -592,7 +607,7 @@ static void process_input(struct session *s)
             continue;
         }
         if (r != 0) {
-            parse_failed(s, r, reason);
+            parse_failed(s, r, reason, s->in + off, s->in_len - off);
             break;
         }
         (void)session_dispatch(s, &f, false);
