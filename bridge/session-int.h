@@ -131,6 +131,8 @@ struct session {
     uint32_t hb_send_ms, hb_recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
     struct event *hb_timer;
     struct event *login_timer;
+    struct event *idle_timer; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
+    uint64_t last_frame_ms;
     struct event *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
 
     struct upstream_chan *ch;

@@ -421,8 +421,11 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     }
     char msg_id[DEST_NAME_MAX + 96];
     snprintf(msg_id, sizeof(msg_id), "%s@@%s@@%" PRIu64, sub->ctag, s->id, d->delivery_tag);
-    if (session_message_send(s, sub, d, msg_id) != 0 && s->state == SESSION_ST_CLOSED)
+    if (session_message_send(s, sub, d, msg_id) != 0) { /* never settle what the client did not get */
+        if (s->state != SESSION_ST_CLOSED)
+            (void)settle(s, d->delivery_tag, false, true, true);
         return;
+    }
     if (sub->ack == SESSION_ACK_AUTO && sub->unacked.n == 0 && client_has_room(s)) {
         (void)settle(s, d->delivery_tag, false, false, false);
         return;

@@ -171,6 +171,8 @@ void session_close(struct session *s, const char *reason)
         evtimer_del(s->hb_timer);
     if (s->login_timer)
         evtimer_del(s->login_timer);
+    if (s->idle_timer)
+        evtimer_del(s->idle_timer);
     upstream_chan_release(s->ch);
     s->ch = NULL;
     session_log(s, LOG_DEBUG, "closing: %s", reason);
@@ -337,6 +339,28 @@ static void on_login_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void idle_schedule(struct session *s, uint64_t now)
+{
+    uint64_t idle = (uint64_t)s->conf->idle_timeout_ms;
+    uint64_t due = s->last_frame_ms + idle;
+    uint64_t d = due > now ? due - now : 0;
+    struct timeval tv = {.tv_sec = (time_t)(d / 1000), .tv_usec = (suseconds_t)(d % 1000) * 1000};
+    if (idle > 0 && s->state != SESSION_ST_CLOSED)
+        evtimer_add(s->idle_timer, &tv);
+}
+
+static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    uint64_t now = now_ms();
+    if (now - s->last_frame_ms >= (uint64_t)s->conf->idle_timeout_ms) {
+        session_log(s, LOG_INFO, "no frame for %d ms, closing", s->conf->idle_timeout_ms);
+        session_close(s, "idle timeout");
+        return;
+    }
+    idle_schedule(s, now);
+}
+
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     process_input(arg);
@@ -398,6 +422,8 @@ static void on_open(void *ud, const struct upstream_error *err)
     send_connected(s, s->hb_send_ms, s->hb_recv_ms);
     session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
     hb_schedule(s);
+    s->last_frame_ms = now_ms();
+    idle_schedule(s, s->last_frame_ms);
     resume_later(s);
 }
 
@@ -610,6 +636,7 @@ static void process_input(struct session *s)
             parse_failed(s, r, reason, s->in + off, s->in_len - off);
             break;
         }
+        s->last_frame_ms = now_ms();
         (void)session_dispatch(s, &f, false);
         off += used;
     }
@@ -642,8 +669,9 @@ static int session_init(struct session *s, const char *peer)
     stomp_heartbeat_init(&s->hb, 0, 0, 100, now_ms());
     s->hb_timer = evtimer_new(s->env.base, on_hb_timer, s);
     s->login_timer = evtimer_new(s->env.base, on_login_timer, s);
+    s->idle_timer = evtimer_new(s->env.base, on_idle_timer, s);
     s->resume_ev = event_new(s->env.base, -1, 0, on_resume, s);
-    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->resume_ev)
+    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev)
         return -ENOMEM;
     struct timeval tv = {.tv_sec = c->login_timeout_ms / 1000, .tv_usec = (c->login_timeout_ms % 1000) * 1000};
     return evtimer_add(s->login_timer, &tv) == 0 ? 0 : -EIO;
@@ -677,6 +705,8 @@ void session_free(struct session *s)
         event_free(s->hb_timer);
     if (s->login_timer)
         event_free(s->login_timer);
+    if (s->idle_timer)
+        event_free(s->idle_timer);
     if (s->resume_ev)
         event_free(s->resume_ev);
     while (s->ops) {
