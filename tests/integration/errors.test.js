@@ -33,7 +33,11 @@ describe('errors', { skip: T.suiteSkip() }, () => {
   const cleanup = [];
 
   before(async () => {
-    target = await T.startTarget({ max_frame_bytes: MAX_FRAME, max_message_bytes: 4 * MAX_FRAME });
+    target = await T.startTarget({
+      max_frame_bytes: MAX_FRAME,
+      max_body_bytes: MAX_FRAME / 2,
+      max_message_bytes: 4 * MAX_FRAME,
+    });
   });
   after(async () => {
     for (const f of cleanup) await f().catch(() => {});

@@ -26,7 +26,7 @@ describe('framing', { skip: T.suiteSkip() }, () => {
   let target;
 
   before(async () => {
-    target = await T.startTarget({ max_frame_bytes: 4 * MiB, max_message_bytes: 8 * MiB });
+    target = await T.startTarget();
   });
   after(async () => {
     await amqp.closeAll();
