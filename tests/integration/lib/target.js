@@ -133,16 +133,26 @@ async function startWarren(options = {}) {
     url: `ws://127.0.0.1:${port}${opts.ws_path}`,
     child,
     output: () => output,
+    /**
+     * SIGTERM, wait for the exit, and fail if warren crashed, exited non-zero
+     * or a sanitizer reported anything during the run.
+     */
     async stop() {
-      if (exited) return exited;
-      child.kill('SIGTERM');
-      try {
-        return await withTimeout(exit, 10000, 'warren to exit on SIGTERM');
-      } catch (e) {
-        child.kill('SIGKILL');
-        await exit;
-        throw new Error(`${e.message}\n${output}`);
+      if (!exited) {
+        child.kill('SIGTERM');
+        try {
+          await withTimeout(exit, 10000, 'warren to exit on SIGTERM');
+        } catch (e) {
+          child.kill('SIGKILL');
+          await exit;
+          throw new Error(`${e.message}\n${output}`);
+        }
       }
+      const clean = exited.code === 0 || (exited.code === null && exited.sig === 'SIGTERM');
+      if (!clean || /AddressSanitizer|LeakSanitizer|runtime error:/.test(output)) {
+        throw new Error(`warren ended badly (${JSON.stringify(exited)}):\n${output.slice(-20000)}`);
+      }
+      return exited;
     },
   };
 }
