@@ -102,6 +102,8 @@ void client_free(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     ctx->n_clients--;
+    if (ctx->n_clients == 0 && ctx->on_empty)
+        ctx->on_empty(ctx->on_empty_arg);
     session_free(c->session);
     c->session = NULL;
     if (c->bev) {
@@ -145,6 +147,16 @@ static void client_ws_close(struct client *c, uint16_t code, const char *reason)
     size_t n = ws_frame_close_encode(frame, code, reason, reason ? strlen(reason) : 0);
     bufferevent_write(c->bev, frame, n);
     client_start_closing(c);
+}
+
+void client_shutdown_all(struct server_ctx *ctx)
+{
+    for (struct client *c = ctx->clients; c; c = c->next) {
+        if (c->state == CLIENT_WS)
+            client_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+        else if (c->state == CLIENT_HTTP)
+            client_kill(c);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */

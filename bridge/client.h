@@ -21,6 +21,8 @@ struct server_ctx {
     struct session_env env;
     struct client *clients; /* doubly linked list of live clients */
     size_t n_clients;
+    void (*on_empty)(void *arg); /* when set, called once the last client is freed (graceful shutdown) */
+    void *on_empty_arg;
 };
 
 /*
@@ -31,6 +33,13 @@ int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const cha
 
 /* Frees a client at once (the reaper, and server shutdown): its session ends, the socket closes. */
 void client_free(struct client *c);
+
+/*
+ * Starts closing every client of `ctx` because the server shuts down: an open WebSocket gets close 1001 (going away)
+ * and the usual close handshake, a connection still sending its HTTP request is dropped, one already closing goes on.
+ * Clients are freed later, from the loop (never inside this call).
+ */
+void client_shutdown_all(struct server_ctx *ctx);
 
 /* Writes a minimal HTTP error reply on a raw socket and closes it (used when the connection limit is reached). */
 void client_reject_fd(evutil_socket_t fd, int status, const char *reason);

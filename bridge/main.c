@@ -4,8 +4,10 @@
  *     warren [-c FILE] [-o key=value ...] [-t] [-h] [-V] [--help-config]
  *
  * The configuration is the defaults, then FILE, then each -o in order (later wins); it is validated before anything
- * binds. Startup errors are fatal (exit 1 with a message). SIGINT/SIGTERM stop the loop: listeners close, clients are
- * closed, the AMQP connections are closed and their threads joined, so a clean exit is leak-free under ASan.
+ * binds. Startup errors are fatal (exit 1 with a message). SIGINT/SIGTERM shut down gracefully: the listeners close,
+ * every WebSocket client gets close 1001 (going away), and the loop stops once they are gone or after
+ * MAIN_SHUTDOWN_GRACE_MS, whichever comes first (a second signal stops it at once). Then what is left is freed, the AMQP
+ * connections are closed and their threads joined, so a clean exit is leak-free under ASan.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +23,16 @@
 #include "bridge/server.h"
 #include "bridge/upstream.h"
 #include "conf/conf.h"
+
+/* Longest wait for clients to finish their close handshake on SIGINT/SIGTERM. */
+#define MAIN_SHUTDOWN_GRACE_MS 2000
+
+/* What the signal handler needs. */
+struct main_stop {
+    struct event_base *base;
+    struct server *srv;
+    bool stopping;
+};
 
 static void usage(FILE *f)
 {
@@ -94,10 +106,25 @@ static int parse_args(int argc, char **argv, struct conf *conf, bool *check_only
     return 0;
 }
 
+static void stop_done(void *arg)
+{
+    struct main_stop *st = arg;
+    event_base_loopexit(st->base, NULL);
+}
+
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
-    log_msg(LOG_INFO, NULL, "signal %d: shutting down", (int)sig);
-    event_base_loopexit(arg, NULL);
+    struct main_stop *st = arg;
+    if (st->stopping) {
+        log_msg(LOG_INFO, NULL, "signal %d: stopping now", (int)sig);
+        event_base_loopexit(st->base, NULL);
+        return;
+    }
+    st->stopping = true;
+    log_msg(LOG_INFO, NULL, "signal %d: shutting down (%zu clients)", (int)sig, server_client_count(st->srv));
+    struct timeval grace = {MAIN_SHUTDOWN_GRACE_MS / 1000, (MAIN_SHUTDOWN_GRACE_MS % 1000) * 1000};
+    event_base_loopexit(st->base, &grace);
+    server_shutdown(st->srv, stop_done, st);
 }
 
 static int run(const struct conf *conf)
@@ -107,6 +134,7 @@ static int run(const struct conf *conf)
     struct upstream *up = NULL;
     struct server *srv = NULL;
     struct event *sigint = NULL, *sigterm = NULL;
+    struct main_stop st = {0};
     const char *const *brokers = conf->brokers.items;
     struct upstream_config ucfg = {
         .brokers = brokers,
@@ -130,8 +158,9 @@ static int run(const struct conf *conf)
     }
     if (server_new(base, conf, up, &srv) != 0)
         goto out;
-    sigint = evsignal_new(base, SIGINT, stop_cb, base);
-    sigterm = evsignal_new(base, SIGTERM, stop_cb, base);
+    st = (struct main_stop){.base = base, .srv = srv};
+    sigint = evsignal_new(base, SIGINT, stop_cb, &st);
+    sigterm = evsignal_new(base, SIGTERM, stop_cb, &st);
     if (!sigint || !sigterm || evsignal_add(sigint, NULL) != 0 || evsignal_add(sigterm, NULL) != 0)
         goto out;
     log_msg(LOG_INFO, NULL, "warren %s ready; brokers %s%s", WARREN_VERSION, conf->brokers.n ? conf->brokers.items[0] : "",

@@ -165,14 +165,34 @@ int server_new(struct event_base *base, const struct conf *conf, struct upstream
     return 0;
 }
 
-void server_free(struct server *srv)
+static void listeners_close(struct server *srv)
 {
-    if (!srv)
-        return;
     if (srv->plain)
         evconnlistener_free(srv->plain);
     if (srv->tls)
         evconnlistener_free(srv->tls);
+    srv->plain = NULL;
+    srv->tls = NULL;
+}
+
+void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg)
+{
+    listeners_close(srv);
+    if (srv->ctx.n_clients == 0) {
+        done(arg);
+        return;
+    }
+    srv->ctx.on_empty = done;
+    srv->ctx.on_empty_arg = arg;
+    client_shutdown_all(&srv->ctx);
+}
+
+void server_free(struct server *srv)
+{
+    if (!srv)
+        return;
+    listeners_close(srv);
+    srv->ctx.on_empty = NULL;
     while (srv->ctx.clients)
         client_free(srv->ctx.clients);
     SSL_CTX_free(srv->ssl_ctx);

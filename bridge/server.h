@@ -3,8 +3,9 @@
  *
  * A server binds the plain listener (listen_addr:listen_port) and, when configured, the TLS listener
  * (listen_addr:tls_listen_port, OpenSSL through libevent_openssl), accepts connections on its event_base, and owns every
- * `struct client` (bridge/client.c) until it closes. server_free() closes what is left (WebSocket close 1001, going away)
- * and frees it, so a clean shutdown is leak-free under ASan.
+ * `struct client` (bridge/client.c) until it closes. server_shutdown() stops accepting and closes every client gracefully
+ * (WebSocket close 1001, going away); server_free() frees whatever is left at once, so a clean shutdown is leak-free
+ * under ASan.
  */
 #pragma once
 
@@ -18,7 +19,14 @@ struct server;
 /* Binds the listeners. Returns 0, or a negative errno with a message logged (startup errors are fatal for the caller). */
 int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server **out);
 
-/* Stops listening, closes and frees every client. NULL is a no-op. */
+/*
+ * Graceful shutdown: closes the listeners, sends every WebSocket client a close frame 1001 (going away) and drops
+ * connections that are still in their HTTP request. `done(arg)` is called from the loop once the last client is gone,
+ * or at once when there is none. The caller bounds the wait (clients that never answer linger up to a few seconds).
+ */
+void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg);
+
+/* Stops listening, frees every client at once (no close handshake). NULL is a no-op. */
 void server_free(struct server *srv);
 
 /* Live client connections (for logs and metrics). */
