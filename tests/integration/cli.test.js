@@ -1,9 +1,11 @@
 'use strict';
 // The command line of bridge/main.c: -t (check and exit), -c FILE, -o
 // key=value, -V, -h, --help-config, startup errors (exit 1 with a message that
-// names the culprit), and shutdown on SIGTERM/SIGINT with live sessions (exit 0
-// promptly; under the ASan build LeakSanitizer turns a leak into a non-zero
-// exit code, so these tests also prove a leak-free shutdown).
+// names the culprit), and the graceful shutdown on SIGTERM/SIGINT with live
+// sessions: every WebSocket gets close 1001 (going away), warren exits 0
+// promptly, within its grace period even when a client never answers the
+// close. Under the ASan build LeakSanitizer turns a leak into a non-zero exit
+// code, so these tests also prove a leak-free shutdown.
 //
 // Only the signal tests need a broker; the rest run the binary alone.
 
@@ -263,13 +265,48 @@ describe('cli: signals', { skip: binSkip() || T.suiteSkip() }, () => {
       assert.ok(took < 5000, `exit took ${took} ms`);
       assert.match(target.output(), /shutting down/);
       assert.doesNotMatch(target.output(), /LeakSanitizer|AddressSanitizer|runtime error/);
-      await c.stomp.waitClose();
-      await c.raw.waitClose();
-      await c.half.waitClose();
+      assert.equal((await c.stomp.waitClose()).code, 1001);
+      assert.deepEqual(await c.raw.waitClose().then(({ code, reason }) => ({ code, reason })), {
+        code: 1001,
+        reason: 'server shutting down',
+      });
+      assert.equal((await c.half.waitClose()).code, 1001);
       await withTimeout(httpClosed, WAIT_MS, 'the half-sent HTTP request to be closed');
       await c.stomp.client.deactivate({ force: true }).catch(() => {});
     });
   }
+
+  it('SIGTERM with a client that never answers the close → exit 0 within the grace period', async () => {
+    const target = await T.startTarget();
+    const c = await RawStomp.connect(target.url);
+    await c.withReceipt('SUBSCRIBE', { id: 's', destination: `/topic/${unique('cli')}` });
+    c.ws._socket.pause(); // reads nothing: our close reply never comes
+    const t0 = Date.now();
+    const r = await target.stop();
+    const took = Date.now() - t0;
+    assert.deepEqual(r, { code: 0, sig: null }, target.output());
+    assert.ok(took < 5000, `exit took ${took} ms`);
+    c.ws._socket.resume();
+    await c.waitClose();
+  });
+
+  it('a second signal stops at once, still exit 0', async () => {
+    const target = await T.startTarget();
+    const c = await RawStomp.connect(target.url);
+    c.ws._socket.pause();
+    const exit = new Promise((resolve) => target.child.once('exit', (code, signal) => resolve({ code, signal })));
+    target.child.kill('SIGTERM');
+    const logged = new Promise((resolve) => {
+      const check = () => /shutting down/.test(target.output()) && resolve();
+      target.child.stderr.on('data', check);
+      check();
+    });
+    await withTimeout(logged, WAIT_MS, 'the first signal to be handled');
+    target.child.kill('SIGINT');
+    const r = await withTimeout(exit, 10000, 'warren to exit');
+    assert.deepEqual(r, { code: 0, signal: null }, target.output());
+    c.close();
+  });
 
   it('SIGTERM right after start (no client ever connected) → exit 0', async () => {
     const target = await T.startTarget();
