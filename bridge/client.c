@@ -3,7 +3,9 @@
  *
  * States: HTTP (reading the request head) → WS (frames flow; the STOMP session sees message payloads) → CLOSING (our
  * close frame is queued: we flush it and wait for the peer's close or a timer) → freed. A plain GET that is not an
- * upgrade is answered from conf->http_root (the demo page) and the connection closes after the reply.
+ * upgrade is answered from conf->http_root (the demo page) and the connection closes after the reply. A peer that has not
+ * completed its TLS handshake and request head within login_timeout_ms is dropped; from the upgrade on, the session
+ * times the STOMP login.
  *
  * The loop follows h2o's h2o_websocket_proceed: decode until no progress, hand each message to the session, and let the
  * session's io callbacks queue output. Nothing here frees the client from inside a session callback: every path that ends
@@ -58,7 +60,7 @@ struct client {
     struct bufferevent *bev;
     struct event *reaper; /* deferred free */
     struct event *resume; /* deferred input processing after pause_reading(false) */
-    struct event *linger; /* close timer */
+    struct event *linger; /* request timer (login_timeout_ms) while in CLIENT_HTTP, then the close timer */
     enum client_state state;
     bool read_paused; /* by the session */
     bool peer_closed; /* the peer's close frame arrived (or an HTTP-only connection) */
@@ -124,7 +126,10 @@ void client_free(struct client *c)
 
 static void linger_cb(evutil_socket_t fd, short what, void *arg)
 {
-    client_kill(arg);
+    struct client *c = arg;
+    if (c->state == CLIENT_HTTP)
+        log_msg(LOG_INFO, c->peer, "no complete request within login_timeout_ms (%d ms); closing", c->ctx->conf->login_timeout_ms);
+    client_kill(c);
 }
 
 /* Output queued; once it is flushed (write callback at low watermark 0) and the peer closed, the client is freed. */
@@ -410,6 +415,7 @@ static void ws_accept(struct client *c, const struct ws_request *req)
         return;
     }
     bufferevent_write(c->bev, reply, n);
+    evtimer_del(c->linger); /* the session times the login from here */
     c->state = CLIENT_WS;
     bufferevent_setwatermark(c->bev, EV_WRITE, conf->client_send_buffer_bytes / 2, 0);
     log_msg(LOG_DEBUG, c->peer, "WebSocket open (%s%s)", proto ? proto : "no subprotocol", c->z ? ", permessage-deflate" : "");
@@ -585,6 +591,10 @@ int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const cha
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, ctx->conf->max_message_bytes + WS_FRAME_HEADER_MAX_MASKED);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* A peer that never completes its TLS handshake or HTTP request is dropped after login_timeout_ms. */
+    int ms = ctx->conf->login_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->linger, &tv);
     log_msg(LOG_DEBUG, c->peer, "connection accepted%s", bufferevent_openssl_get_ssl(c->bev) ? " (TLS)" : "");
     return 0;
 
