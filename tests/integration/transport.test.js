@@ -762,6 +762,19 @@ describe('transport: limits', { skip }, () => {
     for (const t of started) await t.stop();
   });
 
+  it('login_timeout_ms bounds the HTTP request, the TLS-less silence and the upgrade-to-CONNECTED time', async () => {
+    const t = await start({ login_timeout_ms: '300' });
+    const closed = (sock) => withTimeout(new Promise((r) => sock.once('close', r)), WAIT_MS, 'the server to drop the connection');
+    const silent = net.connect({ host: '127.0.0.1', port: t.port });
+    silent.on('error', () => {});
+    const partial = net.connect({ host: '127.0.0.1', port: t.port });
+    partial.on('error', () => {});
+    partial.once('connect', () => partial.write('GET /ws HTTP/1.1\r\nHost: x\r\n'));
+    const upgraded = await RawStomp.open(t.url); // never sends CONNECT
+    await Promise.all([closed(silent), closed(partial), upgraded.waitClose()]);
+    assert.equal(t.child.exitCode, null);
+  });
+
   it('max_connections=2: the third connection gets HTTP 503, the first two keep working', async () => {
     const t = await start({ max_connections: '2' });
     const a = await RawStomp.connect(t.url);
