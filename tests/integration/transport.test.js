@@ -382,6 +382,18 @@ describe('transport: HTTP', { skip }, () => {
     assert.equal(r.status, 431);
   });
 
+  it('more header lines than max_http_headers → 431', async () => {
+    const extra = {};
+    for (let i = 0; i < 70; i++) extra[`X-H${i}`] = String(i);
+    const r = await httpRaw(target.port, upgradeRequest('/ws', extra));
+    assert.equal(r.status, 431);
+  });
+
+  it('upgrade without Host → 400', async () => {
+    const r = await httpRaw(target.port, upgradeRequest('/ws', { Host: null }));
+    assert.equal(r.status, 400);
+  });
+
   it('POST → 405 with Allow: GET', async () => {
     const r = await httpRaw(target.port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n');
     assert.equal(r.status, 405);
@@ -539,6 +551,68 @@ describe('transport: WebSocket', { skip }, () => {
     c.send(0x0, Buffer.from([0x41]), { fin: true });
     const cl = await c.expectClose();
     assert.equal(cl.code, 1007);
+    await c.waitEnd();
+  });
+
+  it('frames sent right behind the upgrade request (same write) are not lost', async () => {
+    const sock = net.connect({ host: '127.0.0.1', port: target.port });
+    const c = new RawWs(sock);
+    const connect = wsFrame(0x1, encodeFrame('CONNECT', { 'accept-version': '1.2', host: '/', login: 'guest', passcode: 'guest' }));
+    sock.once('connect', () => sock.write(Buffer.concat([Buffer.from(upgradeRequest('/ws')), connect])));
+    await withTimeout(c.upgraded, WAIT_MS, 'HTTP 101');
+    assert.match((await c.next('CONNECTED')).payload.toString(), /^CONNECTED\n/);
+    c.destroy();
+  });
+
+  it('a binary client message carrying STOMP is accepted like text', async () => {
+    const c = await RawStomp.connect(target.url);
+    const dest = await subscribeTopic(c);
+    c.sendFrame('SEND', { destination: dest }, 'sent in a binary message', { binary: true });
+    assert.equal((await c.expect('MESSAGE')).text, 'sent in a binary message');
+    c.close();
+  });
+
+  it('a compressed message that inflates past max_message_bytes → close 1009', async () => {
+    const c = await RawStomp.open(target.url, { perMessageDeflate: true });
+    assert.match(c.ws.extensions, /permessage-deflate/);
+    c.sendRaw(Buffer.alloc(MAX_MESSAGE + 4096, 0x20)); // a few hundred bytes on the wire
+    const cl = await c.waitClose();
+    assert.equal(cl.code, 1009);
+  });
+
+  for (const [what, opcode, payload, opts, code] of [
+    ['a ping over 125 bytes', 0x9, Buffer.alloc(126, 1), {}, 1002],
+    ['a fragmented ping', 0x9, Buffer.from('x'), { fin: false }, 1002],
+    ['a reserved opcode', 0x3, Buffer.from('x'), {}, 1002],
+    ['a continuation with nothing to continue', 0x0, Buffer.from('x'), {}, 1002],
+    ['a close with code 999', 0x8, closePayload(999), {}, 1002],
+    ['a close with code 1005 on the wire', 0x8, closePayload(1005), {}, 1002],
+    ['a close with a 1-byte payload', 0x8, Buffer.from([3]), {}, 1002],
+    ['a close whose reason is not UTF-8', 0x8, Buffer.concat([closePayload(1000), Buffer.from([0xc0, 0xaf])]), {}, 1007],
+  ]) {
+    it(`${what} → close ${code}`, async () => {
+      const c = await RawWs.open(target.port);
+      c.send(opcode, payload, opts);
+      const cl = await c.expectClose();
+      assert.equal(cl.code, code);
+      await c.waitEnd();
+    });
+  }
+
+  it('a frame with RSV1 set but no permessage-deflate → close 1002', async () => {
+    const c = await RawWs.open(target.port);
+    const f = wsFrame(0x1, 'hello');
+    f[0] |= 0x40;
+    c.sock.write(f);
+    const cl = await c.expectClose();
+    assert.equal(cl.code, 1002);
+    await c.waitEnd();
+  });
+
+  it('client close 1001 → the server echoes 1001', async () => {
+    const c = await RawWs.open(target.port);
+    c.send(0x8, closePayload(1001, 'tab closed'));
+    assert.equal((await c.expectClose()).code, 1001);
     await c.waitEnd();
   });
 
