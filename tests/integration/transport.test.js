@@ -256,6 +256,17 @@ function waitLog(target, re, ms = WAIT_MS) {
   });
 }
 
+/**
+ * Stops warren (SIGTERM) and checks it exited 0 with no sanitizer report: under
+ * the ASan build a leak or UBSan error in any path the file exercised fails here.
+ */
+async function stopClean(target) {
+  if (!target) return;
+  const r = await target.stop();
+  assert.deepEqual(r, { code: 0, sig: null }, `warren exit status\n${target.output()}`);
+  assert.doesNotMatch(target.output(), /ERROR: (Leak|Address)Sanitizer|runtime error:/);
+}
+
 /** A `ws` client; resolves with it open, or rejects with the HTTP status. */
 function wsOpen(url, protocols, opts = {}) {
   const ws = new WebSocket(url, protocols, { perMessageDeflate: false, ...opts });
@@ -303,7 +314,7 @@ describe('transport: HTTP', { skip }, () => {
     target = await T.startTarget({ http_root: root });
   });
   after(async () => {
-    await target?.stop();
+    await stopClean(target);
     fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -417,7 +428,7 @@ describe('transport: http_root unset', { skip }, () => {
     target = await T.startTarget();
   });
   after(async () => {
-    await target?.stop();
+    await stopClean(target);
   });
 
   it('GET / → 404 when no http_root is configured', async () => {
@@ -440,7 +451,7 @@ describe('transport: WebSocket', { skip }, () => {
   });
   after(async () => {
     await amqp.closeAll();
-    await target?.stop();
+    await stopClean(target);
   });
 
   it('offer v10.stomp,v12.stomp → v12.stomp', async () => {
@@ -691,7 +702,7 @@ describe('transport: WebSocket options', { skip }, () => {
     return t;
   }
   after(async () => {
-    for (const t of started) await t.stop();
+    for (const t of started) await stopClean(t);
   });
 
   it('allow_origins: another Origin → 403, the listed Origin and no Origin connect', async () => {
@@ -757,7 +768,7 @@ describe('transport: TLS', { skip }, () => {
     wssUrl = `wss://127.0.0.1:${tlsPort}/ws`;
   });
   after(async () => {
-    await target?.stop();
+    await stopClean(target);
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -833,7 +844,7 @@ describe('transport: limits', { skip }, () => {
   }
   after(async () => {
     await amqp.closeAll();
-    for (const t of started) await t.stop();
+    for (const t of started) await stopClean(t);
   });
 
   it('login_timeout_ms bounds the HTTP request, the TLS-less silence and the upgrade-to-CONNECTED time', async () => {
