@@ -63,7 +63,8 @@ struct client {
     struct event *linger; /* request timer (login_timeout_ms) while in CLIENT_HTTP, then the close timer */
     enum client_state state;
     bool read_paused; /* by the session */
-    bool peer_closed; /* the peer's close frame arrived (or an HTTP-only connection) */
+    bool peer_closed; /* nothing more to decode: the peer's close frame arrived, its frames were bad, or HTTP only */
+    bool wr_shut;     /* we sent FIN (shutdown SHUT_WR) after flushing our last bytes */
     struct ws_decoder dec;
     struct ws_deflate *z;
     struct ws_buf zout; /* compression scratch */
@@ -132,15 +133,29 @@ static void linger_cb(evutil_socket_t fd, short what, void *arg)
     client_kill(c);
 }
 
-/* Output queued; once it is flushed (write callback at low watermark 0) and the peer closed, the client is freed. */
+/*
+ * Everything we had to say is on the wire: send FIN and wait for the peer's (EOF in event_cb) or the linger timer. We
+ * never close() while the peer may still be sending: unread input would make the kernel answer with a RST, which can
+ * destroy the close frame or HTTP error still in flight (RFC 6455 §7.1.1: the server closes the TCP connection first,
+ * but cleanly).
+ */
+static void client_closing_flushed(struct client *c)
+{
+    if (c->wr_shut)
+        return;
+    c->wr_shut = true;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+}
+
+/* Output queued (close frame or HTTP reply): flush it (write callback at low watermark 0), then client_closing_flushed(). */
 static void client_start_closing(struct client *c)
 {
     c->state = CLIENT_CLOSING;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     struct timeval tv = {CLIENT_CLOSE_LINGER_MS / 1000, (CLIENT_CLOSE_LINGER_MS % 1000) * 1000};
     evtimer_add(c->linger, &tv);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && c->peer_closed)
-        client_kill(c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        client_closing_flushed(c);
 }
 
 /* Queues a close frame (RFC 6455 §5.5.1) and starts closing. `code` 0 sends an empty close frame. */
@@ -483,8 +498,6 @@ static void ws_on_event(struct client *c, const struct ws_event *ev)
         c->peer_closed = true;
         if (c->state == CLIENT_WS) /* echo the peer's code (RFC 6455 §5.5.1); 1005 means it sent none */
             client_ws_close(c, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code, NULL);
-        else if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            client_kill(c);
         break;
     case WS_EV_PONG:
     case WS_EV_NONE:
@@ -508,10 +521,8 @@ static void ws_process(struct client *c)
             continue;
         if (r != 0) {
             log_msg(LOG_INFO, c->peer, "WebSocket error %u: %s", ws_error_close_code(r), reason ? reason : "");
-            if (c->state == CLIENT_WS)
-                client_ws_close(c, ws_error_close_code(r), reason);
-            else
-                client_kill(c);
+            c->peer_closed = true; /* the decoder is failed: what follows is discarded */
+            client_ws_close(c, ws_error_close_code(r), reason);
             return;
         }
         ws_on_event(c, &ev);
@@ -543,10 +554,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     if (c->state == CLIENT_WS) {
         session_on_drain(c->session);
     } else if (c->state == CLIENT_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        if (c->peer_closed)
-            client_kill(c);
-        else
-            shutdown(bufferevent_getfd(bev), SHUT_WR); /* our close is out; the peer's close or FIN ends it */
+        client_closing_flushed(c);
     }
 }
 
