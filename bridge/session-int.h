@@ -134,6 +134,7 @@ struct session {
     struct event *idle_timer; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
     uint64_t last_frame_ms;
     struct event *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
+    struct event *settle_ev; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 
     struct upstream_chan *ch;
     uint64_t last_tag;

@@ -2,9 +2,10 @@
  * bridge/session-sub.c — SUBSCRIBE, UNSUBSCRIBE, ACK/NACK, deliveries and broker-side cancellation.
  *
  * Every subscription consumes with manual AMQP acks and a per-consumer prefetch window, whatever its STOMP ack mode
- * (DESIGN.md invariant 2). For ack:auto the session acks a delivery itself once the MESSAGE is queued to the client,
- * unless the client's send queue is above client_send_buffer_bytes: then the tag is held and acked from
- * session_on_drain(), so a slow client stops the broker after `prefetch` messages instead of growing our memory.
+ * (DESIGN.md invariant 2). For ack:auto the session acks a delivery itself once the MESSAGE is queued to the client: the
+ * tags of one loop turn are held and settled together at its end (one basic.ack multiple=true when exact), unless the
+ * client's send queue is above client_send_buffer_bytes: then they stay held until session_on_drain(), so a slow client
+ * stops the broker after `prefetch` messages instead of growing our memory.
  *
  * Delivery tags are per channel and so shared by every subscription of the session. STOMP's ack:client is cumulative
  * within ITS subscription only (STOMP 1.2 "SUBSCRIBE ack Header"), so each subscription keeps its own list of unsettled
@@ -18,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "bridge/log.h"
 #include "conf/conf.h"
@@ -426,20 +429,52 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
             (void)settle(s, d->delivery_tag, false, true, true);
         return;
     }
-    if (sub->ack == SESSION_ACK_AUTO && sub->unacked.n == 0 && client_has_room(s)) {
-        (void)settle(s, d->delivery_tag, false, false, false);
+    if (session_tags_push(&sub->unacked, d->delivery_tag) != 0) {
+        session_fail(s, NULL, "Processing error", "out of memory");
         return;
     }
-    if (session_tags_push(&sub->unacked, d->delivery_tag) != 0)
-        session_fail(s, NULL, "Processing error", "out of memory");
+    /* ack:auto: settled at the end of this loop turn, all the turn's deliveries with one basic.ack when possible */
+    if (sub->ack == SESSION_ACK_AUTO && client_has_room(s))
+        event_active(s->settle_ev, 0, 0);
 }
 
+/* Highest tag held by ack:auto subscriptions, and whether a client-mode subscription holds an older one. */
+static uint64_t auto_held_max(struct session *s, bool *client_older)
+{
+    uint64_t max = 0, client_min = UINT64_MAX;
+    for (struct session_sub *sub = s->subs; sub; sub = sub->next) {
+        if (sub->unacked.n == 0)
+            continue;
+        if (sub->ack == SESSION_ACK_AUTO && sub->unacked.v[sub->unacked.n - 1] > max)
+            max = sub->unacked.v[sub->unacked.n - 1];
+        else if (sub->ack != SESSION_ACK_AUTO && sub->unacked.v[0] < client_min)
+            client_min = sub->unacked.v[0];
+    }
+    *client_older = client_min < max;
+    return max;
+}
+
+/*
+ * Settles the ack:auto deliveries held while the client has room: one basic.ack multiple=true for all of them when no
+ * client-mode subscription holds an older tag (the usual case, and one ack per burst instead of one per message, which
+ * is broker CPU), one basic.ack per tag otherwise.
+ */
 void session_subs_drain(struct session *s)
 {
+    if (s->state == SESSION_ST_CLOSED || !s->ch || !client_has_room(s))
+        return;
+    bool client_older = false;
+    uint64_t max = auto_held_max(s, &client_older);
+    if (max == 0)
+        return;
+    if (!client_older && settle(s, max, true, false, false) != 0)
+        return;
     for (struct session_sub *sub = s->subs; sub && s->state != SESSION_ST_CLOSED; sub = sub->next) {
-        if (sub->ack != SESSION_ACK_AUTO || sub->unacked.n == 0 || !client_has_room(s))
+        if (sub->ack != SESSION_ACK_AUTO)
             continue;
-        if (sub_settle_all(s, sub) != 0)
+        if (!client_older)
+            sub->unacked.n = 0;
+        else if (sub_settle_all(s, sub) != 0)
             return;
     }
 }

@@ -361,6 +361,11 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
     idle_schedule(s, now);
 }
 
+static void on_settle(evutil_socket_t fd, short what, void *arg)
+{
+    session_on_drain(arg);
+}
+
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     process_input(arg);
@@ -671,7 +676,8 @@ static int session_init(struct session *s, const char *peer)
     s->login_timer = evtimer_new(s->env.base, on_login_timer, s);
     s->idle_timer = evtimer_new(s->env.base, on_idle_timer, s);
     s->resume_ev = event_new(s->env.base, -1, 0, on_resume, s);
-    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev)
+    s->settle_ev = event_new(s->env.base, -1, 0, on_settle, s);
+    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev || !s->settle_ev)
         return -ENOMEM;
     struct timeval tv = {.tv_sec = c->login_timeout_ms / 1000, .tv_usec = (c->login_timeout_ms % 1000) * 1000};
     return evtimer_add(s->login_timer, &tv) == 0 ? 0 : -EIO;
@@ -709,6 +715,8 @@ void session_free(struct session *s)
         event_free(s->idle_timer);
     if (s->resume_ev)
         event_free(s->resume_ev);
+    if (s->settle_ev)
+        event_free(s->settle_ev);
     while (s->ops) {
         struct session_op *op = s->ops;
         s->ops = op->next;

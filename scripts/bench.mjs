@@ -6,8 +6,9 @@
 // Scenarios (each prints one result line, or JSON with --json):
 //   fanout  P publishers send M messages each to /topic/<run>; S subscribers each receive all P*M (ack:auto).
 //           Reports delivered msgs/s (S*P*M / wall time) and end-to-end latency percentiles (send stamp in the body).
-//   queue   P publishers send M messages each to /queue/<run>; S competing consumers with ack:client-individual and
-//           prefetch 100 drain it. Reports msgs/s and latency.
+//   queue   P publishers send M messages each to /queue/<run> (a durable queue, as /queue/ declares by default: use a
+//           throw-away broker); S competing consumers with ack:client-individual and prefetch 100 drain it.
+//           Reports msgs/s and latency.
 //   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the server's memory growth per
 //           session when --pid is given (VmRSS from /proc/PID/status before and after; pass the warren pid, or the
 //           beam.smp pid for Web-STOMP) and the connect rate.
@@ -169,7 +170,6 @@ async function flow(kind) {
       destination,
       ack: manual ? 'client-individual' : 'auto',
       'prefetch-count': '100',
-      ...(kind === 'queue' ? { durable: 'false', 'auto-delete': 'true' } : {}),
     });
     subs.push(s);
   }
