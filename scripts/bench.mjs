@@ -9,9 +9,10 @@
 //   queue   P publishers send M messages each to /queue/<run> (a durable queue, as /queue/ declares by default: use a
 //           throw-away broker); S competing consumers with ack:client-individual and prefetch 100 drain it.
 //           Reports msgs/s and latency.
-//   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the server's memory growth per
-//           session when --pid is given (VmRSS from /proc/PID/status before and after; pass the warren pid, or the
-//           beam.smp pid for Web-STOMP) and the connect rate.
+//   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the memory growth per session
+//           when --pid is given (the sum of VmRSS over a comma-separated pid list, before and after: pass warren's pid
+//           AND the broker's beam.smp pid for warren, since its sessions also cost the broker channels and queues, and
+//           the beam.smp pid alone for Web-STOMP) and the connect rate.
 // Publishers keep at most --window unreceipted SENDs in flight (a receipt every --window/2 frames), so the broker's
 // confirms pace them the same way on every target. Raw frames over the `ws` package: the client does as little as
 // possible so the server is what is measured. The machine is small and noisy: run each case several times and compare
@@ -196,13 +197,18 @@ async function flow(kind) {
   };
 }
 
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? +m[1] : 0;
+// Sum of VmRSS over a comma-separated pid list (warren and the broker, or the broker alone for Web-STOMP).
+function rssKiB(pids) {
+  let sum = 0;
+  for (const pid of String(pids).split(',').filter(Boolean)) {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    sum += m ? +m[1] : 0;
+  }
+  return sum;
 }
 
 async function idle() {
-  const pid = args.pid ? +args.pid : 0;
+  const pid = args.pid || '';
   const before = pid ? rssKiB(pid) : 0;
   const run = `bench.idle.${Date.now()}`;
   const t0 = process.hrtime.bigint();
