@@ -72,6 +72,13 @@ static struct session_sub *sub_find_ctag(struct session *s, const char *ctag)
     return NULL;
 }
 
+static void sub_link(struct session *s, struct session_sub *sub)
+{
+    sub->next = s->subs;
+    s->subs = sub;
+    s->n_subs++;
+}
+
 static void sub_unlink(struct session *s, struct session_sub *sub)
 {
     for (struct session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
@@ -249,9 +256,7 @@ int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool r
         sub_free(sub);
         return -1;
     }
-    sub->next = s->subs;
-    s->subs = sub;
-    s->n_subs++;
+    sub_link(s, sub);
     return 0;
 }
 
@@ -270,9 +275,7 @@ int session_sub_add_temp(struct session *s, const char *temp_id, const char *que
         sub_free(sub);
         return -1;
     }
-    sub->next = s->subs;
-    s->subs = sub;
-    s->n_subs++;
+    sub_link(s, sub);
     return 0;
 }
 
