@@ -125,20 +125,20 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     return 0;
 }
 
-static void send_error(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body,
-                       const char *version)
+/* ERROR with `message`, `content-type`, `version` (the versions warren speaks, as Web-STOMP sends on every ERROR) and
+ * `receipt-id` when given. */
+static void send_error(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body)
 {
     struct stomp_header h[4];
     size_t n = 0;
     h[n++] = hdr_str("message", message);
     h[n++] = hdr_str("content-type", "text/plain");
-    if (version)
-        h[n++] = hdr_str("version", version);
+    h[n++] = hdr_str("version", stomp_version_list_str(STOMP_VERSIONS_ALL));
     if (receipt)
         h[n++] = (struct stomp_header){.name = "receipt-id", .name_len = 10, .value = receipt, .value_len = receipt_len};
     /* A receipt a 1.0 client cannot be sent back (e.g. a LF) must not cost the ERROR itself. */
-    if (session_send_frame(s, STOMP_CMD_ERROR, h, n, body, strlen(body)) == -EINVAL && n > 2)
-        (void)session_send_frame(s, STOMP_CMD_ERROR, h, 2, body, strlen(body));
+    if (session_send_frame(s, STOMP_CMD_ERROR, h, n, body, strlen(body)) == -EINVAL && n > 3)
+        (void)session_send_frame(s, STOMP_CMD_ERROR, h, 3, body, strlen(body));
 }
 
 int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body)
@@ -146,7 +146,7 @@ int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_
     if (s->state == SESSION_ST_CLOSED)
         return -1;
     session_log(s, LOG_INFO, "ERROR %s: %.200s", message, body);
-    send_error(s, receipt, receipt_len, message, body, NULL);
+    send_error(s, receipt, receipt_len, message, body);
     session_close(s, message);
     return -1;
 }
@@ -502,7 +502,7 @@ static int version_mismatch(struct session *s)
     char body[64];
     snprintf(body, sizeof(body), "Supported versions are %s", list);
     session_log(s, LOG_INFO, "ERROR Version mismatch");
-    send_error(s, NULL, 0, "Version mismatch", body, list);
+    send_error(s, NULL, 0, "Version mismatch", body);
     session_close(s, "Version mismatch");
     return -1;
 }
