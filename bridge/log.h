@@ -24,4 +24,4 @@ const char *log_level_str(enum log_level lvl);
 
 /* Writes one line; `prefix` (may be NULL) is the connection identity shown in brackets. A trailing newline is added. */
 void log_msg(enum log_level lvl, const char *prefix, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va_list ap);
+void log_vmsg(enum log_level lvl, const char *prefix, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));

@@ -540,7 +540,7 @@ static const char *find_sample(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/conf/warren.conf", root);
         return path;
     }
-    if (fl >= sl && strcmp(__FILE__ + fl - sl, suffix) == 0) {
+    if (fl >= sl && strcmp(&__FILE__[fl - sl], suffix) == 0) {
         snprintf(path, sizeof(path), "%.*sconf/warren.conf", (int)(fl - sl), __FILE__);
         return path;
     }
