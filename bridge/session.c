@@ -401,8 +401,12 @@ static void open_failed(struct session *s, const struct upstream_error *err)
         session_fail_receipt(s, NULL, 0, "Bad CONNECT", body);
         return;
     }
+    /* The connection died under the channel.open: the same ERROR as for the sessions already open on it (on_closed). */
+    const char *msg = err->kind == UPSTREAM_ERR_CONNECTION ? "Broker connection lost"
+                      : err->name && err->name[0]          ? err->name
+                                                           : "Processing error";
     snprintf(body, sizeof(body), "%s", err->text && err->text[0] ? err->text : upstream_err_str(err->kind));
-    session_fail_receipt(s, NULL, 0, err->name && err->name[0] ? err->name : "Processing error", body);
+    session_fail_receipt(s, NULL, 0, msg, body);
 }
 
 static void on_open(void *ud, const struct upstream_error *err)
