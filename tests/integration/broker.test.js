@@ -42,7 +42,9 @@ class Proxy {
     this.port = port;
     this.mute = mute;
     this.sockets = new Set();
+    this.pairs = [];
     this.accepted = 0;
+    this.toBroker = 0; // bytes forwarded from warren to the broker
     this.server = null;
   }
 
@@ -58,8 +60,12 @@ class Proxy {
     if (this.mute) return;
     const up = net.connect({ host: T.cfg.amqpHost, port: T.cfg.amqpPort });
     this.track(up);
+    down.on('data', (d) => {
+      this.toBroker += d.length;
+    });
     down.pipe(up);
     up.pipe(down);
+    this.pairs.push({ down, up });
     down.on('close', () => up.destroy());
     up.on('close', () => down.destroy());
   }
@@ -70,6 +76,22 @@ class Proxy {
       this.server.once('error', reject);
       this.server.listen(this.port, '127.0.0.1', resolve);
     });
+  }
+
+  /**
+   * Stops forwarding on the open connections, towards warren (the broker's
+   * replies, confirms and heartbeats are held) and, with both:true, towards
+   * the broker too: a broker that went silent without closing TCP.
+   */
+  hold({ both = false } = {}) {
+    for (const { down, up } of this.pairs) {
+      up.unpipe(down);
+      up.pause();
+      if (both) {
+        down.unpipe(up);
+        down.pause();
+      }
+    }
   }
 
   /** Drops every connection (both directions); resolves once they are all closed here. */
@@ -293,6 +315,55 @@ describe('broker failures', { skip }, () => {
     await p.close();
     await expectBrokerLost(c);
     await expectUnreachable(w.url, CONNECT_TIMEOUT_MS + BACKOFF.amqp_reconnect_max_ms + 5000);
+  });
+
+  it('a receipted SEND in flight when the connection drops: no RECEIPT, the ERROR carries its receipt-id', async () => {
+    const p = await proxy();
+    await p.listen();
+    const w = await start({ brokers: `127.0.0.1:${p.port}` });
+    const u = await newUser();
+    const c = await login(w.url, u, 'pw');
+    const key = unique('inflight');
+    const seen = await amqp.capture('amq.topic', key);
+    // The broker gets the message but its confirm never reaches warren.
+    p.hold();
+    c.sendFrame('SEND', { destination: `/topic/${key}`, receipt: 'in-flight' }, 'unconfirmed');
+    assert.equal((await seen.next()).content.toString(), 'unconfirmed');
+    await p.cut();
+    const f = await expectBrokerLost(c);
+    assert.equal(f.headers['receipt-id'], 'in-flight', 'the lost SEND is reported, never silently dropped');
+    await seen.cancel();
+  });
+
+  it('a session waiting for CONNECTED when the connection drops gets the same ERROR', async () => {
+    const p = await proxy();
+    await p.listen();
+    const w = await start({ brokers: `127.0.0.1:${p.port}` });
+    const u = await newUser();
+    const first = await login(w.url, u, 'pw');
+    p.hold(); // channel.open-ok for the next session is held
+    const sent = p.toBroker;
+    const c = await RawStomp.open(w.url);
+    c.sendFrame('CONNECT', { 'accept-version': '1.2', host: '/', login: u, passcode: 'pw' });
+    // Broker state seen from outside: warren's channel.open went through the proxy.
+    await waitFor(() => p.toBroker > sent, undefined, 'channel.open towards the broker');
+    await p.cut();
+    await expectBrokerLost(first);
+    await expectBrokerLost(c);
+    assert.equal(c.wsMessages.length, 1, 'ERROR only, no CONNECTED');
+  });
+
+  it('a broker that goes silent without closing TCP is detected by AMQP heartbeats', async () => {
+    const p = await proxy();
+    await p.listen();
+    const w = await start({ brokers: `127.0.0.1:${p.port}`, amqp_heartbeat_s: 1 });
+    const u = await newUser();
+    const c = await login(w.url, u, 'pw');
+    await roundTrip(c, 'before the broker goes silent');
+    p.hold({ both: true });
+    const f = await expectBrokerLost(c);
+    assert.match(f.text, /heartbeat|timed? ?out/i);
+    await p.close();
   });
 
   it('the broker deletes a subscribed queue: ERROR "Server cancelled subscription" with `subscription`; the other session on the connection works on', async () => {
