@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -190,9 +191,10 @@ struct conn {
     int wake_fd;
     struct cmd shutdown_cmd;
 
-    pthread_mutex_t lock; /* guards cmds and stopping */
+    pthread_mutex_t lock; /* guards cmds, stopping and login_fd */
     struct cmd *cmds, **cmds_tail;
     bool stopping;
+    int login_fd; /* the socket while the login handshake blocks on it, else -1: upstream_free() shuts it down */
 
     /* loop side */
     unsigned n_chans; /* channels given to this connection and not yet done */
@@ -1352,6 +1354,32 @@ static amqp_rpc_reply_t conn_login_send(struct conn *c)
                                       AMQP_SASL_METHOD_PLAIN, c->user, c->pass);
 }
 
+/*
+ * Publishes the socket the blocking login runs on (fd >= 0), or withdraws it (-1) before the socket is closed or used for
+ * the open connection, so that upstream_free() can cut a login to a broker that accepted TCP but never answers. Returns
+ * false when upstream_free() already asked the thread to stop.
+ */
+static bool conn_set_login_fd(struct conn *c, int fd)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&c->lock);
+    c->login_fd = fd;
+    stopping = c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    return !stopping;
+}
+
+static bool conn_stopping(struct conn *c)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&c->lock);
+    stopping = c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    return stopping;
+}
+
 /* One broker: TCP connect and login. Returns 0, UPSTREAM_ERR_UNREACHABLE (try the next one) or ..._ACCESS_REFUSED. */
 static int conn_try_broker(struct conn *c, const char *broker)
 {
@@ -1378,7 +1406,13 @@ static int conn_try_broker(struct conn *c, const char *broker)
     }
     if (ms)
         amqp_set_handshake_timeout(c->amqp, &tv);
+    if (!conn_set_login_fd(c, amqp_get_sockfd(c->amqp))) {
+        conn_set_err(c, UPSTREAM_ERR_UNREACHABLE, 0, "broker_unreachable", "warren is shutting down");
+        r = UPSTREAM_ERR_UNREACHABLE;
+        goto fail;
+    }
     reply = conn_login_send(c);
+    conn_set_login_fd(c, -1);
     if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
         r = conn_login_failed(c, reply, broker);
         goto fail;
@@ -1418,7 +1452,7 @@ static int conn_connect(struct conn *c)
         conn_set_err(c, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "warren is shutting down");
         return UPSTREAM_ERR_CONNECTION;
     }
-    for (size_t i = 0; i < up->cfg.n_brokers && r == UPSTREAM_ERR_UNREACHABLE; i++) {
+    for (size_t i = 0; i < up->cfg.n_brokers && r == UPSTREAM_ERR_UNREACHABLE && !conn_stopping(c); i++) {
         size_t idx = (start + i) % up->cfg.n_brokers;
         r = conn_try_broker(c, up->brokers[idx]);
         if (r == 0) {
@@ -1582,6 +1616,7 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
         return -ENOMEM;
     c->up = up;
     c->wake_fd = -1;
+    c->login_fd = -1;
     c->cmds_tail = &c->cmds;
     c->shutdown_cmd = (struct cmd){.kind = CMD_SHUTDOWN, .embedded = true};
     c->cap = up->cfg.channel_max ? up->cfg.channel_max : 65535;
@@ -1792,6 +1827,8 @@ void upstream_free(struct upstream *up)
         uint64_t one = 1;
         pthread_mutex_lock(&c->lock);
         c->stopping = true;
+        if (c->login_fd >= 0)
+            shutdown(c->login_fd, SHUT_RDWR); /* the thread withdraws it under the lock before closing it */
         pthread_mutex_unlock(&c->lock);
         if (write(c->wake_fd, &one, sizeof one) == -1) {
             /* saturated: awake anyway */
