@@ -44,8 +44,20 @@ class Proxy {
     this.sockets = new Set();
     this.pairs = [];
     this.accepted = 0;
-    this.toBroker = 0; // bytes forwarded from warren to the broker
+    this.toBroker = 0; // bytes received from warren (forwarded unless mute)
+    this.waiters = [];
     this.server = null;
+  }
+
+  /** Resolves once more than n bytes came from warren in total. */
+  fromWarren(n) {
+    if (this.toBroker > n) return Promise.resolve();
+    return withTimeout(new Promise((resolve) => this.waiters.push({ n, resolve })), WAIT_MS, `more than ${n} bytes from warren`);
+  }
+
+  count(d) {
+    this.toBroker += d.length;
+    this.waiters = this.waiters.filter((w) => (this.toBroker > w.n ? w.resolve() : true));
   }
 
   track(s) {
@@ -57,12 +69,10 @@ class Proxy {
   onConnection(down) {
     this.accepted += 1;
     this.track(down);
+    down.on('data', (d) => this.count(d));
     if (this.mute) return;
     const up = net.connect({ host: T.cfg.amqpHost, port: T.cfg.amqpPort });
     this.track(up);
-    down.on('data', (d) => {
-      this.toBroker += d.length;
-    });
     down.pipe(up);
     up.pipe(down);
     this.pairs.push({ down, up });
@@ -268,6 +278,18 @@ describe('broker failures', { skip }, () => {
     await mute.close();
   });
 
+  it('SIGTERM while a login to a mute broker is pending: warren exits at once, not after amqp_connect_timeout_ms', async () => {
+    const mute = await proxy({ mute: true });
+    await mute.listen();
+    const w = await start({ brokers: `127.0.0.1:${mute.port}`, amqp_connect_timeout_ms: 60000 });
+    const c = await RawStomp.open(w.url);
+    c.sendFrame('CONNECT', { 'accept-version': '1.2', host: '/', login: 'guest', passcode: 'guest' });
+    await mute.fromWarren(0); // the AMQP protocol header: the login is under way
+    await w.stop(); // fails unless warren exits cleanly within its 10 s bound
+    await c.waitClose();
+    await mute.close();
+  });
+
   it('failover: the first configured broker is down, sessions connect through the second and work', async () => {
     const dead = await T.freePort();
     const w = await start({ brokers: `127.0.0.1:${dead},${T.cfg.amqpHost}:${T.cfg.amqpPort}` });
@@ -345,8 +367,7 @@ describe('broker failures', { skip }, () => {
     const sent = p.toBroker;
     const c = await RawStomp.open(w.url);
     c.sendFrame('CONNECT', { 'accept-version': '1.2', host: '/', login: u, passcode: 'pw' });
-    // Broker state seen from outside: warren's channel.open went through the proxy.
-    await waitFor(() => p.toBroker > sent, undefined, 'channel.open towards the broker');
+    await p.fromWarren(sent); // warren's channel.open went through the proxy
     await p.cut();
     await expectBrokerLost(first);
     await expectBrokerLost(c);
