@@ -151,6 +151,11 @@ static void client_closing_flushed(struct client *c)
 static void client_start_closing(struct client *c)
 {
     c->state = CLIENT_CLOSING;
+    /* The peer's close frame and FIN must be read even if the session had paused reading (CONNECTING, broker blocked). */
+    if (c->read_paused) {
+        c->read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     struct timeval tv = {CLIENT_CLOSE_LINGER_MS / 1000, (CLIENT_CLOSE_LINGER_MS % 1000) * 1000};
     evtimer_add(c->linger, &tv);
@@ -231,7 +236,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 static void io_pause_reading(void *ud, bool paused)
 {
     struct client *c = ud;
-    if (c->read_paused == paused || c->state == CLIENT_DEAD)
+    if (c->read_paused == paused || c->state != CLIENT_WS)
         return;
     c->read_paused = paused;
     if (paused) {
