@@ -269,6 +269,16 @@ describe('broker failures', { skip }, () => {
     await expectUnreachable(w.url, bound);
   });
 
+  it('a session refused while waiting for the broker frees its connection slot at once (reading was paused)', async () => {
+    const dead = await T.freePort();
+    const w = await start({ brokers: `127.0.0.1:${dead}`, max_connections: 1 });
+    await expectUnreachable(w.url, CONNECT_TIMEOUT_MS + BACKOFF.amqp_reconnect_max_ms + 5000);
+    // warren frees the slot when it reads our close reply and FIN; the bound
+    // stays well under its 5 s close linger, which used to hold the slot.
+    const next = await waitFor(() => RawStomp.open(w.url), 3000, 'the only connection slot to be free again', 20);
+    next.close();
+  });
+
   it('a broker that accepts TCP but never answers: ERROR after amqp_connect_timeout_ms, not a hang', async () => {
     const mute = await proxy({ mute: true });
     await mute.listen();
