@@ -114,6 +114,7 @@ struct session {
     char id[48];      /* "session-<base64url>" */
     char prefix[128]; /* log prefix: "peer session-id" */
     char user[128];   /* login, for error texts */
+    char vhost[128];  /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts */
 
     struct stomp_parser parser;
     struct stomp_header *hdrs;

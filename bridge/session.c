@@ -393,7 +393,7 @@ static void open_failed(struct session *s, const struct upstream_error *err)
     char body[ERROR_BODY_MAX];
     if (err->kind == UPSTREAM_ERR_ACCESS_REFUSED) {
         if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */
-            snprintf(body, sizeof(body), "Virtual host '%s' access denied", s->conf->default_vhost);
+            snprintf(body, sizeof(body), "Virtual host '%s' access denied", s->vhost);
         else
             snprintf(body, sizeof(body), "Access refused for user '%s'", s->user);
         if (err->text && err->text[0])
@@ -544,6 +544,7 @@ static int cmd_connect(struct session *s, const struct stomp_frame *f, bool repl
     int r = -ENOMEM;
     if (login && pass && vhost) {
         snprintf(s->user, sizeof(s->user), "%s", login);
+        snprintf(s->vhost, sizeof(s->vhost), "%s", vhost);
         struct upstream_login lg = {.vhost = vhost, .user = login, .pass = pass, .conn_name = s->peer};
         s->state = SESSION_ST_CONNECTING;
         r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);

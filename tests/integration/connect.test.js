@@ -144,10 +144,12 @@ describe('connect', { skip: T.suiteSkip() }, () => {
     await amqp.deleteQueue(q, T.cfg.vhost);
   });
 
-  it('unknown vhost → ERROR "Bad CONNECT"', async () => {
+  it('unknown vhost → ERROR "Bad CONNECT" naming that vhost', async () => {
     const c = await RawStomp.open(target.url);
-    c.sendFrame('CONNECT', { 'accept-version': '1.2', host: unique('novhost'), login: 'guest', passcode: 'guest' });
-    await expectError(c, 'Bad CONNECT');
+    const vhost = unique('novhost');
+    c.sendFrame('CONNECT', { 'accept-version': '1.2', host: vhost, login: 'guest', passcode: 'guest' });
+    const f = await expectError(c, 'Bad CONNECT');
+    assert.match(f.text, new RegExp(`Virtual host '${vhost}' access denied`));
     c.close();
   });
 
