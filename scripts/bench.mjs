@@ -12,13 +12,15 @@
 //   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the memory growth per session
 //           when --pid is given (the sum of VmRSS over a comma-separated pid list, before and after: pass warren's pid
 //           AND the broker's beam.smp pid for warren, since its sessions also cost the broker channels and queues, and
-//           the beam.smp pid alone for Web-STOMP) and the connect rate.
+//           the beam.smp pid alone for Web-STOMP) and the connect rate. --gc-cmd CMD runs CMD before each reading (scripts/bench
+//           passes a rabbitmqctl eval that garbage-collects every Erlang process).
 // Publishers keep at most --window unreceipted SENDs in flight (a receipt every --window/2 frames), so the broker's
 // confirms pace them the same way on every target. Raw frames over the `ws` package: the client does as little as
 // possible so the server is what is measured. The machine is small and noisy: run each case several times and compare
 // medians (scripts/bench does that for warren and Web-STOMP in the same run).
 import { WebSocket } from 'ws';
 import { readFileSync } from 'node:fs';
+import { execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
 const args = parseArgs(process.argv.slice(2));
@@ -207,9 +209,15 @@ function rssKiB(pids) {
   return sum;
 }
 
+// RSS after asking the broker's VM to collect garbage (--gc-cmd), so that memory freed by earlier runs does not count.
+function settledRss(pid) {
+  if (args['gc-cmd']) execSync(args['gc-cmd'], { stdio: 'ignore' });
+  return rssKiB(pid);
+}
+
 async function idle() {
   const pid = args.pid || '';
-  const before = pid ? rssKiB(pid) : 0;
+  const before = pid ? settledRss(pid) : 0;
   const run = `bench.idle.${Date.now()}`;
   const t0 = process.hrtime.bigint();
   const all = [];
@@ -223,8 +231,7 @@ async function idle() {
     all.push(...(await withTimeout(Promise.all(group), 'connect')));
   }
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (global.gc) global.gc();
-  const after = pid ? rssKiB(pid) : 0;
+  const after = pid ? settledRss(pid) : 0;
   for (const s of all) s.close();
   return {
     scenario: 'idle',
