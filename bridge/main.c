@@ -145,6 +145,7 @@ static int run(const struct conf *conf)
         .connect_timeout_ms = (unsigned)conf->amqp_connect_timeout_ms,
         .reconnect_min_ms = (unsigned)conf->amqp_reconnect_min_ms,
         .reconnect_max_ms = (unsigned)conf->amqp_reconnect_max_ms,
+        .idle_close_ms = (unsigned)conf->amqp_idle_close_ms,
         .product = "warren",
         .version = WARREN_VERSION,
     };

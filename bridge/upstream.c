@@ -27,6 +27,12 @@
  * A connection ends the same way: when it dies the thread reports CONN_DOWN, fails every channel, and keeps serving
  * release commands; the loop stops giving it channels and sends SHUTDOWN; the thread exits once every channel is done and
  * reports CONN_EXIT, on which the loop joins it and frees it.
+ *
+ * An idle connection ends through the same SHUTDOWN (amqp_idle_close_ms): when the loop reads the CHAN_DONE of a
+ * connection's last channel it arms the connection's idle timer, and a channel opened on it meanwhile disarms it. The loop
+ * alone decides, because the loop alone hands out channels: when the timer fires, it stops giving the connection channels
+ * and sends SHUTDOWN in the same step, so no channel.open can follow the decision. The thread, which then has no channel,
+ * exits, closing the still-open connection on its way out (connection.close, close-ok), and reports CONN_EXIT.
  */
 #include "bridge/upstream.h"
 
@@ -74,7 +80,7 @@ enum cmd_kind {
     CMD_ACK,
     CMD_NACK,
     CMD_RELEASE,  /* embedded in the channel: cannot fail to allocate */
-    CMD_SHUTDOWN, /* embedded in the connection */
+    CMD_SHUTDOWN, /* embedded in the connection: no channel will follow; exit once every channel is done */
 };
 
 /* A command from the loop, deep-copied into one allocation (except the embedded ones). */
@@ -199,7 +205,9 @@ struct conn {
     /* loop side */
     unsigned n_chans; /* channels given to this connection and not yet done */
     unsigned cap;
-    bool dead, live;
+    bool dead, live;       /* dead: the loop gives it no more channels */
+    bool shutdown_sent;    /* shutdown_cmd queued (it is queued once at most) */
+    struct event *idle_ev; /* armed while n_chans == 0, if cfg.idle_close_ms */
 
     /* connection-thread side */
     enum conn_state st;
@@ -1492,7 +1500,7 @@ static void conn_on_cmd(struct conn *c, struct cmd *cmd)
 
     switch (cmd->kind) {
     case CMD_SHUTDOWN:
-        c->shutdown = true;
+        c->shutdown = true; /* dead, or idle: conn_main exits once no channel is left */
         return;
     case CMD_OPEN:
         cmd_free(cmd);
@@ -1575,7 +1583,7 @@ static void *conn_main(void *arg)
         stopping = conn_run_cmds(c);
         if (c->failed && c->st == CONN_OPEN)
             conn_die(c);
-        if (stopping || (c->st == CONN_DEAD && c->shutdown && !c->tchans))
+        if (stopping || (c->shutdown && !c->tchans))
             break;
         if (c->st == CONN_OPEN) {
             more = conn_read(c);
@@ -1592,11 +1600,49 @@ static void *conn_main(void *arg)
  * Client loop side
  */
 
+/*
+ * The loop gives `c` no more channels, and its thread exits once every channel on it is done (closing the connection if it
+ * is still open) and reports CONN_EXIT. For a connection that died (RES_CONN_DOWN) or stayed idle too long; the SHUTDOWN
+ * command is embedded, so it is queued once even when both happen.
+ */
+static void conn_retire(struct conn *c)
+{
+    c->dead = true;
+    if (c->idle_ev)
+        evtimer_del(c->idle_ev);
+    if (c->shutdown_sent)
+        return;
+    c->shutdown_sent = true;
+    conn_push(c, &c->shutdown_cmd);
+}
+
+/* The idle timer fired: no channel was opened on the connection since its last one closed (upstream_chan_open disarms it). */
+static void on_conn_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->n_chans == 0 && !c->dead)
+        conn_retire(c);
+}
+
+/* Arms the idle timer of a connection whose last channel is done. A failed evtimer_add keeps the connection open. */
+static void conn_idle_arm(struct conn *c)
+{
+    unsigned ms = c->up->cfg.idle_close_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    if (c->idle_ev && c->n_chans == 0 && !c->dead && evtimer_add(c->idle_ev, &tv) != 0) {
+        /* nothing to do: the connection just stays, as with idle_close_ms = 0 */
+    }
+}
+
 static void conn_free(struct conn *c)
 {
     if (!c)
         return;
     cmd_free_list(c->cmds);
+    if (c->idle_ev)
+        event_free(c->idle_ev);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
@@ -1632,6 +1678,10 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->wake_fd == -1) {
         r = -errno;
+        goto fail;
+    }
+    if (up->cfg.idle_close_ms && !(c->idle_ev = evtimer_new(up->base, on_conn_idle, c))) {
+        r = -ENOMEM;
         goto fail;
     }
     r = pthread_create(&c->thread, NULL, conn_main, c);
@@ -1686,8 +1736,7 @@ static void on_conn_result(struct upstream *up, struct result *r)
         break;
     case RES_CONN_DOWN:
         c->live = false;
-        c->dead = true;
-        conn_push(c, &c->shutdown_cmd);
+        conn_retire(c);
         break;
     case RES_CONN_EXIT:
         pthread_join(c->thread, NULL);
@@ -1710,10 +1759,12 @@ static void on_chan_result(struct upstream *up, struct result *r)
     const struct upstream_error *err = r->has_err ? &r->err : NULL;
 
     if (r->kind == RES_CHAN_DONE) {
-        ch->conn->n_chans--;
+        struct conn *c = ch->conn;
+        c->n_chans--;
         up->closing--;
         chan_unlink(up, ch);
         free(ch);
+        conn_idle_arm(c);
         return;
     }
     if (ch->released || (ch->dead && !(ch->open_failed_seen && r->kind == RES_DONE)))
@@ -1902,6 +1953,8 @@ int upstream_chan_open(struct upstream *up, const struct upstream_login *login, 
         up->chans->prev = ch;
     up->chans = ch;
     c->n_chans++;
+    if (c->idle_ev)
+        evtimer_del(c->idle_ev); /* reused before its idle timer fired */
     open->kind = CMD_OPEN;
     open->ch = ch;
     conn_push(c, open);

@@ -10,7 +10,9 @@
  * Sharing: sessions with the same (vhost, login, passcode) share AMQP connections, one channel per session, up to the
  * channel_max negotiated with the broker (and the configured cap), then another connection is opened. The first session of
  * a credential is authenticated by the broker itself (connection.open); a refused login fails that channel open, and every
- * session waiting on that connection, with UPSTREAM_ERR_ACCESS_REFUSED.
+ * session waiting on that connection, with UPSTREAM_ERR_ACCESS_REFUSED. A connection whose last channel has been released
+ * (and closed at the broker) is closed gracefully idle_close_ms later, unless a channel of the same credential reuses it
+ * first: credentials that change per session (OAuth 2 tokens as passcodes) do not leave a connection and a thread behind.
  *
  * Lifetime of what a session creates: because the AMQP connection outlives the session, the upstream deletes every queue the
  * session declared with UPSTREAM_Q_OWNED when the channel is released (exclusive/auto-delete subscription queues,
@@ -45,8 +47,9 @@ struct upstream_config {
     unsigned connect_timeout_ms; /* TCP connect + login */
     unsigned reconnect_min_ms;   /* backoff after a broker connection failure (doubles up to max) */
     unsigned reconnect_max_ms;
-    const char *product; /* client property "product", e.g. "warren" */
-    const char *version; /* client property "version" */
+    unsigned idle_close_ms; /* close a connection this long after its last channel closed (none reopened); 0 = never */
+    const char *product;    /* client property "product", e.g. "warren" */
+    const char *version;    /* client property "version" */
 };
 
 /* Who a channel belongs to. Strings are copied. */
@@ -225,7 +228,7 @@ int upstream_chan_nack(struct upstream_chan *ch, uint64_t delivery_tag, bool mul
 
 /* Figures for logs, tests and metrics. */
 struct upstream_stats {
-    unsigned connections; /* live AMQP connections */
+    unsigned connections; /* live AMQP connections (an idle one until its connection.close-ok) */
     unsigned channels;    /* open channels over all connections */
     unsigned closing;     /* released channels not yet closed at the broker (their owned queues are deleted when 0) */
     uint64_t published;   /* messages published */

@@ -107,6 +107,8 @@ static const struct conf_key keys[] = {
           "longest delay between reconnection attempts"),
     K_SIZE(amqp_frame_max_bytes, RESTART, 131072, 4096, 2147483647LL,
            "largest AMQP frame proposed to the broker (the broker may lower it)"),
+    K_INT(amqp_idle_close_ms, RESTART, 30000, 0, MS_DAY,
+          "close an AMQP connection this long after its last channel closed, unless a session reuses it; 0 = never"),
 
     /* STOMP heart-beats and timeouts. */
     K_INT(heartbeat_send_min_ms, RELOAD, 1000, 0, MS_HOUR,

@@ -199,7 +199,7 @@ static bool nothing_closing(const void *arg)
     return st.closing == 0;
 }
 
-static struct upstream *new_upstream(unsigned channel_max)
+static struct upstream *new_upstream_idle(unsigned channel_max, unsigned idle_close_ms)
 {
     struct upstream_config cfg = {
         .brokers = brokers,
@@ -210,12 +210,19 @@ static struct upstream *new_upstream(unsigned channel_max)
         .connect_timeout_ms = 5000,
         .reconnect_min_ms = 100,
         .reconnect_max_ms = 1000,
+        .idle_close_ms = idle_close_ms,
         .product = "warren-test",
         .version = "0",
     };
     struct upstream *up = NULL;
     CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
     return up;
+}
+
+/* Idle connections are kept (idle_close_ms = 0), as every case but the idle ones expects. */
+static struct upstream *new_upstream(unsigned channel_max)
+{
+    return new_upstream_idle(channel_max, 0);
 }
 
 static char conn_name[64];
@@ -504,6 +511,191 @@ out:
     upstream_free(up);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Idle connections (idle_close_ms). Each case logs in with a connection_name of its own, so that rabbitmqctl can tell its
+ * connections apart. What must NOT close is checked against a witness: another upstream whose idle connection closes after
+ * a longer idle_close_ms, so the loop has run past the deadline of the one under test when the witness is gone.
+ */
+
+#define IDLE_MS         200
+#define IDLE_WITNESS_MS (2 * IDLE_MS)
+
+static const char *ctl_path(void)
+{
+    const char *ctl = getenv("WARREN_TEST_RABBITMQCTL");
+    return ctl && *ctl ? ctl : NULL;
+}
+
+/* The broker's count of connections named `name`, or -1 when it cannot be asked. */
+static int ctl_count_connections(const char *name)
+{
+    char cmd[512];
+    int n = -1;
+    FILE *f;
+
+    if (!ctl_path())
+        return -1;
+    snprintf(cmd, sizeof cmd, "'%s' -q list_connections client_properties | grep -cF -- '\"%s\"'", ctl_path(), name);
+    f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    if (fscanf(f, "%d", &n) != 1)
+        n = -1;
+    pclose(f);
+    return n;
+}
+
+/* Asks the broker until it lists `want` connections named `name` (it may drop a closed one a moment after close-ok).
+ * Each rabbitmqctl run takes a good fraction of a second, which paces the tries. True when it agreed, or cannot be asked. */
+static bool ctl_agrees(const char *name, int want)
+{
+    int n = -1;
+
+    if (!ctl_path())
+        return true;
+    for (int i = 0; i < 20 && n != want; i++)
+        n = ctl_count_connections(name);
+    if (n != want)
+        fprintf(stderr, "rabbitmqctl lists %d connection(s) named %s, expected %d\n", n, name, want);
+    CHECK_EQ_INT(n, want);
+    return n == want;
+}
+
+static int connections_of(const struct upstream *up)
+{
+    struct upstream_stats st;
+    upstream_get_stats(up, &st);
+    return (int)st.connections;
+}
+
+/* Opens and releases a channel on a witness upstream (idle_close_ms = IDLE_WITNESS_MS), then runs the loop until the
+ * witness's idle connection is closed: at least IDLE_WITNESS_MS have passed on the loop since this call. */
+static void idle_witness_run(void)
+{
+    struct upstream *w = new_upstream_idle(0, IDLE_WITNESS_MS);
+    struct upstream_login login = guest;
+    char name[96];
+    struct sess s;
+
+    snprintf(name, sizeof name, "%s-idle-witness", conn_name);
+    login.conn_name = name;
+    if (open_sess(w, &login, &s)) {
+        upstream_chan_release(s.ch);
+        wait_for(no_connection, w, "the witness's idle connection to close");
+    }
+    upstream_free(w);
+}
+
+/* The last channel released and closed: IDLE_MS later the connection is closed (connection.close) and its thread joined. */
+static void test_idle_close(void)
+{
+    struct upstream *up = new_upstream_idle(0, IDLE_MS);
+    struct upstream_login login = guest;
+    char name[96];
+    struct sess a, b;
+    struct upstream_stats st;
+
+    snprintf(name, sizeof name, "%s-idle-close", conn_name);
+    login.conn_name = name;
+    if (!open_sess(up, &login, &a) || !open_sess(up, &login, &b))
+        goto out;
+    CHECK_EQ_INT(connections_of(up), 1);
+    ctl_agrees(name, 1);
+    /* One channel left: not idle. */
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "the first channel to close");
+    CHECK_EQ_INT(upstream_chan_declare_queue(b.ch, 1, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    CHECK(wait_done(&b, 1) && find_done(&b, 1)->kind == UPSTREAM_OK);
+    upstream_chan_release(b.ch);
+    wait_for(nothing_closing, up, "the last channel to close");
+    CHECK_EQ_INT(connections_of(up), 1); /* until the timer fires and the broker answers connection.close */
+    if (wait_for(no_connection, up, "the idle connection to close")) {
+        upstream_get_stats(up, &st);
+        CHECK_EQ_INT(st.channels, 0);
+        CHECK_EQ_INT(st.closing, 0);
+        ctl_agrees(name, 0);
+    }
+out:
+    upstream_free(up);
+}
+
+/* A channel of the same credential opened before the timer fires reuses the connection, which then stays while in use;
+ * once that channel is gone too, the connection closes. */
+static void test_idle_reuse(void)
+{
+    struct upstream *up = new_upstream_idle(0, IDLE_MS);
+    struct upstream_login login = guest;
+    char name[96];
+    struct sess a, b, c;
+    const struct done_rec *d;
+
+    snprintf(name, sizeof name, "%s-idle-reuse", conn_name);
+    login.conn_name = name;
+    if (!open_sess(up, &login, &a))
+        goto out;
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "the channel to close"); /* the idle timer is armed from here */
+    if (!open_sess(up, &login, &b))
+        goto out;
+    CHECK_EQ_INT(b.opened, 1);
+    CHECK_EQ_INT(connections_of(up), 1);
+    idle_witness_run();
+    CHECK_EQ_INT(connections_of(up), 1);
+    ctl_agrees(name, 1);
+    /* Still in the pool (not retired by a stale timer): another session of the credential gets it too. */
+    if (open_sess(up, &login, &c)) {
+        CHECK_EQ_INT(c.opened, 1);
+        CHECK_EQ_INT(connections_of(up), 1);
+        upstream_chan_release(c.ch);
+    }
+    /* The reused connection and channel work: declare, publish with a confirm, get the message back. */
+    CHECK_EQ_INT(upstream_chan_declare_queue(b.ch, 1, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    d = wait_done(&b, 1);
+    if (d && d->kind == UPSTREAM_OK) {
+        char queue[256];
+        snprintf(queue, sizeof queue, "%s", d->queue);
+        CHECK_EQ_INT(upstream_chan_consume(b.ch, 2, queue, "idle", 10, true, false, NULL, 0), 0);
+        CHECK_EQ_INT(upstream_chan_publish(b.ch, 3, "", queue, NULL, (const uint8_t *)"again", 5), 0);
+        d = wait_done(&b, 3);
+        CHECK(d && d->kind == UPSTREAM_OK);
+        if (wait_for(has_delivery, &b, "the delivery on the reused connection"))
+            CHECK(b.del[0].body_len == 5 && memcmp(b.del[0].body, "again", 5) == 0);
+    }
+    CHECK(!b.closed);
+    upstream_chan_release(b.ch);
+    wait_for(no_connection, up, "the connection to close once idle again");
+    ctl_agrees(name, 0);
+out:
+    upstream_free(up);
+}
+
+/* idle_close_ms = 0: an idle connection stays open (until upstream_free). */
+static void test_idle_keep(void)
+{
+    struct upstream *up = new_upstream_idle(0, 0);
+    struct upstream_login login = guest;
+    char name[96];
+    struct sess a, b;
+
+    snprintf(name, sizeof name, "%s-idle-keep", conn_name);
+    login.conn_name = name;
+    if (!open_sess(up, &login, &a))
+        goto out;
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "the channel to close");
+    idle_witness_run();
+    CHECK_EQ_INT(connections_of(up), 1);
+    ctl_agrees(name, 1);
+    /* Still usable: the next session gets it. */
+    if (open_sess(up, &login, &b)) {
+        CHECK_EQ_INT(b.opened, 1);
+        CHECK_EQ_INT(connections_of(up), 1);
+        upstream_chan_release(b.ch);
+    }
+out:
+    upstream_free(up);
+}
+
 /* No broker on the port: the open fails with UNREACHABLE. */
 static void test_unreachable(void)
 {
@@ -543,6 +735,9 @@ int main(void)
     RUN(test_access_refused);
     RUN(test_channel_max);
     RUN(test_connection_closed);
+    RUN(test_idle_close);
+    RUN(test_idle_reuse);
+    RUN(test_idle_keep);
     RUN(test_unreachable);
     event_base_free(base);
     return harness_done();

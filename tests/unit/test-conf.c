@@ -82,6 +82,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(c.brokers.n, 1);
     CHECK(strcmp(c.brokers.items[0], "127.0.0.1:5672") == 0);
     CHECK_EQ_INT(c.amqp_channel_max, 2047);
+    CHECK_EQ_INT(c.amqp_idle_close_ms, 30000);
     CHECK_EQ_INT(c.max_message_bytes, 4198400);
     CHECK_EQ_INT(c.max_frame_bytes, 4194304);
     CHECK(c.ws_frame == CONF_WS_FRAME_TEXT);
@@ -120,6 +121,11 @@ static void test_int(void)
     CHECK(has(err, "(1..9)"));
     CHECK_EQ_INT(conf_set(&c, "deflate_server_max_window_bits", "8", err, sizeof(err)), CONF_E_INVALID);
     CHECK_EQ_INT(conf_set(&c, "deflate_server_max_window_bits", "9", err, sizeof(err)), 0);
+    CHECK_EQ_INT(conf_set(&c, "amqp_idle_close_ms", "0", err, sizeof(err)), 0); /* 0 = keep idle connections */
+    CHECK_EQ_INT(c.amqp_idle_close_ms, 0);
+    CHECK_EQ_INT(conf_set(&c, "amqp_idle_close_ms", "86400000", err, sizeof(err)), 0);
+    CHECK_EQ_INT(conf_set(&c, "amqp_idle_close_ms", "86400001", err, sizeof(err)), CONF_E_INVALID);
+    CHECK(has(err, "amqp_idle_close_ms: out of range (0..86400000)"));
     conf_deinit(&c);
 }
 
