@@ -33,6 +33,15 @@
  * alone decides, because the loop alone hands out channels: when the timer fires, it stops giving the connection channels
  * and sends SHUTDOWN in the same step, so no channel.open can follow the decision. The thread, which then has no channel,
  * exits, closing the still-open connection on its way out (connection.close, close-ok), and reports CONN_EXIT.
+ *
+ * Channels per connection: the loop never sends a connection more channel opens than it can take. How many that is, only
+ * the login tells (the broker's channel_max, RabbitMQ's `channel_max` setting, may be lower than amqp_channel_max), so
+ * while a connection is not up yet, the channels given to it wait on the loop side, each holding its channel.open and the
+ * operations queued behind it, in order. At CONN_UP the loop sends the first `channel_max` of them and gives the rest to
+ * another connection of the credential (opening one if needed), where they wait or go at once. New connections start
+ * with the channel_max of the last login, so they are rarely given too many. A waiting channel that is released is freed
+ * there and then: the thread never heard of it. If the connection never comes up, the waiting channels go to its thread
+ * all the same, which fails them with the connection's error like any open it gets once dead.
  */
 #include "bridge/upstream.h"
 
@@ -153,14 +162,22 @@ struct owned_queue {
     char name[];
 };
 
+/* A list of channels on the loop side: up->chans (sent to a thread) or conn->waiting (not yet). */
+struct chan_list {
+    struct upstream_chan *head, *tail;
+};
+
 struct upstream_chan {
     struct upstream *up;
     struct conn *conn;
-    struct upstream_chan *next, *prev; /* loop: up->chans */
+    struct upstream_chan *next, *prev; /* loop: in up->chans, or in conn->waiting while `waiting` */
     struct upstream_chan_cb cb;
     void *ud;
     bool released, dead, opened; /* loop side */
     bool open_failed_seen;       /* loop side: on_open(err) ran, on_done(err) may still follow */
+    bool waiting;                /* loop side: its connection is not up; open_cmd and the ops behind it are held here */
+    struct cmd open_cmd;         /* embedded, like release_cmd; while waiting, the held operations follow it */
+    struct cmd **held_tail;      /* while waiting: where the next held operation goes */
     struct cmd release_cmd;
 
     /* connection-thread side */
@@ -203,11 +220,12 @@ struct conn {
     int login_fd; /* the socket while the login handshake blocks on it, else -1: upstream_free() shuts it down */
 
     /* loop side */
-    unsigned n_chans; /* channels given to this connection and not yet done */
-    unsigned cap;
-    bool dead, live;       /* dead: the loop gives it no more channels */
-    bool shutdown_sent;    /* shutdown_cmd queued (it is queued once at most) */
-    struct event *idle_ev; /* armed while n_chans == 0, if cfg.idle_close_ms */
+    unsigned n_chans;         /* channels given to this connection (waiting ones included) and not yet done */
+    unsigned cap;             /* most channels it takes: its channel_max once up, a guess until then */
+    struct chan_list waiting; /* given to it before it was up, in order; nothing of them sent yet */
+    bool dead, live;          /* dead: the loop gives it no more channels */
+    bool shutdown_sent;       /* shutdown_cmd queued (it is queued once at most) */
+    struct event *idle_ev;    /* armed while n_chans == 0, if cfg.idle_close_ms */
 
     /* connection-thread side */
     enum conn_state st;
@@ -228,7 +246,8 @@ struct upstream {
     int res_fd;
     struct event *res_ev;
     struct conn *conns;
-    struct upstream_chan *chans;
+    struct chan_list chans; /* every channel sent to a connection thread and not yet done */
+    unsigned chan_cap;      /* channel_max of the last connection that came up, 0 = none yet */
     uint64_t published, delivered;
     unsigned channels;
     unsigned closing;
@@ -407,19 +426,25 @@ static void cmd_free_list(struct cmd *c)
     }
 }
 
-/* Queues a command to the connection thread and wakes it. */
-static void conn_push(struct conn *c, struct cmd *cmd)
+/* Queues the commands from `first` to the one whose `next` is *tail (NULL) to the connection thread, and wakes it. */
+static void conn_push_chain(struct conn *c, struct cmd *first, struct cmd **tail)
 {
     uint64_t one = 1;
 
-    cmd->next = NULL;
     pthread_mutex_lock(&c->lock);
-    *c->cmds_tail = cmd;
-    c->cmds_tail = &cmd->next;
+    *c->cmds_tail = first;
+    c->cmds_tail = tail;
     pthread_mutex_unlock(&c->lock);
     if (write(c->wake_fd, &one, sizeof one) == -1) {
         /* EAGAIN: the counter is saturated, the thread is awake anyway. */
     }
+}
+
+/* Queues one command to the connection thread and wakes it. */
+static void conn_push(struct conn *c, struct cmd *cmd)
+{
+    cmd->next = NULL;
+    conn_push_chain(c, cmd, &cmd->next);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------------
@@ -1502,8 +1527,7 @@ static void conn_on_cmd(struct conn *c, struct cmd *cmd)
     case CMD_SHUTDOWN:
         c->shutdown = true; /* dead, or idle: conn_main exits once no channel is left */
         return;
-    case CMD_OPEN:
-        cmd_free(cmd);
+    case CMD_OPEN: /* embedded in the channel */
         ch->tnext = c->tchans;
         c->tchans = ch;
         if (c->st == CONN_OPEN)
@@ -1600,6 +1624,60 @@ static void *conn_main(void *arg)
  * Client loop side
  */
 
+static void chan_list_append(struct chan_list *l, struct upstream_chan *ch)
+{
+    ch->next = NULL;
+    ch->prev = l->tail;
+    if (l->tail)
+        l->tail->next = ch;
+    else
+        l->head = ch;
+    l->tail = ch;
+}
+
+static void chan_list_remove(struct chan_list *l, struct upstream_chan *ch)
+{
+    if (ch->prev)
+        ch->prev->next = ch->next;
+    else
+        l->head = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    else
+        l->tail = ch->prev;
+    ch->next = ch->prev = NULL;
+}
+
+/* Frees a channel the connection thread never saw, with the operations it held. */
+static void chan_free_waiting(struct upstream_chan *ch)
+{
+    cmd_free_list(ch->open_cmd.next);
+    free(ch);
+}
+
+/* Sends a waiting channel's channel.open, and the operations queued behind it, to its connection's thread. */
+static void chan_dispatch(struct upstream_chan *ch)
+{
+    ch->waiting = false;
+    chan_list_append(&ch->up->chans, ch);
+    conn_push_chain(ch->conn, &ch->open_cmd, ch->held_tail);
+}
+
+/* Gives `ch` to `c`: sent at once when `c` is up, else held in c->waiting until it is (see the top of the file). */
+static void chan_attach(struct conn *c, struct upstream_chan *ch)
+{
+    ch->conn = c;
+    c->n_chans++;
+    if (c->idle_ev)
+        evtimer_del(c->idle_ev); /* reused before its idle timer fired */
+    if (c->live) {
+        chan_dispatch(ch);
+    } else {
+        ch->waiting = true;
+        chan_list_append(&c->waiting, ch);
+    }
+}
+
 /*
  * The loop gives `c` no more channels, and its thread exits once every channel on it is done (closing the connection if it
  * is still open) and reports CONN_EXIT. For a connection that died (RES_CONN_DOWN) or stayed idle too long; the SHUTDOWN
@@ -1636,10 +1714,16 @@ static void conn_idle_arm(struct conn *c)
     }
 }
 
+/* Frees a connection whose thread has been joined; its waiting channels too (only upstream_free() leaves some). */
 static void conn_free(struct conn *c)
 {
     if (!c)
         return;
+    while (c->waiting.head) {
+        struct upstream_chan *ch = c->waiting.head;
+        chan_list_remove(&c->waiting, ch);
+        chan_free_waiting(ch);
+    }
     cmd_free_list(c->cmds);
     if (c->idle_ev)
         event_free(c->idle_ev);
@@ -1666,6 +1750,8 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
     c->cmds_tail = &c->cmds;
     c->shutdown_cmd = (struct cmd){.kind = CMD_SHUTDOWN, .embedded = true};
     c->cap = up->cfg.channel_max ? up->cfg.channel_max : 65535;
+    if (up->chan_cap && up->chan_cap < c->cap)
+        c->cap = up->chan_cap; /* the broker's channel_max as of the last login */
     pthread_mutex_init(&c->lock, NULL);
     c->vhost = strdup(login->vhost ? login->vhost : "/");
     c->user = strdup(login->user ? login->user : "");
@@ -1714,14 +1800,61 @@ static void conn_unlink(struct upstream *up, struct conn *c)
     }
 }
 
-static void chan_unlink(struct upstream *up, struct upstream_chan *ch)
+/* A live connection of this credential with a free channel, or a new one. */
+static int conn_pick(struct upstream *up, const struct upstream_login *login, struct conn **out)
 {
-    if (ch->prev)
-        ch->prev->next = ch->next;
-    else
-        up->chans = ch->next;
-    if (ch->next)
-        ch->next->prev = ch->prev;
+    for (struct conn *c = up->conns; c; c = c->next) {
+        if (!c->dead && c->n_chans < c->cap && conn_matches(c, login)) {
+            *out = c;
+            return 0;
+        }
+    }
+    return conn_new(up, login, out);
+}
+
+/*
+ * RES_CONN_UP: `cap` is the connection's channel_max (the broker's, capped by the config). The first `cap` waiting
+ * channels go to the thread, the others to another connection of the credential. If none can be opened (out of memory or
+ * threads), a channel goes to this thread anyway, which fails it as it finds no free channel number: on_open(err).
+ */
+static void conn_on_up(struct upstream *up, struct conn *c, unsigned cap)
+{
+    struct upstream_login login = {c->vhost, c->user, c->pass, c->name};
+    struct chan_list rest = c->waiting;
+    unsigned sent = 0;
+
+    c->live = true;
+    c->cap = cap;
+    up->chan_cap = cap;
+    c->waiting = (struct chan_list){NULL, NULL};
+    while (rest.head && sent < cap) {
+        struct upstream_chan *ch = rest.head;
+        chan_list_remove(&rest, ch);
+        chan_dispatch(ch);
+        sent++;
+    }
+    while (rest.head) {
+        struct upstream_chan *ch = rest.head;
+        struct conn *to;
+        chan_list_remove(&rest, ch);
+        c->n_chans--;
+        if (conn_pick(up, &login, &to) < 0)
+            to = c;
+        chan_attach(to, ch);
+    }
+}
+
+/* RES_CONN_DOWN: the connection is dead. Its waiting channels (if it never came up) go to its thread, which fails them
+ * with the connection's error, before the SHUTDOWN that conn_retire() queues after them. */
+static void conn_on_down(struct conn *c)
+{
+    c->live = false;
+    while (c->waiting.head) {
+        struct upstream_chan *ch = c->waiting.head;
+        chan_list_remove(&c->waiting, ch);
+        chan_dispatch(ch);
+    }
+    conn_retire(c);
 }
 
 static void on_conn_result(struct upstream *up, struct result *r)
@@ -1730,13 +1863,10 @@ static void on_conn_result(struct upstream *up, struct result *r)
 
     switch (r->kind) {
     case RES_CONN_UP:
-        c->live = true;
-        if (r->num < c->cap)
-            c->cap = r->num;
+        conn_on_up(up, c, r->num);
         break;
     case RES_CONN_DOWN:
-        c->live = false;
-        conn_retire(c);
+        conn_on_down(c);
         break;
     case RES_CONN_EXIT:
         pthread_join(c->thread, NULL);
@@ -1744,7 +1874,7 @@ static void on_conn_result(struct upstream *up, struct result *r)
         conn_free(c);
         break;
     case RES_BLOCKED:
-        for (struct upstream_chan *ch = up->chans; ch; ch = ch->next)
+        for (struct upstream_chan *ch = up->chans.head; ch; ch = ch->next)
             if (ch->conn == c && ch->opened && !ch->released && !ch->dead && ch->cb.on_blocked)
                 ch->cb.on_blocked(ch->ud, r->flag);
         break;
@@ -1762,7 +1892,7 @@ static void on_chan_result(struct upstream *up, struct result *r)
         struct conn *c = ch->conn;
         c->n_chans--;
         up->closing--;
-        chan_unlink(up, ch);
+        chan_list_remove(&up->chans, ch);
         free(ch);
         conn_idle_arm(c);
         return;
@@ -1896,10 +2026,10 @@ void upstream_free(struct upstream *up)
         free(up->res);
         up->res = next;
     }
-    while (up->chans) {
-        struct upstream_chan *next = up->chans->next;
-        free(up->chans);
-        up->chans = next;
+    while (up->chans.head) {
+        struct upstream_chan *ch = up->chans.head;
+        chan_list_remove(&up->chans, ch);
+        free(ch);
     }
     if (up->res_ev)
         event_free(up->res_ev);
@@ -1914,62 +2044,45 @@ void upstream_free(struct upstream *up)
     free(up);
 }
 
-/* A live connection of this credential with a free channel, or a new one. */
-static int conn_pick(struct upstream *up, const struct upstream_login *login, struct conn **out)
-{
-    for (struct conn *c = up->conns; c; c = c->next) {
-        if (!c->dead && c->n_chans < c->cap && conn_matches(c, login)) {
-            *out = c;
-            return 0;
-        }
-    }
-    return conn_new(up, login, out);
-}
-
 int upstream_chan_open(struct upstream *up, const struct upstream_login *login, const struct upstream_chan_cb *cb, void *ud,
                        struct upstream_chan **out)
 {
     struct upstream_chan *ch = calloc(1, sizeof *ch);
-    struct cmd *open = calloc(1, sizeof *open);
     struct conn *c = NULL;
     int r;
 
-    if (!ch || !open) {
-        r = -ENOMEM;
-        goto fail;
-    }
+    if (!ch)
+        return -ENOMEM;
     r = conn_pick(up, login, &c);
-    if (r < 0)
-        goto fail;
+    if (r < 0) {
+        free(ch);
+        return r;
+    }
     ch->up = up;
-    ch->conn = c;
     ch->cb = *cb;
     ch->ud = ud;
     ch->ops_tail = &ch->ops;
     ch->confirms_tail = &ch->confirms;
+    ch->open_cmd = (struct cmd){.kind = CMD_OPEN, .embedded = true, .ch = ch};
+    ch->held_tail = &ch->open_cmd.next;
     ch->release_cmd = (struct cmd){.kind = CMD_RELEASE, .embedded = true, .ch = ch};
-    ch->next = up->chans;
-    if (up->chans)
-        up->chans->prev = ch;
-    up->chans = ch;
-    c->n_chans++;
-    if (c->idle_ev)
-        evtimer_del(c->idle_ev); /* reused before its idle timer fired */
-    open->kind = CMD_OPEN;
-    open->ch = ch;
-    conn_push(c, open);
+    chan_attach(c, ch);
     *out = ch;
     return 0;
-fail:
-    free(open);
-    free(ch);
-    return r;
 }
 
 void upstream_chan_release(struct upstream_chan *ch)
 {
     if (!ch || ch->released)
         return;
+    if (ch->waiting) {
+        struct conn *c = ch->conn;
+        chan_list_remove(&c->waiting, ch);
+        chan_free_waiting(ch);
+        c->n_chans--;
+        conn_idle_arm(c);
+        return;
+    }
     ch->released = true;
     ch->up->closing++;
     if (ch->opened && !ch->dead)
@@ -1988,7 +2101,12 @@ static int chan_queue(struct upstream_chan *ch, const struct cmd *tmpl)
     if (!cmd)
         return -ENOMEM;
     cmd->ch = ch;
-    conn_push(ch->conn, cmd);
+    if (ch->waiting) {
+        *ch->held_tail = cmd;
+        ch->held_tail = &cmd->next;
+    } else {
+        conn_push(ch->conn, cmd);
+    }
     return 0;
 }
 

@@ -8,7 +8,9 @@
  * the order the broker produced them for that channel.
  *
  * Sharing: sessions with the same (vhost, login, passcode) share AMQP connections, one channel per session, up to the
- * channel_max negotiated with the broker (and the configured cap), then another connection is opened. The first session of
+ * channel_max negotiated with the broker (and the configured cap), then another connection is opened. A channel never fails
+ * for want of a channel number while another connection can be opened, even when many arrive before the first login tells
+ * the broker's channel_max: they wait for it, then spread over as many connections as it takes. The first session of
  * a credential is authenticated by the broker itself (connection.open); a refused login fails that channel open, and every
  * session waiting on that connection, with UPSTREAM_ERR_ACCESS_REFUSED. A connection whose last channel has been released
  * (and closed at the broker) is closed gracefully idle_close_ms later, unless a channel of the same credential reuses it
@@ -183,7 +185,8 @@ int upstream_chan_open(struct upstream *up, const struct upstream_login *login, 
 
 /*
  * Releases a channel: cancels its consumers, deletes its UPSTREAM_Q_OWNED queues, closes it. Unsettled deliveries are
- * requeued by the broker (channel close). No callback runs for this channel after this returns. NULL is a no-op.
+ * requeued by the broker (channel close). No callback runs for this channel after this returns, and `ch` must not be used
+ * again (a channel still waiting for its connection is freed at once). NULL is a no-op.
  */
 void upstream_chan_release(struct upstream_chan *ch);
 

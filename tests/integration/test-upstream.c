@@ -7,7 +7,12 @@
  */
 #include "bridge/upstream.h"
 
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,6 +465,269 @@ static void test_channel_max(void)
     upstream_free(up);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Many channels at once, before the first login tells the connection's channel_max. Every channel is given, before the
+ * loop runs at all, a declare + consume + publish of its own: they must run in order once it is open, wherever it went.
+ */
+
+#define BURST 5
+
+struct burst {
+    struct sess s[BURST];
+    char queue[BURST][64];
+};
+
+static bool burst_ready(const void *arg)
+{
+    const struct burst *b = arg;
+    for (int i = 0; i < BURST; i++)
+        if (b->s[i].opened == 0 || (b->s[i].opened == 1 && (b->s[i].n_del == 0 || b->s[i].n_done < 3) && !b->s[i].closed))
+            return false;
+    return true;
+}
+
+/* Opens BURST channels and queues their operations without running the loop; waits until each got its message back and
+ * its publish confirmed. */
+static void burst_run(struct upstream *up, const struct upstream_login *login, struct burst *b, const char *tag)
+{
+    memset(b, 0, sizeof *b);
+    for (int i = 0; i < BURST; i++) {
+        struct upstream_chan *ch;
+        snprintf(b->queue[i], sizeof b->queue[i], "warren-%s-%d-%d", tag, (int)getpid(), i);
+        CHECK_EQ_INT(upstream_chan_open(up, login, &cbs, &b->s[i], &b->s[i].ch), 0);
+        ch = b->s[i].ch;
+        CHECK_EQ_INT(upstream_chan_declare_queue(ch, 1, b->queue[i], UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+        CHECK_EQ_INT(upstream_chan_consume(ch, 2, b->queue[i], "burst", 10, true, false, NULL, 0), 0);
+        CHECK_EQ_INT(upstream_chan_publish(ch, 3, "", b->queue[i], NULL, (const uint8_t *)b->queue[i], strlen(b->queue[i])), 0);
+    }
+    if (!wait_for(burst_ready, b, "every channel of the burst to open and get its message"))
+        return;
+    for (int i = 0; i < BURST; i++) {
+        const struct sess *s = &b->s[i];
+        if (s->opened != 1)
+            fprintf(stderr, "burst channel %d: open failed: %s\n", i, s->open_text);
+        CHECK_EQ_INT(s->opened, 1);
+        CHECK(!s->closed);
+        CHECK_EQ_INT(s->n_done, 3);
+        for (int k = 0; k < s->n_done && k < 3; k++) {
+            CHECK_EQ_INT(s->done[k].tag, (uint64_t)k + 1); /* in the order queued */
+            CHECK_EQ_INT(s->done[k].kind, UPSTREAM_OK);
+        }
+        CHECK(s->n_del == 1 && s->del[0].body_len == strlen(b->queue[i]) &&
+              memcmp(s->del[0].body, b->queue[i], s->del[0].body_len) == 0);
+    }
+}
+
+static void burst_release(struct upstream *up, struct burst *b)
+{
+    for (int i = 0; i < BURST; i++)
+        upstream_chan_release(b->s[i].ch);
+    wait_for(nothing_closing, up, "the burst's channels to close");
+}
+
+/* A channel released while it waits for its connection's login: freed at once, no callback, nothing leaks. */
+static void open_release_waiting(struct upstream *up, const struct upstream_login *login)
+{
+    struct sess *s = calloc(1, sizeof *s);
+
+    CHECK_EQ_INT(upstream_chan_open(up, login, &cbs, s, &s->ch), 0);
+    CHECK_EQ_INT(upstream_chan_declare_queue(s->ch, 1, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    upstream_chan_release(s->ch);
+    free(s); /* a callback for it would now be a use after free */
+}
+
+/* channel_max = 2 in the config, 5 channels at once: 3 connections, and all 5 work. */
+static void test_channel_max_burst(void)
+{
+    struct upstream *up = new_upstream(2);
+    struct upstream_stats st;
+    struct burst *b = calloc(1, sizeof *b);
+
+    open_release_waiting(up, &guest);
+    burst_run(up, &guest, b, "burst");
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 3);
+    CHECK_EQ_INT(st.channels, BURST);
+    burst_release(up, b);
+    upstream_free(up);
+    free(b);
+}
+
+/*
+ * A broker whose channel_max is lower than warren's cap, without a broker of its own: a TCP proxy on the test's loop that
+ * lowers channel_max in the broker's connection.tune (AMQP 0-9-1 §1.4.2.5). rabbitmq-c's tune-ok then carries the lower
+ * value, and RabbitMQ holds the connection to it (a channel.open beyond it is a connection error, not_allowed).
+ */
+struct tune_link {
+    struct bufferevent *client, *broker;
+    bool tuned;
+    struct tune_proxy *proxy;
+    struct tune_link *next;
+};
+
+struct tune_proxy {
+    struct evconnlistener *lis;
+    char addr[64];
+    uint16_t chan_max;
+    int n_tuned; /* connection.tune frames lowered */
+    struct tune_link *links;
+};
+
+static void tune_link_free(struct tune_link *l)
+{
+    for (struct tune_link **pp = &l->proxy->links; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    bufferevent_free(l->client);
+    bufferevent_free(l->broker);
+    free(l);
+}
+
+static void tune_on_client(struct bufferevent *bev, void *arg)
+{
+    struct tune_link *l = arg;
+    evbuffer_add_buffer(bufferevent_get_output(l->broker), bufferevent_get_input(bev));
+}
+
+/* Broker -> client: frames are passed on whole until the connection.tune (class 10, method 30) is lowered, then bytes. */
+static void tune_on_broker(struct bufferevent *bev, void *arg)
+{
+    struct tune_link *l = arg;
+    struct evbuffer *in = bufferevent_get_input(bev), *out = bufferevent_get_output(l->client);
+
+    while (!l->tuned) {
+        uint8_t h[11] = {0};
+        size_t len;
+        if (evbuffer_copyout(in, h, 7) < 7)
+            return;
+        len = 7 + ((size_t)h[3] << 24 | (size_t)h[4] << 16 | (size_t)h[5] << 8 | h[6]) + 1;
+        if (evbuffer_get_length(in) < len)
+            return;
+        evbuffer_copyout(in, h, sizeof h);
+        if (h[0] == 1 && len >= 7 + 4 + 8 + 1 && h[7] == 0 && h[8] == 10 && h[9] == 0 && h[10] == 30) {
+            uint8_t *f = evbuffer_pullup(in, (ev_ssize_t)len);
+            uint16_t broker_max = (uint16_t)(f[11] << 8 | f[12]);
+            if (broker_max == 0 || broker_max > l->proxy->chan_max) {
+                f[11] = (uint8_t)(l->proxy->chan_max >> 8);
+                f[12] = (uint8_t)l->proxy->chan_max;
+            }
+            l->tuned = true;
+            l->proxy->n_tuned++;
+        }
+        evbuffer_remove_buffer(in, out, len);
+    }
+    evbuffer_add_buffer(out, in);
+}
+
+/* Once the side that ended has had its last bytes passed on, the link goes. */
+static void tune_on_drained(struct bufferevent *bev, void *arg)
+{
+    tune_link_free(arg);
+}
+
+static void tune_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct tune_link *l = arg;
+    struct bufferevent *other = bev == l->client ? l->broker : l->client;
+
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    bufferevent_disable(bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
+        tune_link_free(l);
+        return;
+    }
+    bufferevent_setcb(other, NULL, tune_on_drained, NULL, l);
+}
+
+static void tune_on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct tune_proxy *p = arg;
+    struct tune_link *l = calloc(1, sizeof *l);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strchr(broker_addr, ':') + 1))};
+
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    l->proxy = p;
+    l->client = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    l->broker = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    l->next = p->links;
+    p->links = l;
+    bufferevent_setcb(l->client, tune_on_client, NULL, tune_on_event, l);
+    bufferevent_setcb(l->broker, tune_on_broker, NULL, tune_on_event, l);
+    bufferevent_enable(l->client, EV_READ);
+    bufferevent_enable(l->broker, EV_READ);
+    if (bufferevent_socket_connect(l->broker, (struct sockaddr *)&to, sizeof to) != 0)
+        tune_link_free(l);
+}
+
+static bool tune_proxy_start(struct tune_proxy *p, uint16_t chan_max)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof sin;
+
+    memset(p, 0, sizeof *p);
+    p->chan_max = chan_max;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    p->lis = evconnlistener_new_bind(base, tune_on_accept, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
+                                     (struct sockaddr *)&sin, sizeof sin);
+    CHECK(p->lis != NULL);
+    if (!p->lis || getsockname(evconnlistener_get_fd(p->lis), (struct sockaddr *)&sin, &len) != 0)
+        return false;
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", ntohs(sin.sin_port));
+    return true;
+}
+
+static void tune_proxy_stop(struct tune_proxy *p)
+{
+    while (p->links)
+        tune_link_free(p->links);
+    if (p->lis)
+        evconnlistener_free(p->lis);
+}
+
+/* The config allows 2047 channels, the broker 2: 5 channels at once spread over 3 connections; all work. A connection over
+ * its channel_max would be closed by the broker. */
+static void test_broker_channel_max(void)
+{
+    struct tune_proxy proxy;
+    const char *via[1] = {proxy.addr};
+    struct upstream_config cfg = {.brokers = via,
+                                  .n_brokers = 1,
+                                  .channel_max = 2047,
+                                  .frame_max_bytes = 131072,
+                                  .connect_timeout_ms = 5000,
+                                  .reconnect_min_ms = 100,
+                                  .reconnect_max_ms = 1000};
+    struct upstream *up = NULL;
+    struct upstream_stats st;
+    struct burst *b = calloc(1, sizeof *b), *b2 = calloc(1, sizeof *b2);
+
+    if (!tune_proxy_start(&proxy, 2) || upstream_new(base, &cfg, &up) != 0)
+        goto out;
+    open_release_waiting(up, &guest);
+    burst_run(up, &guest, b, "tuned");
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 3);
+    CHECK_EQ_INT(st.channels, BURST);
+    CHECK_EQ_INT(proxy.n_tuned, 3);
+    /* 5 more at once, the first 5 still open: one fits the third connection, 4 go to two new ones. */
+    burst_run(up, &guest, b2, "tuned-more");
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.connections, 5);
+    CHECK_EQ_INT(st.channels, 2 * BURST);
+    CHECK_EQ_INT(proxy.n_tuned, 5);
+    burst_release(up, b);
+    burst_release(up, b2);
+out:
+    upstream_free(up);
+    tune_proxy_stop(&proxy);
+    free(b);
+    free(b2);
+}
+
 static bool no_connection(const void *arg)
 {
     struct upstream_stats st;
@@ -734,6 +1002,8 @@ int main(void)
     RUN(test_owned_deleted);
     RUN(test_access_refused);
     RUN(test_channel_max);
+    RUN(test_channel_max_burst);
+    RUN(test_broker_channel_max);
     RUN(test_connection_closed);
     RUN(test_idle_close);
     RUN(test_idle_reuse);
