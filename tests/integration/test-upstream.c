@@ -688,6 +688,22 @@ static void tune_proxy_stop(struct tune_proxy *p)
         evconnlistener_free(p->lis);
 }
 
+/* upstream_free() while channels (and their operations) wait for a login: freed, no callback. */
+static void test_free_while_waiting(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess s[2];
+
+    for (int i = 0; i < 2; i++) {
+        memset(&s[i], 0, sizeof s[i]);
+        CHECK_EQ_INT(upstream_chan_open(up, &guest, &cbs, &s[i], &s[i].ch), 0);
+        CHECK_EQ_INT(upstream_chan_publish(s[i].ch, 1, "", "nowhere", NULL, (const uint8_t *)"x", 1), 0);
+    }
+    upstream_free(up);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(s[0].opened == 0 && s[0].n_done == 0 && s[1].opened == 0 && s[1].n_done == 0);
+}
+
 /* The config allows 2047 channels, the broker 2: 5 channels at once spread over 3 connections; all work. A connection over
  * its channel_max would be closed by the broker. */
 static void test_broker_channel_max(void)
@@ -1004,6 +1020,7 @@ int main(void)
     RUN(test_channel_max);
     RUN(test_channel_max_burst);
     RUN(test_broker_channel_max);
+    RUN(test_free_while_waiting);
     RUN(test_connection_closed);
     RUN(test_idle_close);
     RUN(test_idle_reuse);
