@@ -44,6 +44,8 @@
 
 /* How long we wait for the peer's close frame (or its FIN) after sending ours, and for an HTTP reply to flush. */
 #define CLIENT_CLOSE_LINGER_MS 5000
+/* The compression scratch buffer is given back after a message that made it grow past this. */
+#define CLIENT_KEEP_BYTES (64u << 10)
 /* Largest static file served from http_root. */
 #define CLIENT_MAX_STATIC_BYTES (16u << 20)
 
@@ -212,6 +214,8 @@ static int io_send(void *ud, const char *bytes, size_t len)
             size_t hl = ws_frame_header_encode(hdr, op, true, true, c->zout.len);
             evbuffer_add(out, hdr, hl);
             evbuffer_add(out, c->zout.data, c->zout.len);
+            if (c->zout.cap > CLIENT_KEEP_BYTES)
+                ws_buf_deinit(&c->zout); /* keeps its max: the next message grows it again */
             return 0;
         }
         log_msg(LOG_DEBUG, c->peer, "compression failed (%s); sending uncompressed", reason ? reason : "?");

@@ -27,6 +27,9 @@
 #include "conf/conf.h"
 
 #define ERROR_BODY_MAX 1024
+/* Input and output buffers that grew past this for one big frame are given back afterwards, so an idle session costs
+ * little whatever it once carried. */
+#define SESSION_KEEP_BYTES 16384
 
 static void process_input(struct session *s);
 
@@ -119,7 +122,13 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     int r = write_frame(s, &f, &len);
     if (r != 0)
         return r < 0 ? r : -EINVAL;
-    if (s->io.send(s->io_ud, s->out, len) != 0)
+    int sent = s->io.send(s->io_ud, s->out, len);
+    if (s->out_cap > SESSION_KEEP_BYTES) {
+        free(s->out);
+        s->out = NULL;
+        s->out_cap = 0;
+    }
+    if (sent != 0)
         return -EPIPE;
     stomp_heartbeat_sent(&s->hb, now_ms());
     return 0;
@@ -654,6 +663,11 @@ static void process_input(struct session *s)
         off = s->in_len;
     memmove(s->in, s->in + off, s->in_len - off);
     s->in_len -= off;
+    if (s->in_len == 0 && s->in_cap > SESSION_KEEP_BYTES) {
+        free(s->in);
+        s->in = NULL;
+        s->in_cap = 0;
+    }
     s->in_process = false;
 }
 
