@@ -58,6 +58,8 @@ enum client_state {
 
 struct client {
     struct server_ctx *ctx;
+    struct client_conf *cc;  /* this connection's configuration (a reference), fixed at accept */
+    const struct conf *conf; /* &cc->conf */
     struct client *prev, *next;
     struct bufferevent *bev;
     struct event *reaper; /* deferred free */
@@ -123,6 +125,7 @@ void client_free(struct client *c)
     ws_decoder_deinit(&c->dec);
     ws_deflate_free(c->z);
     ws_buf_deinit(&c->zout);
+    client_conf_unref(c->cc);
     log_msg(LOG_DEBUG, c->peer, "connection closed");
     free(c);
 }
@@ -131,7 +134,7 @@ static void linger_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
     if (c->state == CLIENT_HTTP)
-        log_msg(LOG_INFO, c->peer, "no complete request within login_timeout_ms (%d ms); closing", c->ctx->conf->login_timeout_ms);
+        log_msg(LOG_INFO, c->peer, "no complete request within login_timeout_ms (%d ms); closing", c->conf->login_timeout_ms);
     client_kill(c);
 }
 
@@ -195,7 +198,7 @@ static int io_send(void *ud, const char *bytes, size_t len)
     if (c->state != CLIENT_WS)
         return -1;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct conf *conf = c->ctx->conf;
+    const struct conf *conf = c->conf;
     if (evbuffer_get_length(out) + len > conf->client_send_limit_bytes) {
         log_msg(LOG_WARN, c->peer, "client too slow: %zu bytes queued, limit %zu; closing", evbuffer_get_length(out),
                 conf->client_send_limit_bytes);
@@ -322,7 +325,7 @@ static bool static_path(const struct conf *conf, const struct ws_slice *target, 
 
 static void http_serve_static(struct client *c, const struct ws_request *req)
 {
-    const struct conf *conf = c->ctx->conf;
+    const struct conf *conf = c->conf;
     char path[4096];
     if (!conf->http_root[0] || !static_path(conf, &req->path, path, sizeof(path))) {
         http_reply_error(c, 404, "Not Found");
@@ -399,7 +402,7 @@ static int ws_negotiate_deflate(struct client *c, const struct ws_request *req, 
     struct ws_deflate_config dc;
     struct ws_deflate_params params = {0};
     size_t rlen = 0;
-    deflate_config_from_conf(c->ctx->conf, &dc);
+    deflate_config_from_conf(c->conf, &dc);
     resp[0] = '\0';
     for (size_t i = 0; i < req->num_extensions && !params.enabled; i++) {
         int r = ws_deflate_negotiate(req->extensions[i].ptr, req->extensions[i].len, &dc, &params, resp, cap, &rlen);
@@ -420,7 +423,7 @@ static const char *const stomp_subprotocols[] = {"v12.stomp", "v11.stomp", "v10.
 /* Completes the upgrade of a validated request: 101 reply, codec state, session. */
 static void ws_accept(struct client *c, const struct ws_request *req)
 {
-    const struct conf *conf = c->ctx->conf;
+    const struct conf *conf = c->conf;
     char ext[WS_DEFLATE_RESPONSE_MAX];
     char reply[1024];
     size_t n = 0;
@@ -433,7 +436,7 @@ static void ws_accept(struct client *c, const struct ws_request *req)
         http_reply_error(c, 500, "cannot build the handshake reply");
         return;
     }
-    c->session = session_new(&c->ctx->env, &client_session_io, c, c->peer);
+    c->session = session_new(&c->cc->env, &client_session_io, c, c->peer);
     if (!c->session) {
         http_reply_error(c, 503, "out of memory");
         return;
@@ -448,7 +451,7 @@ static void ws_accept(struct client *c, const struct ws_request *req)
 /* Parses the request head; returns false while more bytes are needed. */
 static bool http_process(struct client *c)
 {
-    const struct conf *conf = c->ctx->conf;
+    const struct conf *conf = c->conf;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in);
     if (len > conf->max_handshake_bytes)
@@ -580,6 +583,34 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
+/* Configurations */
+
+int client_conf_new(const struct conf *conf, struct event_base *base, struct upstream *up, struct client_conf **out)
+{
+    struct client_conf *cc = calloc(1, sizeof(*cc));
+    if (!cc)
+        return -ENOMEM;
+    if (conf_copy(&cc->conf, conf) != 0) {
+        free(cc);
+        return -ENOMEM;
+    }
+    cc->refs = 1;
+    snprintf(cc->server_header, sizeof(cc->server_header), "%s/%s", cc->conf.server_name, WARREN_VERSION);
+    cc->env = (struct session_env){
+        .base = base, .up = up, .conf = &cc->conf, .server_header = cc->conf.hide_server_info ? NULL : cc->server_header};
+    *out = cc;
+    return 0;
+}
+
+void client_conf_unref(struct client_conf *cc)
+{
+    if (!cc || --cc->refs > 0)
+        return;
+    conf_deinit(&cc->conf);
+    free(cc);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
 /* Accept */
 
 int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const char *peer)
@@ -605,11 +636,14 @@ int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const cha
         ctx->clients->prev = c;
     ctx->clients = c;
     ctx->n_clients++;
+    c->cc = ctx->conf;
+    c->cc->refs++;
+    c->conf = &c->cc->conf;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, ctx->conf->max_message_bytes + WS_FRAME_HEADER_MAX_MASKED);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->conf->max_message_bytes + WS_FRAME_HEADER_MAX_MASKED);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* A peer that never completes its TLS handshake or HTTP request is dropped after login_timeout_ms. */
-    int ms = ctx->conf->login_timeout_ms;
+    int ms = c->conf->login_timeout_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(c->linger, &tv);
     log_msg(LOG_DEBUG, c->peer, "connection accepted%s", bufferevent_openssl_get_ssl(c->bev) ? " (TLS)" : "");

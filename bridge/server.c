@@ -5,6 +5,10 @@
  * an SSL object from one SSL_CTX (TLS 1.2+, certificate and key from the config, client certificates verified when
  * tls_ca_file is set) and lets libevent_openssl run the handshake without blocking the loop. Past max_connections a
  * new socket gets an HTTP 503 and is closed at once, so an overload never costs more than the accept.
+ *
+ * The server keeps its current configuration as a reference-counted `struct client_conf` (bridge/client.h): each client
+ * takes a reference at accept, and server_conf_update() (a reload) swaps in a new one for the connections accepted
+ * afterwards while the open ones keep theirs; max_connections is read from the current one at each accept.
  */
 #include "bridge/server.h"
 
@@ -29,6 +33,7 @@ struct server {
     struct evconnlistener *plain;
     struct evconnlistener *tls;
     SSL_CTX *ssl_ctx;
+    struct upstream *up;
 };
 
 static void peer_str(const struct sockaddr *sa, char *out, size_t cap)
@@ -52,7 +57,7 @@ static void peer_str(const struct sockaddr *sa, char *out, size_t cap)
 
 static void accept_common(struct server *srv, evutil_socket_t fd, struct sockaddr *sa, bool tls)
 {
-    const struct conf *conf = srv->ctx.conf;
+    const struct conf *conf = &srv->ctx.conf->conf;
     char peer[64];
     peer_str(sa, peer, sizeof(peer));
     if (conf->max_connections > 0 && srv->ctx.n_clients >= (size_t)conf->max_connections) {
@@ -91,7 +96,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 static int listen_on(struct server *srv, int port, evconnlistener_cb cb, struct evconnlistener **out)
 {
-    const struct conf *conf = srv->ctx.conf;
+    const struct conf *conf = &srv->ctx.conf->conf;
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
     char spec[300];
@@ -114,7 +119,7 @@ static int listen_on(struct server *srv, int port, evconnlistener_cb cb, struct 
 
 static int tls_setup(struct server *srv)
 {
-    const struct conf *conf = srv->ctx.conf;
+    const struct conf *conf = &srv->ctx.conf->conf;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
         return -ENOMEM;
@@ -140,16 +145,17 @@ static int tls_setup(struct server *srv)
 
 int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server **out)
 {
-    static char server_header[64];
     struct server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;
-    snprintf(server_header, sizeof(server_header), "%s/%s", conf->server_name, WARREN_VERSION);
     srv->ctx.base = base;
-    srv->ctx.conf = conf;
-    srv->ctx.env =
-        (struct session_env){.base = base, .up = up, .conf = conf, .server_header = conf->hide_server_info ? NULL : server_header};
-    int r = 0;
+    srv->up = up;
+    int r = client_conf_new(conf, base, up, &srv->ctx.conf);
+    if (r != 0) {
+        free(srv);
+        return r;
+    }
+    conf = &srv->ctx.conf->conf;
     if (conf->listen_port > 0)
         r = listen_on(srv, conf->listen_port, accept_plain_cb, &srv->plain);
     if (r == 0 && conf->tls_listen_port > 0) {
@@ -196,7 +202,19 @@ void server_free(struct server *srv)
     while (srv->ctx.clients)
         client_free(srv->ctx.clients);
     SSL_CTX_free(srv->ssl_ctx);
+    client_conf_unref(srv->ctx.conf);
     free(srv);
+}
+
+int server_conf_update(struct server *srv, const struct conf *conf)
+{
+    struct client_conf *cc = NULL;
+    int r = client_conf_new(conf, srv->ctx.base, srv->up, &cc);
+    if (r != 0)
+        return r;
+    client_conf_unref(srv->ctx.conf); /* freed now, or with the last client that still uses it */
+    srv->ctx.conf = cc;
+    return 0;
 }
 
 size_t server_client_count(const struct server *srv)

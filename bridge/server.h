@@ -5,7 +5,7 @@
  * (listen_addr:tls_listen_port, OpenSSL through libevent_openssl), accepts connections on its event_base, and owns every
  * `struct client` (bridge/client.c) until it closes. server_shutdown() stops accepting and closes every client gracefully
  * (WebSocket close 1001, going away); server_free() frees whatever is left at once, so a clean shutdown is leak-free
- * under ASan.
+ * under ASan. server_conf_update() applies a configuration reload to the connections accepted afterwards.
  */
 #pragma once
 
@@ -16,7 +16,10 @@ struct event_base;
 struct upstream;
 struct server;
 
-/* Binds the listeners. Returns 0, or a negative errno with a message logged (startup errors are fatal for the caller). */
+/*
+ * Binds the listeners. `conf` is copied (the caller keeps its own). Returns 0, or a negative errno with a message logged
+ * (startup errors are fatal for the caller).
+ */
 int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server **out);
 
 /*
@@ -28,6 +31,13 @@ void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg);
 
 /* Stops listening, frees every client at once (no close handshake). NULL is a no-op. */
 void server_free(struct server *srv);
+
+/*
+ * A reload: connections accepted from now on use a copy of `conf` (validated, and differing from the running one only in
+ * reloadable keys: conf_reload_check()); open connections keep the configuration they started with, which is freed when
+ * the last of them closes. Returns 0, or -ENOMEM with the current configuration unchanged.
+ */
+int server_conf_update(struct server *srv, const struct conf *conf);
 
 /* Live client connections (for logs and metrics). */
 size_t server_client_count(const struct server *srv);
