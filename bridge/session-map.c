@@ -214,9 +214,16 @@ static int map_props(struct session *s, struct send_ctx *c, const struct stomp_f
     p->app_id = arena_dup(c, stomp_frame_header(f, "app-id"));
     if (session_hdr_is(stomp_frame_header(f, "persistent"), "true"))
         p->delivery_mode = 2;
-    if ((h = stomp_frame_header(f, "priority")) && dest_parse_int(h->value, h->value_len, &v) == 0 && v >= 0 && v <= 255)
+    if ((h = stomp_frame_header(f, "priority"))) {
+        if (dest_parse_int(h->value, h->value_len, &v) != 0 || v < 0 || v > 255)
+            return session_fail(s, f, "Invalid header", "'priority' must be an integer from 0 to 255, not '%.*s'",
+                                (int)(h->value_len > 64 ? 64 : h->value_len), h->value);
         p->priority = (int)v;
-    if ((h = stomp_frame_header(f, "timestamp")) && dest_parse_int(h->value, h->value_len, &v) == 0 && v >= 0) {
+    }
+    if ((h = stomp_frame_header(f, "timestamp"))) {
+        if (dest_parse_int(h->value, h->value_len, &v) != 0 || v < 0)
+            return session_fail(s, f, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%.*s'",
+                                (int)(h->value_len > 64 ? 64 : h->value_len), h->value);
         p->has_timestamp = true;
         p->timestamp = (uint64_t)v;
     }
@@ -284,7 +291,7 @@ int session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay
         return session_fail(s, f, "Processing error", "out of memory");
     }
     r = -1;
-    if (send_route(s, f, &d, &x, &key) == 0 && map_props(s, &c, f) == 0) {
+    if (map_props(s, &c, f) == 0 && send_route(s, f, &d, &x, &key) == 0) {
         uint64_t tag = session_op_begin(s, SESSION_OP_PUBLISH, stomp_frame_header(f, "receipt"));
         if (tag)
             r = session_op_check(s, tag,

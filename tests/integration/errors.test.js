@@ -104,6 +104,21 @@ describe('errors', { skip: T.suiteSkip() }, () => {
     c.close();
   });
 
+  for (const [name, value] of [
+    ['priority', 'high'],
+    ['priority', '256'],
+    ['timestamp', 'yesterday'],
+  ]) {
+    const skip = !T.isWarren && value === '256' ? 'Web-STOMP 3.10 does not check the range' : false;
+    it(`SEND with ${name}:${value} → ERROR (warren: "Invalid header", with receipt-id)`, { skip }, async () => {
+      const c = await RawStomp.connect(target.url);
+      c.sendFrame('SEND', { destination: `/topic/${unique('bad')}`, [name]: value, receipt: 'bad-prop' }, 'x');
+      const f = await expectError(c, T.isWarren ? 'Invalid header' : /./, { receiptId: 'bad-prop' });
+      if (T.isWarren) assert.match(f.text, new RegExp(`'${name}'`));
+      c.close();
+    });
+  }
+
   it('a duplicate subscription id → ERROR and close', async () => {
     const c = await RawStomp.connect(target.url);
     await c.withReceipt('SUBSCRIBE', { id: 'dup', destination: `/topic/${unique('dup')}` });
