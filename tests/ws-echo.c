@@ -1,5 +1,5 @@
 /*
- * tests/ws-echo/ws-echo.c — a WebSocket echo server built on ws/ (handshake, frame codec, permessage-deflate), for
+ * tests/ws-echo.c — a WebSocket echo server built on ws/ (handshake, frame codec, permessage-deflate), for
  * conformance suites such as Autobahn's fuzzingclient and tests/conformance/ws-conformance.mjs.
  *
  * Usage: ws-echo PORT [MAX_MESSAGE_BYTES]
