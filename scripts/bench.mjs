@@ -12,7 +12,8 @@
 //   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the memory growth per session
 //           when --pid is given (the sum of VmRSS over a comma-separated pid list, before and after: pass warren's pid
 //           AND the broker's beam.smp pid for warren, since its sessions also cost the broker channels and queues, and
-//           the beam.smp pid alone for Web-STOMP) and the connect rate. --gc-cmd CMD runs CMD before each reading (scripts/bench
+//           the beam.smp pid alone for Web-STOMP) and the connect rate. With --deflate the sessions negotiate
+//           permessage-deflate (as browsers do) and each receives one 512-byte message before the second reading. --gc-cmd CMD runs CMD before each reading (scripts/bench
 //           passes a rabbitmqctl eval that garbage-collects every Erlang process).
 // Publishers keep at most --window unreceipted SENDs in flight (a receipt every --window/2 frames), so the broker's
 // confirms pace them the same way on every target. Raw frames over the `ws` package: the client does as little as
@@ -42,7 +43,7 @@ function parseArgs(argv) {
     const a = argv[i];
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
     const key = a.slice(2);
-    if (key === 'json') out.json = true;
+    if (key === 'json' || key === 'deflate') out[key] = true;
     else out[key] = argv[++i];
   }
   return out;
@@ -63,7 +64,7 @@ class Session {
   }
   open() {
     return new Promise((resolve, reject) => {
-      this.ws = new WebSocket(url, ['v12.stomp'], { perMessageDeflate: false });
+      this.ws = new WebSocket(url, ['v12.stomp'], { perMessageDeflate: !!args.deflate });
       this.ws.on('error', reject);
       this.ws.on('open', () => {
         this.ws.send(frame('CONNECT', { 'accept-version': '1.2', host: '/', login, passcode, 'heart-beat': '0,0' }));
@@ -231,12 +232,23 @@ async function idle() {
     all.push(...(await withTimeout(Promise.all(group), 'connect')));
   }
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (args.deflate) {
+    // Every session receives one message above the compression threshold, as a chat room's would: that is what
+    // makes a server allocate its per-connection compressor.
+    let got = 0;
+    let done;
+    const allIn = new Promise((r) => (done = r));
+    for (const s of all) s.onMessage = () => ++got === all.length && done();
+    all[0].send('SEND', { destination: `/topic/${run}` }, 'x'.repeat(512));
+    await withTimeout(allIn, 'broadcast');
+  }
   const after = pid ? settledRss(pid) : 0;
   for (const s of all) s.close();
   return {
     scenario: 'idle',
     url,
     sessions,
+    deflate: !!args.deflate,
     seconds: +secs.toFixed(3),
     sessions_per_s: Math.round(sessions / secs),
     rss_before_kib: before,

@@ -90,7 +90,8 @@ static void test_defaults(void)
     CHECK(c.compression == true);
     CHECK(c.default_nack_requeue == true);
     CHECK(c.trailing_lf == false);
-    CHECK_EQ_INT(c.deflate_server_max_window_bits, 15);
+    CHECK_EQ_INT(c.deflate_server_max_window_bits, 13);
+    CHECK_EQ_INT(c.deflate_mem_level, 6);
     CHECK(strcmp(c.default_topic_exchange, "amq.topic") == 0);
     conf_deinit(&c);
     conf_deinit(&c); /* idempotent */
