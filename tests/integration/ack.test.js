@@ -5,9 +5,10 @@
 // What the broker still holds is checked on the AMQP side (queue.declare
 // passive message counts) once the STOMP session is gone.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -15,21 +16,12 @@ const { unique } = require('./lib/util');
 
 describe('ack', { skip: T.suiteSkip() }, () => {
   let target;
-  const cleanup = [];
-
-  before(async () => {
-    target = await T.startTarget();
-  });
-  after(async () => {
-    for (const f of cleanup) await f().catch(() => {});
-    await amqp.closeAll();
-    await target?.stop();
-  });
+  const { cleanup } = useTarget((t) => (target = t));
 
   /** A fresh durable queue holding bodies (published and confirmed). */
   const filledQueue = async (tag, bodies, args) => {
     const q = unique(tag);
-    cleanup.push(() => amqp.deleteQueue(q));
+    cleanup(() => amqp.deleteQueue(q));
     await amqp.declareQueue(q, { durable: true, arguments: args });
     for (const b of bodies) await amqp.publish('', q, b);
     return q;
@@ -105,7 +97,7 @@ describe('ack', { skip: T.suiteSkip() }, () => {
 
   it('NACK requeue:false drops the message to the dead-letter queue', async () => {
     const dlq = unique('dlq');
-    cleanup.push(() => amqp.deleteQueue(dlq));
+    cleanup(() => amqp.deleteQueue(dlq));
     await amqp.declareQueue(dlq, { durable: false });
     const q = await filledQueue('nackdl', ['dead', 'alive'], {
       'x-dead-letter-exchange': '',

@@ -4,9 +4,10 @@
 // reply-to, bare names; the header ↔ AMQP property mapping; the MESSAGE
 // destination rebuilt from exchange and routing key; invalid destinations.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -16,30 +17,12 @@ const { unique } = require('./lib/util');
 describe('destinations', { skip: T.suiteSkip() }, () => {
   let target;
   let s; // one stompjs session shared by the well-behaved cases
-  const cleanup = [];
+  const { cleanup, queueName, exchangeName } = useTarget((t) => (target = t));
 
   before(async () => {
-    target = await T.startTarget();
     s = await StompSession.connect(target.url);
+    cleanup(() => s.disconnect());
   });
-  after(async () => {
-    await s?.disconnect().catch(() => {});
-    for (const f of cleanup) await f().catch(() => {});
-    await amqp.closeAll();
-    await target?.stop();
-  });
-
-  const queueName = (tag) => {
-    const q = unique(tag);
-    cleanup.push(() => amqp.deleteQueue(q));
-    return q;
-  };
-  const exchangeName = async (tag, type = 'topic') => {
-    const x = unique(tag);
-    await amqp.declareExchange(x, type);
-    cleanup.push(() => amqp.deleteExchange(x));
-    return x;
-  };
 
   describe('SEND → AMQP', () => {
     it('/exchange/X/key publishes to X with routing key', async () => {

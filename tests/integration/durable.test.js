@@ -4,9 +4,10 @@
 // declaration headers: x-queue-name, x-queue-type, x-message-ttl,
 // x-max-length, durable/auto-delete/exclusive overrides.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const ctl = require('./lib/rabbitmqctl');
 const { RawStomp } = require('./lib/raw');
@@ -23,22 +24,7 @@ async function queueInfo(name, vhost = '/') {
 
 describe('durable subscriptions and queue arguments', { skip: T.suiteSkip() }, () => {
   let target;
-  const cleanup = [];
-
-  before(async () => {
-    target = await T.startTarget();
-  });
-  after(async () => {
-    for (const f of cleanup) await f().catch(() => {});
-    await amqp.closeAll();
-    await target?.stop();
-  });
-
-  const queueName = (tag) => {
-    const q = unique(tag);
-    cleanup.push(() => amqp.deleteQueue(q));
-    return q;
-  };
+  const { queueName } = useTarget((t) => (target = t));
 
   it('a durable topic subscription keeps messages sent while the client is away', async () => {
     const k = unique('dur');

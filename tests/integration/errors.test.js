@@ -7,9 +7,10 @@
 // receipt-id when the offending frame asked for a receipt. Web-STOMP closes
 // on parse errors without an ERROR and keeps the connection after most others.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -30,19 +31,10 @@ async function expectParseError(c) {
 
 describe('errors', { skip: T.suiteSkip() }, () => {
   let target;
-  const cleanup = [];
-
-  before(async () => {
-    target = await T.startTarget({
-      max_frame_bytes: MAX_FRAME,
-      max_body_bytes: MAX_FRAME / 2,
-      max_message_bytes: 4 * MAX_FRAME,
-    });
-  });
-  after(async () => {
-    for (const f of cleanup) await f().catch(() => {});
-    await amqp.closeAll();
-    await target?.stop();
+  const { cleanup } = useTarget((t) => (target = t), {
+    max_frame_bytes: MAX_FRAME,
+    max_body_bytes: MAX_FRAME / 2,
+    max_message_bytes: 4 * MAX_FRAME,
   });
 
   it('an unknown command → ERROR', async () => {
@@ -144,7 +136,7 @@ describe('errors', { skip: T.suiteSkip() }, () => {
 
   it("one session's broker error does not hurt another session of the same user", async () => {
     const q = unique('iso');
-    cleanup.push(() => amqp.deleteQueue(q));
+    cleanup(() => amqp.deleteQueue(q));
     const good = await StompSession.connect(target.url, { login: T.cfg.user, passcode: T.cfg.pass });
     const sub = await good.subscribeReceipt(`/queue/${q}`, { id: 'g' });
 

@@ -6,9 +6,10 @@
 // "Nothing was published" is checked without waiting for silence: a sentinel
 // message sent afterwards must be the first (and only) one to arrive.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -17,22 +18,7 @@ const { unique } = require('./lib/util');
 
 describe('receipts and transactions', { skip: T.suiteSkip() }, () => {
   let target;
-  const cleanup = [];
-
-  before(async () => {
-    target = await T.startTarget();
-  });
-  after(async () => {
-    for (const f of cleanup) await f().catch(() => {});
-    await amqp.closeAll();
-    await target?.stop();
-  });
-
-  const queueName = (tag) => {
-    const q = unique(tag);
-    cleanup.push(() => amqp.deleteQueue(q));
-    return q;
-  };
+  const { queueName } = useTarget((t) => (target = t));
 
   describe('receipts', () => {
     it('SUBSCRIBE, SEND, UNSUBSCRIBE, BEGIN, COMMIT, ABORT each get their RECEIPT', async () => {

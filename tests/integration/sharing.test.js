@@ -8,9 +8,10 @@
 // Each test logs in as its own throw-away user so that counting that user's
 // connections with rabbitmqctl is not disturbed by other test files.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const ctl = require('./lib/rabbitmqctl');
 const { RawStomp } = require('./lib/raw');
@@ -21,22 +22,11 @@ const skip = T.suiteSkip() || ctl.ctlSkip();
 
 describe('connection sharing', { skip }, () => {
   let target;
-  const users = [];
-  const cleanup = [];
-
-  before(async () => {
-    target = await T.startTarget();
-  });
-  after(async () => {
-    for (const f of cleanup) await f().catch(() => {});
-    for (const u of users) await ctl.deleteUser(u);
-    await amqp.closeAll();
-    await target?.stop();
-  });
+  const { cleanup } = useTarget((t) => (target = t));
 
   const newUser = async () => {
     const u = unique('user');
-    users.push(u);
+    cleanup(() => ctl.deleteUser(u));
     await ctl.addUser(u, 'pw', ['/', T.cfg.vhost]);
     return u;
   };
@@ -102,7 +92,7 @@ describe('connection sharing', { skip }, () => {
     const leave = await StompSession.connect(target.url, { login: u, passcode: 'pw' });
     const topicQ = unique('exq');
     const svc = unique('svc');
-    cleanup.push(() => amqp.deleteQueue(svc));
+    cleanup(() => amqp.deleteQueue(svc));
     await leave.subscribeReceipt(`/topic/${unique('k')}`, { id: 't', 'x-queue-name': topicQ });
     assert.ok(await amqp.checkQueue(topicQ), 'subscription queue exists');
     // A temp queue too: learn its real name from the request's reply_to.
