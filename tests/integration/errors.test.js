@@ -42,6 +42,7 @@ describe('errors', { skip: T.suiteSkip() }, () => {
     c.sendRaw('FROBNICATE\nfoo:bar\n\n\0');
     const f = await expectError(c, /command/i);
     assert.match(f.text, /FROBNICATE/);
+    assert.equal(f.headers.version, '1.0,1.1,1.2', 'ERROR lists the supported versions, as Web-STOMP does');
     c.close();
   });
 
