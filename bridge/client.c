@@ -35,6 +35,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
+#include "bridge/clock.h"
 #include "bridge/log.h"
 #include "conf/conf.h"
 #include "ws/deflate.h"
@@ -162,7 +163,7 @@ static void client_start_closing(struct client *c)
         bufferevent_enable(c->bev, EV_READ);
     }
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    struct timeval tv = {CLIENT_CLOSE_LINGER_MS / 1000, (CLIENT_CLOSE_LINGER_MS % 1000) * 1000};
+    struct timeval tv = clock_timeval(CLIENT_CLOSE_LINGER_MS);
     evtimer_add(c->linger, &tv);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_closing_flushed(c);
@@ -644,7 +645,7 @@ int client_start(struct server_ctx *ctx, evutil_socket_t fd, SSL *ssl, const cha
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* A peer that never completes its TLS handshake or HTTP request is dropped after login_timeout_ms. */
     int ms = c->conf->login_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(ms);
     evtimer_add(c->linger, &tv);
     log_msg(LOG_DEBUG, c->peer, "connection accepted%s", bufferevent_openssl_get_ssl(c->bev) ? " (TLS)" : "");
     return 0;

@@ -284,27 +284,12 @@ void dest_sub_queue_name_random(const uint8_t rnd[16], char *out)
     dest_base64url(rnd, 16, out + strlen(DEST_SUB_QUEUE_PREFIX));
 }
 
-const struct stomp_header *dest_header(const struct stomp_header *h, size_t n, const char *name)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < n; i++)
-        if (h[i].name_len == nl && memcmp(h[i].name, name, nl) == 0)
-            return &h[i];
-    return NULL;
-}
-
-static bool value_is(const struct stomp_header *h, const char *v)
-{
-    size_t l = strlen(v);
-    return h && h->value_len == l && memcmp(h->value, v, l) == 0;
-}
-
 bool dest_header_bool(const struct stomp_header *h, size_t n, const char *name, bool def)
 {
-    const struct stomp_header *x = dest_header(h, n, name);
-    if (value_is(x, "true") || value_is(x, "True"))
+    const struct stomp_header *x = stomp_header_find(h, n, name);
+    if (stomp_header_value_is(x, "true") || stomp_header_value_is(x, "True"))
         return true;
-    if (value_is(x, "false") || value_is(x, "False"))
+    if (stomp_header_value_is(x, "false") || stomp_header_value_is(x, "False"))
         return false;
     return def;
 }
@@ -373,12 +358,12 @@ static const char *const queue_int_args[] = {"x-expires",
 static int queue_args_parse(const struct stomp_header *h, size_t n, struct dest_args *a, const char **reason, const char **bad)
 {
     for (size_t i = 0; i < sizeof(queue_str_args) / sizeof(queue_str_args[0]); i++) {
-        const struct stomp_header *x = dest_header(h, n, queue_str_args[i]);
+        const struct stomp_header *x = stomp_header_find(h, n, queue_str_args[i]);
         if (x && args_add_str(a, queue_str_args[i], x->value, x->value_len) != 0)
             return bad_header(queue_str_args[i], reason, bad);
     }
     for (size_t i = 0; i < sizeof(queue_int_args) / sizeof(queue_int_args[0]); i++) {
-        const struct stomp_header *x = dest_header(h, n, queue_int_args[i]);
+        const struct stomp_header *x = stomp_header_find(h, n, queue_int_args[i]);
         int64_t v;
         if (!x)
             continue;
@@ -405,8 +390,8 @@ int dest_queue_opts_parse(enum dest_kind kind, const struct stomp_header *h, siz
     }
     auto_delete = dest_header_bool(h, n, "auto-delete", auto_delete);
     exclusive = dest_header_bool(h, n, "exclusive", exclusive);
-    const struct stomp_header *qt = dest_header(h, n, "x-queue-type");
-    if (value_is(qt, "quorum") || value_is(qt, "stream")) {
+    const struct stomp_header *qt = stomp_header_find(h, n, "x-queue-type");
+    if (stomp_header_value_is(qt, "quorum") || stomp_header_value_is(qt, "stream")) {
         durable = true;
         exclusive = false;
         auto_delete = false;
@@ -420,7 +405,7 @@ static int stream_offset_parse(const struct stomp_header *x, struct dest_args *a
 {
     static const char key[] = "x-stream-offset";
     int64_t v;
-    if (value_is(x, "first") || value_is(x, "last") || value_is(x, "next"))
+    if (stomp_header_value_is(x, "first") || stomp_header_value_is(x, "last") || stomp_header_value_is(x, "next"))
         return args_add_str(a, key, x->value, x->value_len);
     if (x->value_len > 7 && memcmp(x->value, "offset=", 7) == 0 && dest_parse_int(x->value + 7, x->value_len - 7, &v) == 0)
         return args_add_num(a, key, UPSTREAM_ARG_INT, v);
@@ -434,14 +419,14 @@ int dest_consume_args_parse(const struct stomp_header *h, size_t n, struct dest_
     const struct stomp_header *x;
     int64_t v;
     memset(out, 0, sizeof(*out));
-    if ((x = dest_header(h, n, "x-priority")) &&
+    if ((x = stomp_header_find(h, n, "x-priority")) &&
         (dest_parse_int(x->value, x->value_len, &v) != 0 || args_add_num(out, "x-priority", UPSTREAM_ARG_INT, v) != 0))
         return bad_header("x-priority", reason, bad);
-    if ((x = dest_header(h, n, "x-stream-offset")) && stream_offset_parse(x, out) != 0)
+    if ((x = stomp_header_find(h, n, "x-stream-offset")) && stream_offset_parse(x, out) != 0)
         return bad_header("x-stream-offset", reason, bad);
-    if ((x = dest_header(h, n, "x-stream-filter")) && args_add_str(out, "x-stream-filter", x->value, x->value_len) != 0)
+    if ((x = stomp_header_find(h, n, "x-stream-filter")) && args_add_str(out, "x-stream-filter", x->value, x->value_len) != 0)
         return bad_header("x-stream-filter", reason, bad);
-    if ((x = dest_header(h, n, "x-stream-match-unfiltered"))) {
+    if ((x = stomp_header_find(h, n, "x-stream-match-unfiltered"))) {
         bool b = dest_header_bool(h, n, "x-stream-match-unfiltered", false);
         if (args_add_num(out, "x-stream-match-unfiltered", UPSTREAM_ARG_BOOL, b) != 0)
             return bad_header("x-stream-match-unfiltered", reason, bad);

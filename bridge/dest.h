@@ -100,9 +100,6 @@ int dest_sub_queue_name_durable(const struct dest *d, const char *id, size_t id_
 /* "stomp-subscription-" + base64url(rnd[0..16)): a non-durable subscription's queue. `out` needs DEST_NAME_MAX + 1 bytes. */
 void dest_sub_queue_name_random(const uint8_t rnd[16], char *out);
 
-/* First header named `name` in h[0..n), or NULL (same rule as stomp_frame_header(), without needing the stomp library). */
-const struct stomp_header *dest_header(const struct stomp_header *h, size_t n, const char *name);
-
 /* STOMP boolean header: "true"/"True" → true, "false"/"False" → false, absent or anything else → `def`. */
 bool dest_header_bool(const struct stomp_header *h, size_t n, const char *name, bool def);
 

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "bridge/clock.h"
 #include "bridge/log.h"
 #include "bridge/server.h"
 #include "bridge/upstream.h"
@@ -157,7 +158,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     }
     st->stopping = true;
     log_msg(LOG_INFO, NULL, "signal %d: shutting down (%zu clients)", (int)sig, server_client_count(st->srv));
-    struct timeval grace = {MAIN_SHUTDOWN_GRACE_MS / 1000, (MAIN_SHUTDOWN_GRACE_MS % 1000) * 1000};
+    struct timeval grace = clock_timeval(MAIN_SHUTDOWN_GRACE_MS);
     event_base_loopexit(st->base, &grace);
     server_shutdown(st->srv, stop_done, st);
 }

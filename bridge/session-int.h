@@ -178,7 +178,6 @@ int session_dispatch(struct session *s, const struct stomp_frame *f, bool replay
 char *session_strndup(const char *s, size_t n);
 /* Cryptographic random bytes. 0 or -EIO. */
 int session_random(uint8_t *buf, size_t n);
-bool session_hdr_is(const struct stomp_header *h, const char *v);
 
 /* session-sub.c */
 int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);

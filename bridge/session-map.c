@@ -212,7 +212,7 @@ static int map_props(struct session *s, struct send_ctx *c, const struct stomp_f
     p->type = arena_dup(c, stomp_frame_header(f, "type"));
     p->user_id = arena_dup(c, stomp_frame_header(f, "user-id"));
     p->app_id = arena_dup(c, stomp_frame_header(f, "app-id"));
-    if (session_hdr_is(stomp_frame_header(f, "persistent"), "true"))
+    if (stomp_header_value_is(stomp_frame_header(f, "persistent"), "true"))
         p->delivery_mode = 2;
     if ((h = stomp_frame_header(f, "priority"))) {
         if (dest_parse_int(h->value, h->value_len, &v) != 0 || v < 0 || v > 255)

@@ -112,11 +112,11 @@ static struct session_sub *sub_new(struct session *s, const char *id, size_t id_
 
 static int parse_ack_mode(const struct stomp_header *h, enum session_ack *out)
 {
-    if (!h || session_hdr_is(h, "auto"))
+    if (!h || stomp_header_value_is(h, "auto"))
         *out = SESSION_ACK_AUTO;
-    else if (session_hdr_is(h, "client"))
+    else if (stomp_header_value_is(h, "client"))
         *out = SESSION_ACK_CLIENT;
-    else if (session_hdr_is(h, "client-individual"))
+    else if (stomp_header_value_is(h, "client-individual"))
         *out = SESSION_ACK_CLIENT_INDIVIDUAL;
     else
         return -1;

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <openssl/rand.h>
 
+#include "bridge/clock.h"
 #include "bridge/log.h"
 #include "conf/conf.h"
 
@@ -50,13 +51,6 @@ const char *session_state_str(enum session_state st)
     return "?";
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 void session_log(struct session *s, int level, const char *fmt, ...)
 {
     va_list ap;
@@ -78,11 +72,6 @@ char *session_strndup(const char *p, size_t n)
 int session_random(uint8_t *buf, size_t n)
 {
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
-}
-
-bool session_hdr_is(const struct stomp_header *h, const char *v)
-{
-    return h && h->value_len == strlen(v) && memcmp(h->value, v, h->value_len) == 0;
 }
 
 static struct stomp_header hdr_str(const char *name, const char *value)
@@ -130,7 +119,7 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     }
     if (sent != 0)
         return -EPIPE;
-    stomp_heartbeat_sent(&s->hb, now_ms());
+    stomp_heartbeat_sent(&s->hb, clock_now_ms());
     return 0;
 }
 
@@ -315,9 +304,9 @@ static void hb_schedule(struct session *s)
     uint64_t next = stomp_heartbeat_next_deadline(&s->hb);
     if (next == UINT64_MAX || s->state == SESSION_ST_CLOSED)
         return;
-    uint64_t now = now_ms();
+    uint64_t now = clock_now_ms();
     uint64_t d = next > now ? next - now : 0;
-    struct timeval tv = {.tv_sec = (time_t)(d / 1000), .tv_usec = (suseconds_t)(d % 1000) * 1000};
+    struct timeval tv = clock_timeval(d);
     evtimer_add(s->hb_timer, &tv);
 }
 
@@ -325,7 +314,7 @@ static void on_hb_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
     bool beat = false;
-    uint64_t now = now_ms();
+    uint64_t now = clock_now_ms();
     if (s->read_paused) /* we stopped reading: the client's beats are waiting in the socket, not missing */
         stomp_heartbeat_received(&s->hb, now);
     int r = stomp_heartbeat_tick(&s->hb, now, &beat);
@@ -353,7 +342,7 @@ static void idle_schedule(struct session *s, uint64_t now)
     uint64_t idle = (uint64_t)s->conf->idle_timeout_ms;
     uint64_t due = s->last_frame_ms + idle;
     uint64_t d = due > now ? due - now : 0;
-    struct timeval tv = {.tv_sec = (time_t)(d / 1000), .tv_usec = (suseconds_t)(d % 1000) * 1000};
+    struct timeval tv = clock_timeval(d);
     if (idle > 0 && s->state != SESSION_ST_CLOSED)
         evtimer_add(s->idle_timer, &tv);
 }
@@ -361,7 +350,7 @@ static void idle_schedule(struct session *s, uint64_t now)
 static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
-    uint64_t now = now_ms();
+    uint64_t now = clock_now_ms();
     if (now - s->last_frame_ms >= (uint64_t)s->conf->idle_timeout_ms) {
         session_log(s, LOG_INFO, "no frame for %d ms, closing", s->conf->idle_timeout_ms);
         session_close(s, "idle timeout");
@@ -436,11 +425,11 @@ static void on_open(void *ud, const struct upstream_error *err)
     snprintf(s->prefix, sizeof(s->prefix), "%s %s", s->peer, s->id);
     evtimer_del(s->login_timer);
     session_flow_update(s);
-    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, now_ms());
+    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, clock_now_ms());
     send_connected(s, s->hb_send_ms, s->hb_recv_ms);
     session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
     hb_schedule(s);
-    s->last_frame_ms = now_ms();
+    s->last_frame_ms = clock_now_ms();
     idle_schedule(s, s->last_frame_ms);
     resume_later(s);
 }
@@ -655,7 +644,7 @@ static void process_input(struct session *s)
             parse_failed(s, r, reason, s->in + off, s->in_len - off);
             break;
         }
-        s->last_frame_ms = now_ms();
+        s->last_frame_ms = clock_now_ms();
         (void)session_dispatch(s, &f, false);
         off += used;
     }
@@ -690,7 +679,7 @@ static int session_init(struct session *s, const char *peer)
     struct stomp_limits lim = {unauth, s->hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
                                c->max_body_bytes < unauth ? c->max_body_bytes : unauth};
     stomp_parser_init(&s->parser, &lim, s->hdrs, s->hdrs_cap);
-    stomp_heartbeat_init(&s->hb, 0, 0, 100, now_ms());
+    stomp_heartbeat_init(&s->hb, 0, 0, 100, clock_now_ms());
     s->hb_timer = evtimer_new(s->env.base, on_hb_timer, s);
     s->login_timer = evtimer_new(s->env.base, on_login_timer, s);
     s->idle_timer = evtimer_new(s->env.base, on_idle_timer, s);
@@ -698,7 +687,7 @@ static int session_init(struct session *s, const char *peer)
     s->settle_ev = event_new(s->env.base, -1, 0, on_settle, s);
     if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev || !s->settle_ev)
         return -ENOMEM;
-    struct timeval tv = {.tv_sec = c->login_timeout_ms / 1000, .tv_usec = (c->login_timeout_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval((uint64_t)c->login_timeout_ms);
     return evtimer_add(s->login_timer, &tv) == 0 ? 0 : -EIO;
 }
 
@@ -762,7 +751,7 @@ int session_feed(struct session *s, const char *data, size_t len)
 {
     if (s->state == SESSION_ST_CLOSED || s->state == SESSION_ST_DISCONNECTING)
         return 0;
-    stomp_heartbeat_received(&s->hb, now_ms());
+    stomp_heartbeat_received(&s->hb, clock_now_ms());
     if (len == 0)
         return 0;
     size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;

@@ -45,6 +45,8 @@
  */
 #include "bridge/upstream.h"
 
+#include "bridge/clock.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -300,13 +302,6 @@ static const char *reply_code_name(int code)
         if (names[i].code == code)
             return names[i].name;
     return "amqp_error";
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* ---------------------------------------------------------------------------------------------------------------------
@@ -1307,7 +1302,7 @@ static void conn_wait(struct conn *c, bool more)
 static bool conn_sleep_until(struct conn *c, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = clock_now_ms();
         bool stopping;
         pthread_mutex_lock(&c->lock);
         stopping = c->stopping;
@@ -1417,7 +1412,7 @@ static bool conn_stopping(struct conn *c)
 static int conn_try_broker(struct conn *c, const char *broker)
 {
     unsigned ms = c->up->cfg.connect_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(ms);
     char host[256];
     int port, status, r;
     amqp_socket_t *sock;
@@ -1465,7 +1460,7 @@ static void conn_backoff_failed(struct upstream *up)
     up->backoff_ms = up->backoff_ms ? up->backoff_ms * 2 : cfg->reconnect_min_ms;
     if (up->backoff_ms > cfg->reconnect_max_ms)
         up->backoff_ms = cfg->reconnect_max_ms;
-    up->next_attempt_ms = now_ms() + up->backoff_ms;
+    up->next_attempt_ms = clock_now_ms() + up->backoff_ms;
     pthread_mutex_unlock(&up->lock);
 }
 
@@ -1707,7 +1702,7 @@ static void on_conn_idle(evutil_socket_t fd, short what, void *arg)
 static void conn_idle_arm(struct conn *c)
 {
     unsigned ms = c->up->cfg.idle_close_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(ms);
 
     if (c->idle_ev && c->n_chans == 0 && !c->dead && evtimer_add(c->idle_ev, &tv) != 0) {
         /* nothing to do: the connection just stays, as with idle_close_ms = 0 */

@@ -80,15 +80,18 @@ const char *stomp_version_str(enum stomp_version v)
     return "?";
 }
 
+const struct stomp_header *stomp_header_find(const struct stomp_header *h, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name_len == len && memcmp(h[i].name, name, len) == 0)
+            return &h[i];
+    return NULL;
+}
+
 const struct stomp_header *stomp_frame_header(const struct stomp_frame *f, const char *name)
 {
-    size_t n = strlen(name);
-    for (size_t i = 0; i < f->n_headers; i++) {
-        const struct stomp_header *h = &f->headers[i];
-        if (h->name_len == n && memcmp(h->name, name, n) == 0)
-            return h;
-    }
-    return NULL;
+    return stomp_header_find(f->headers, f->n_headers, name);
 }
 
 bool stomp_header_value_is(const struct stomp_header *h, const char *value)

@@ -121,7 +121,9 @@ struct stomp_frame {
     size_t body_len;
 };
 
-/* First header named exactly `name` (case-sensitive, NUL-terminated), or NULL. */
+/* First header named exactly `name` (case-sensitive, NUL-terminated) in h[0..n), or NULL. */
+const struct stomp_header *stomp_header_find(const struct stomp_header *h, size_t n, const char *name);
+/* First header of `f` named exactly `name`, or NULL (stomp_header_find() over its headers). */
 const struct stomp_header *stomp_frame_header(const struct stomp_frame *f, const char *name);
 /* true when `h` is non-NULL and its value equals the NUL-terminated `value` exactly. */
 bool stomp_header_value_is(const struct stomp_header *h, const char *value);
