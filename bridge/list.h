@@ -15,10 +15,13 @@ struct list {
     struct list *prev, *next;
 };
 
-#define LIST_INIT(head) {.prev = &(head), .next = &(head)}
+#define LIST_INIT(head)                                                                                                            \
+    {                                                                                                                              \
+        .prev = &(head), .next = &(head)                                                                                           \
+    }
 
 /* The element that embeds `node` as its `member`. */
-#define list_entry(node, type, member) ((type *)(void *)((char *)(node) - offsetof(type, member)))
+#define list_entry(node, type, member) ((type *)(void *)((char *)(node)-offsetof(type, member)))
 
 static inline void list_init(struct list *head)
 {
@@ -68,11 +71,11 @@ static inline void list_unlink(struct list *node)
 /* First element, or NULL when the list is empty. */
 #define list_first_entry(head, type, member) (list_is_empty(head) ? NULL : list_entry((head)->next, type, member))
 
-#define LIST_FOR_EACH_ENTRY(pos, head, member)                                                                                 \
-    for ((pos) = list_entry((head)->next, __typeof__(*(pos)), member); &(pos)->member != (head);                               \
+#define LIST_FOR_EACH_ENTRY(pos, head, member)                                                                                     \
+    for ((pos) = list_entry((head)->next, __typeof__(*(pos)), member); &(pos)->member != (head);                                   \
          (pos) = list_entry((pos)->member.next, __typeof__(*(pos)), member))
 
-#define LIST_FOR_EACH_ENTRY_SAFE(pos, tmp, head, member)                                                                       \
-    for ((pos) = list_entry((head)->next, __typeof__(*(pos)), member),                                                         \
-        (tmp) = list_entry((pos)->member.next, __typeof__(*(pos)), member);                                                    \
+#define LIST_FOR_EACH_ENTRY_SAFE(pos, tmp, head, member)                                                                           \
+    for ((pos) = list_entry((head)->next, __typeof__(*(pos)), member),                                                             \
+        (tmp) = list_entry((pos)->member.next, __typeof__(*(pos)), member);                                                        \
          &(pos)->member != (head); (pos) = (tmp), (tmp) = list_entry((tmp)->member.next, __typeof__(*(pos)), member))

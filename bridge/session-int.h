@@ -24,7 +24,7 @@
 #include "stomp/frame.h"
 #include "stomp/negotiate.h"
 
-struct event;
+struct timer;
 
 enum session_state {
     SESSION_ST_LOGIN = 0,         /* waiting for CONNECT/STOMP */
@@ -130,12 +130,12 @@ struct session {
 
     struct stomp_heartbeat hb;
     uint32_t hb_send_ms, hb_recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
-    struct event *hb_timer;
-    struct event *login_timer;
-    struct event *idle_timer; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
+    struct timer *hb_timer;
+    struct timer *login_timer;
+    struct timer *idle_timer; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
     uint64_t last_frame_ms;
-    struct event *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
-    struct event *settle_ev; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
+    struct timer *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
+    struct timer *settle_ev; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 
     struct upstream_chan *ch;
     uint64_t last_tag;

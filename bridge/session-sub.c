@@ -20,9 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
-
 #include "bridge/log.h"
+#include "bridge/timer.h"
 #include "conf/conf.h"
 
 int session_tags_push(struct session_tags *t, uint64_t tag)
@@ -438,7 +437,7 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     }
     /* ack:auto: settled at the end of this loop turn, all the turn's deliveries with one basic.ack when possible */
     if (sub->ack == SESSION_ACK_AUTO && client_has_room(s))
-        event_active(s->settle_ev, 0, 0);
+        timer_arm(s->settle_ev, 0);
 }
 
 /* Highest tag held by ack:auto subscriptions, and whether a client-mode subscription holds an older one. */

@@ -20,11 +20,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/event.h>
 #include <openssl/rand.h>
 
-#include "bridge/clock.h"
 #include "bridge/log.h"
+#include "bridge/timer.h"
 #include "conf/conf.h"
 
 #define ERROR_BODY_MAX 1024
@@ -119,7 +118,7 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     }
     if (sent != 0)
         return -EPIPE;
-    stomp_heartbeat_sent(&s->hb, clock_now_ms());
+    stomp_heartbeat_sent(&s->hb, timer_now_ms());
     return 0;
 }
 
@@ -165,12 +164,9 @@ void session_close(struct session *s, const char *reason)
     if (s->state == SESSION_ST_CLOSED)
         return;
     s->state = SESSION_ST_CLOSED;
-    if (s->hb_timer)
-        evtimer_del(s->hb_timer);
-    if (s->login_timer)
-        evtimer_del(s->login_timer);
-    if (s->idle_timer)
-        evtimer_del(s->idle_timer);
+    timer_disarm(s->hb_timer);
+    timer_disarm(s->login_timer);
+    timer_disarm(s->idle_timer);
     upstream_chan_release(s->ch);
     s->ch = NULL;
     session_log(s, LOG_DEBUG, "closing: %s", reason);
@@ -281,8 +277,8 @@ static int waiter_add(struct session *s, const struct stomp_header *receipt, boo
 
 static void resume_later(struct session *s)
 {
-    if (s->resume_ev && s->in_len > 0)
-        event_active(s->resume_ev, 0, 0);
+    if (s->in_len > 0)
+        timer_arm(s->resume_ev, 0);
 }
 
 void session_flow_update(struct session *s)
@@ -304,17 +300,16 @@ static void hb_schedule(struct session *s)
     uint64_t next = stomp_heartbeat_next_deadline(&s->hb);
     if (next == UINT64_MAX || s->state == SESSION_ST_CLOSED)
         return;
-    uint64_t now = clock_now_ms();
+    uint64_t now = timer_now_ms();
     uint64_t d = next > now ? next - now : 0;
-    struct timeval tv = clock_timeval(d);
-    evtimer_add(s->hb_timer, &tv);
+    timer_arm(s->hb_timer, d);
 }
 
-static void on_hb_timer(evutil_socket_t fd, short what, void *arg)
+static void on_hb_timer(void *arg)
 {
     struct session *s = arg;
     bool beat = false;
-    uint64_t now = clock_now_ms();
+    uint64_t now = timer_now_ms();
     if (s->read_paused) /* we stopped reading: the client's beats are waiting in the socket, not missing */
         stomp_heartbeat_received(&s->hb, now);
     int r = stomp_heartbeat_tick(&s->hb, now, &beat);
@@ -328,7 +323,7 @@ static void on_hb_timer(evutil_socket_t fd, short what, void *arg)
     hb_schedule(s);
 }
 
-static void on_login_timer(evutil_socket_t fd, short what, void *arg)
+static void on_login_timer(void *arg)
 {
     struct session *s = arg;
     if (s->state == SESSION_ST_LOGIN || s->state == SESSION_ST_CONNECTING) {
@@ -342,15 +337,14 @@ static void idle_schedule(struct session *s, uint64_t now)
     uint64_t idle = (uint64_t)s->conf->idle_timeout_ms;
     uint64_t due = s->last_frame_ms + idle;
     uint64_t d = due > now ? due - now : 0;
-    struct timeval tv = clock_timeval(d);
     if (idle > 0 && s->state != SESSION_ST_CLOSED)
-        evtimer_add(s->idle_timer, &tv);
+        timer_arm(s->idle_timer, d);
 }
 
-static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
+static void on_idle_timer(void *arg)
 {
     struct session *s = arg;
-    uint64_t now = clock_now_ms();
+    uint64_t now = timer_now_ms();
     if (now - s->last_frame_ms >= (uint64_t)s->conf->idle_timeout_ms) {
         session_log(s, LOG_INFO, "no frame for %d ms, closing", s->conf->idle_timeout_ms);
         session_close(s, "idle timeout");
@@ -359,12 +353,12 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg)
     idle_schedule(s, now);
 }
 
-static void on_settle(evutil_socket_t fd, short what, void *arg)
+static void on_settle(void *arg)
 {
     session_on_drain(arg);
 }
 
-static void on_resume(evutil_socket_t fd, short what, void *arg)
+static void on_resume(void *arg)
 {
     process_input(arg);
 }
@@ -423,13 +417,13 @@ static void on_open(void *ud, const struct upstream_error *err)
     s->state = SESSION_ST_OPEN;
     s->connected = true;
     snprintf(s->prefix, sizeof(s->prefix), "%s %s", s->peer, s->id);
-    evtimer_del(s->login_timer);
+    timer_disarm(s->login_timer);
     session_flow_update(s);
-    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, clock_now_ms());
+    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, timer_now_ms());
     send_connected(s, s->hb_send_ms, s->hb_recv_ms);
     session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
     hb_schedule(s);
-    s->last_frame_ms = clock_now_ms();
+    s->last_frame_ms = timer_now_ms();
     idle_schedule(s, s->last_frame_ms);
     resume_later(s);
 }
@@ -644,7 +638,7 @@ static void process_input(struct session *s)
             parse_failed(s, r, reason, s->in + off, s->in_len - off);
             break;
         }
-        s->last_frame_ms = clock_now_ms();
+        s->last_frame_ms = timer_now_ms();
         (void)session_dispatch(s, &f, false);
         off += used;
     }
@@ -679,16 +673,16 @@ static int session_init(struct session *s, const char *peer)
     struct stomp_limits lim = {unauth, s->hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
                                c->max_body_bytes < unauth ? c->max_body_bytes : unauth};
     stomp_parser_init(&s->parser, &lim, s->hdrs, s->hdrs_cap);
-    stomp_heartbeat_init(&s->hb, 0, 0, 100, clock_now_ms());
-    s->hb_timer = evtimer_new(s->env.base, on_hb_timer, s);
-    s->login_timer = evtimer_new(s->env.base, on_login_timer, s);
-    s->idle_timer = evtimer_new(s->env.base, on_idle_timer, s);
-    s->resume_ev = event_new(s->env.base, -1, 0, on_resume, s);
-    s->settle_ev = event_new(s->env.base, -1, 0, on_settle, s);
+    stomp_heartbeat_init(&s->hb, 0, 0, 100, timer_now_ms());
+    s->hb_timer = timer_new(s->env.base, on_hb_timer, s);
+    s->login_timer = timer_new(s->env.base, on_login_timer, s);
+    s->idle_timer = timer_new(s->env.base, on_idle_timer, s);
+    s->resume_ev = timer_new(s->env.base, on_resume, s);
+    s->settle_ev = timer_new(s->env.base, on_settle, s);
     if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev || !s->settle_ev)
         return -ENOMEM;
-    struct timeval tv = clock_timeval((uint64_t)c->login_timeout_ms);
-    return evtimer_add(s->login_timer, &tv) == 0 ? 0 : -EIO;
+    timer_arm(s->login_timer, (uint64_t)c->login_timeout_ms);
+    return 0;
 }
 
 struct session *session_new(const struct session_env *env, const struct session_io *io, void *io_ud, const char *peer)
@@ -715,16 +709,11 @@ void session_free(struct session *s)
         return;
     upstream_chan_release(s->ch);
     s->ch = NULL;
-    if (s->hb_timer)
-        event_free(s->hb_timer);
-    if (s->login_timer)
-        event_free(s->login_timer);
-    if (s->idle_timer)
-        event_free(s->idle_timer);
-    if (s->resume_ev)
-        event_free(s->resume_ev);
-    if (s->settle_ev)
-        event_free(s->settle_ev);
+    timer_free(s->hb_timer);
+    timer_free(s->login_timer);
+    timer_free(s->idle_timer);
+    timer_free(s->resume_ev);
+    timer_free(s->settle_ev);
     while (s->ops) {
         struct session_op *op = s->ops;
         s->ops = op->next;
@@ -751,7 +740,7 @@ int session_feed(struct session *s, const char *data, size_t len)
 {
     if (s->state == SESSION_ST_CLOSED || s->state == SESSION_ST_DISCONNECTING)
         return 0;
-    stomp_heartbeat_received(&s->hb, clock_now_ms());
+    stomp_heartbeat_received(&s->hb, timer_now_ms());
     if (len == 0)
         return 0;
     size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;

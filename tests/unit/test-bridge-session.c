@@ -1,0 +1,491 @@
+/*
+ * tests/unit/test-bridge-session.c — the STOMP session (bridge/session*.c) as a state machine, over a fake upstream and
+ * a manual clock (session-rig.h): CONNECT and its failures, receipts only after confirms and in frame order, broker
+ * nacks, transactions and their replay, ack ranges per mode, ack:auto settling and the client's send buffer, flow
+ * pause on unconfirmed publishes and a blocked broker, heart-beats, login and idle timeouts, channel loss, failing
+ * upstream calls, and deliveries racing UNSUBSCRIBE. Each test runs in milliseconds.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "session-rig.h"
+
+static const struct upstream_error nack_err = {.kind = UPSTREAM_ERR_NACK, .name = "nack", .text = "rejected"};
+
+static void test_connect_ok(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.1,1.2\nlogin:alice\npasscode:pw\nhost:/v\n\n");
+    CHECK_EQ_INT(r.n_out, 0); /* nothing before the broker opened the channel */
+    CHECK(r.paused);          /* input held while connecting */
+    long i = fake_find(r.up, FAKE_OPEN, 0);
+    CHECK(i >= 0 && strcmp(r.up->cmds[i].a, "alice") == 0 && strcmp(r.up->cmds[i].b, "/v") == 0);
+    fake_open(fake_last_chan(r.up), NULL);
+    CHECK_EQ_INT(rig_count(&r, "CONNECTED"), 1);
+    CHECK(frame_has(rig_last(&r), "version:1.2") && frame_has(rig_last(&r), "server:warren/test"));
+    CHECK(strncmp(session_id(r.s), "session-", 8) == 0);
+    CHECK(!r.paused && !r.closed);
+    rig_deinit(&r);
+    CHECK_EQ_INT(fake_timer_live(), 0);
+}
+
+static void test_connect_refused(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.2\nlogin:bob\npasscode:x\n\n");
+    struct upstream_error e = {.kind = UPSTREAM_ERR_ACCESS_REFUSED, .code = 403, .text = "ACCESS_REFUSED - Login was refused"};
+    fake_open(fake_last_chan(r.up), &e);
+    CHECK_EQ_INT(rig_count(&r, "ERROR"), 1);
+    CHECK(frame_has(rig_last(&r), "message:Bad CONNECT"));
+    CHECK(strstr(rig_last(&r), "Access refused for user 'bob'\nACCESS_REFUSED - Login was refused") != NULL);
+    CHECK(r.closed);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_RELEASE), 1);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.2\nhost:nope\n\n");
+    e = (struct upstream_error){.kind = UPSTREAM_ERR_ACCESS_REFUSED, .code = 530, .text = "NOT_ALLOWED - vhost nope not found"};
+    fake_open(fake_last_chan(r.up), &e);
+    CHECK(strstr(rig_last(&r), "Virtual host 'nope' access denied\nNOT_ALLOWED") != NULL);
+    rig_deinit(&r);
+}
+
+static void test_before_connect_and_versions(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "SEND\ndestination:/topic/x\nreceipt:r0\n\nhi");
+    CHECK(frame_has(rig_last(&r), "message:Illegal command") && frame_has(rig_last(&r), "receipt-id:r0"));
+    CHECK(r.closed && fake_count(r.up, FAKE_OPEN) == 0);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:2.0\n\n");
+    CHECK(frame_has(rig_last(&r), "message:Version mismatch") && frame_has(rig_last(&r), "version:1.0,1.1,1.2"));
+    CHECK(r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "CONNECT\naccept-version:1.2\n\n");
+    CHECK(frame_has(rig_last(&r), "message:Bad CONNECT") && r.closed);
+    rig_deinit(&r);
+}
+
+/* A RECEIPT follows the broker's confirm of its SEND and of everything before it, in frame order. */
+static void test_receipts_in_order(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_clear(&r);
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:r1\n\none");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:r2\n\ntwo");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 2);
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 0);
+    long p1 = fake_find(r.up, FAKE_PUBLISH, 0), p2 = fake_find(r.up, FAKE_PUBLISH, (size_t)p1 + 1);
+    CHECK(strcmp(r.up->cmds[p1].a, "amq.topic") == 0 && strcmp(r.up->cmds[p1].b, "a") == 0);
+    CHECK(strcmp(r.up->cmds[p1].c, "one") == 0 && strcmp(r.up->cmds[p2].c, "two") == 0);
+    fake_done(r.up, (size_t)p2, NULL); /* the second confirm first: r2 must still wait for r1 */
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 0);
+    fake_done(r.up, (size_t)p1, NULL);
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 2);
+    CHECK(frame_has(rig_out(&r, 0), "receipt-id:r1") && frame_has(rig_out(&r, 1), "receipt-id:r2"));
+    /* a frame with no upstream work gets its receipt at once when nothing is pending */
+    rig_feed(&r, "BEGIN\ntransaction:t\nreceipt:r3\n\n");
+    CHECK(frame_has(rig_last(&r), "receipt-id:r3"));
+    CHECK(!r.closed);
+    rig_deinit(&r);
+}
+
+static void test_nack_is_an_error(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:r1\n\nx");
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), &nack_err);
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 0);
+    CHECK(frame_has(rig_last(&r), "message:nack") && frame_has(rig_last(&r), "receipt-id:r1"));
+    CHECK(r.closed);
+    rig_deinit(&r);
+}
+
+static void test_disconnect_waits(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\nx");
+    rig_feed(&r, "DISCONNECT\nreceipt:bye\n\n");
+    CHECK(!r.closed && rig_count(&r, "RECEIPT") == 0);
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\nignored after DISCONNECT");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 1);
+    fake_done_all(r.up);
+    CHECK(frame_has(rig_last(&r), "receipt-id:bye") && r.closed);
+    CHECK(strcmp(r.close_reason, "client disconnected") == 0);
+    rig_deinit(&r);
+}
+
+static void test_transactions(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_clear(&r);
+    rig_feed(&r, "BEGIN\ntransaction:t1\n\n");
+    rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t1\nreceipt:s1\n\nfirst");
+    rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t1\n\nsecond");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 0); /* buffered */
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 0);
+    rig_feed(&r, "COMMIT\ntransaction:t1\nreceipt:c1\n\n");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 2);
+    long p1 = fake_find(r.up, FAKE_PUBLISH, 0), p2 = fake_find(r.up, FAKE_PUBLISH, (size_t)p1 + 1);
+    CHECK(strcmp(r.up->cmds[p1].c, "first") == 0 && strcmp(r.up->cmds[p2].c, "second") == 0);
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 0);
+    fake_done_all(r.up);
+    CHECK(rig_count(&r, "RECEIPT") >= 1 && frame_has(rig_last(&r), "receipt-id:c1"));
+
+    rig_feed(&r, "BEGIN\ntransaction:t2\n\n");
+    rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t2\n\ndropped");
+    rig_feed(&r, "ABORT\ntransaction:t2\n\n");
+    rig_feed(&r, "COMMIT\ntransaction:t2\n\n"); /* gone after ABORT */
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 2);
+    CHECK(frame_has(rig_last(&r), "message:Bad transaction") && r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    r.conf.max_transaction_frames = 2;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "BEGIN\ntransaction:t\n\n");
+    for (int i = 0; i < 3; i++)
+        rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t\n\nx");
+    CHECK(frame_has(rig_last(&r), "message:Transaction too large") && r.closed);
+    rig_deinit(&r);
+}
+
+/* SUBSCRIBE with a prefetch window, and the queue/bind/consume that it issues. Returns the consumer tag's command. */
+static long subscribe(struct rig *r, const char *id, const char *ack)
+{
+    char f[256];
+    snprintf(f, sizeof(f), "SUBSCRIBE\nid:%s\ndestination:/topic/t\nack:%s\n\n", id, ack);
+    size_t before = r->up->n_cmds;
+    rig_feed(r, f);
+    fake_done_all(r->up);
+    return fake_find(r->up, FAKE_CONSUME, before);
+}
+
+/* The `ack` header of the last MESSAGE. */
+static void last_ack_id(const struct rig *r, char *out, size_t cap)
+{
+    const char *p = strstr(rig_last(r), "\nack:");
+    out[0] = '\0';
+    if (p)
+        snprintf(out, cap, "%.*s", (int)strcspn(p + 5, "\n"), p + 5);
+}
+
+static void test_ack_modes(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    long c = subscribe(&r, "s1", "client");
+    CHECK(c >= 0 && strcmp(r.up->cmds[c].b, "T_s1") == 0 && !r.up->cmds[c].no_ack);
+    struct upstream_chan *ch = fake_last_chan(r.up);
+    char ids[3][256];
+    for (int i = 0; i < 3; i++) {
+        fake_deliver(ch, "T_s1", "m", NULL);
+        CHECK(frame_has(rig_last(&r), "subscription:s1"));
+        last_ack_id(&r, ids[i], sizeof(ids[i]));
+    }
+    fake_timer_run();
+    CHECK_EQ_INT(fake_count(r.up, FAKE_ACK), 0); /* client mode: nothing settled until the client says so */
+    char f[512];
+    snprintf(f, sizeof(f), "ACK\nid:%s\n\n", ids[1]);
+    rig_feed(&r, f); /* cumulative: tags 1 and 2 with one multiple ack */
+    long a = fake_find(r.up, FAKE_ACK, 0);
+    CHECK(a >= 0 && r.up->cmds[a].dtag == 2 && r.up->cmds[a].multiple);
+    snprintf(f, sizeof(f), "NACK\nid:%s\nrequeue:false\n\n", ids[2]);
+    rig_feed(&r, f);
+    long n = fake_find(r.up, FAKE_NACK, 0);
+    CHECK(n >= 0 && r.up->cmds[n].dtag == 3 && !r.up->cmds[n].requeue);
+    rig_feed(&r, f); /* already settled */
+    CHECK(frame_has(rig_last(&r), "message:Message not found") && r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    subscribe(&r, "s2", "client-individual");
+    ch = fake_last_chan(r.up);
+    for (int i = 0; i < 3; i++) {
+        fake_deliver(ch, "T_s2", "m", NULL);
+        last_ack_id(&r, ids[i], sizeof(ids[i]));
+    }
+    snprintf(f, sizeof(f), "ACK\nid:%s\n\n", ids[1]);
+    rig_feed(&r, f); /* individual: only tag 2 */
+    a = fake_find(r.up, FAKE_ACK, 0);
+    CHECK(a >= 0 && r.up->cmds[a].dtag == 2 && !r.up->cmds[a].multiple);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_ACK), 1);
+    /* UNSUBSCRIBE gives back what the client did not ack */
+    rig_feed(&r, "UNSUBSCRIBE\nid:s2\n\n");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_CANCEL), 1);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_NACK), 2);
+    CHECK(!r.closed);
+    rig_deinit(&r);
+}
+
+/* ack:auto: one multiple ack per loop turn while the client has room; held past client_send_buffer_bytes. */
+static void test_auto_settle_and_send_buffer(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    subscribe(&r, "a", "auto");
+    struct upstream_chan *ch = fake_last_chan(r.up);
+    fake_deliver(ch, "T_a", "1", NULL);
+    fake_deliver(ch, "T_a", "2", NULL);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_ACK), 0);
+    fake_timer_run();
+    long a = fake_find(r.up, FAKE_ACK, 0);
+    CHECK(a >= 0 && r.up->cmds[a].dtag == 2 && r.up->cmds[a].multiple && fake_count(r.up, FAKE_ACK) == 1);
+    r.pending = r.conf.client_send_buffer_bytes; /* the client stopped reading */
+    fake_deliver(ch, "T_a", "3", NULL);
+    fake_timer_run();
+    CHECK_EQ_INT(fake_count(r.up, FAKE_ACK), 1); /* held: the broker's window closes */
+    r.pending = 0;
+    session_on_drain(r.s);
+    a = fake_find(r.up, FAKE_ACK, (size_t)a + 1);
+    CHECK(a >= 0 && r.up->cmds[a].dtag == 3);
+    rig_deinit(&r);
+}
+
+static void test_unsubscribe_race(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    subscribe(&r, "u", "auto");
+    struct upstream_chan *ch = fake_last_chan(r.up);
+    rig_feed(&r, "UNSUBSCRIBE\nid:u\n\n");
+    size_t msgs = rig_count(&r, "MESSAGE");
+    fake_deliver(ch, "T_u", "late", NULL); /* in flight before basic.cancel-ok */
+    CHECK_EQ_INT(rig_count(&r, "MESSAGE"), msgs);
+    long n = fake_find(r.up, FAKE_NACK, 0);
+    CHECK(n >= 0 && r.up->cmds[n].requeue);
+    rig_feed(&r, "UNSUBSCRIBE\nid:u\n\n");
+    CHECK(frame_has(rig_last(&r), "message:No subscription found"));
+    rig_deinit(&r);
+}
+
+static void test_flow_pause(void)
+{
+    struct rig r;
+    rig_init(&r);
+    r.conf.max_unconfirmed = 2;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\n1");
+    CHECK(!r.paused);
+    /* two frames in one message: the second waits once the window is full */
+    static const char two[] = "SEND\ndestination:/topic/a\n\n2\0SEND\ndestination:/topic/a\n\n3";
+    rig_feed_n(&r, two, sizeof(two));
+    CHECK(r.paused);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 2);
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), NULL);
+    CHECK(!r.paused);
+    fake_timer_run(); /* the held frame is processed on the loop */
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 3);
+    fake_done_all(r.up);
+    fake_block(fake_last_chan(r.up), true);
+    CHECK(r.paused);
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\n4");
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 3);
+    fake_block(fake_last_chan(r.up), false);
+    fake_timer_run();
+    CHECK(!r.paused && fake_count(r.up, FAKE_PUBLISH) == 4);
+    rig_deinit(&r);
+}
+
+static void test_heartbeats(void)
+{
+    struct rig r;
+    rig_init(&r); /* server minimums: 1000 both ways (the defaults) */
+    rig_start(&r);
+    rig_connect(&r, "1.2", "1000,2000"); /* client sends every 1000, wants ours every 2000 */
+    CHECK(frame_has(rig_last(&r), "heart-beat:2000,1000"));
+    rig_clear(&r);
+    fake_timer_advance(2000);
+    CHECK(r.n_out >= 1 && strcmp(rig_last(&r), "\n") == 0);
+    rig_feed_n(&r, "\n", 1);
+    fake_timer_advance(1000);
+    CHECK(!r.closed);
+    fake_timer_advance(10000); /* silence past the tolerance */
+    CHECK(r.closed && strcmp(r.close_reason, "missed client heart-beats") == 0);
+    CHECK_EQ_INT(fake_timer_armed(), 0);
+    rig_deinit(&r);
+}
+
+static void test_timeouts(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    fake_timer_advance((uint64_t)r.conf.login_timeout_ms - 1);
+    CHECK(!r.closed);
+    fake_timer_advance(1);
+    CHECK(r.closed && strcmp(r.close_reason, "login timeout") == 0);
+    rig_deinit(&r);
+
+    rig_init(&r); /* a CONNECT the broker never answers */
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.2\n\n");
+    fake_timer_advance((uint64_t)r.conf.login_timeout_ms);
+    CHECK(r.closed && fake_count(r.up, FAKE_RELEASE) == 1);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    r.conf.idle_timeout_ms = 5000;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    fake_timer_advance(4000);
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\nkeepalive");
+    fake_timer_advance(4000);
+    CHECK(!r.closed);
+    fake_timer_advance(1000);
+    CHECK(r.closed && strcmp(r.close_reason, "idle timeout") == 0);
+    rig_deinit(&r);
+}
+
+/* The channel dies: one ERROR naming the broker, with the receipt of the oldest pending operation; no RECEIPT. */
+static void test_channel_lost(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:lost\n\nx");
+    rig_clear(&r);
+    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_CONNECTION, 320, "connection_forced", "CONNECTION_FORCED - shutdown");
+    CHECK_EQ_INT(r.n_out, 1);
+    CHECK(frame_has(rig_last(&r), "message:Broker connection lost") && frame_has(rig_last(&r), "receipt-id:lost"));
+    CHECK(r.closed && fake_count(r.up, FAKE_RELEASE) == 1);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/exchange/missing\n\nx");
+    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_CHANNEL, 404, "not_found", "NOT_FOUND - no exchange 'missing' in vhost '/'");
+    CHECK(frame_has(rig_last(&r), "message:not_found") && strstr(rig_last(&r), "no exchange 'missing'") != NULL);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    subscribe(&r, "c", "auto");
+    fake_cancel(fake_last_chan(r.up), "T_c");
+    CHECK(frame_has(rig_last(&r), "message:Server cancelled subscription") && frame_has(rig_last(&r), "subscription:c"));
+    CHECK(r.closed);
+    rig_deinit(&r);
+}
+
+/* An upstream call that fails (out of memory, a channel already dead) fails the session with a clear ERROR. */
+static void test_upstream_call_fails(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    r.up->fail_next = -ENOMEM;
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:m\n\nx");
+    CHECK(frame_has(rig_last(&r), "message:Processing error") && r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    r.up->fail_next = UPSTREAM_ERR_CLOSED;
+    rig_feed(&r, "SUBSCRIBE\nid:1\ndestination:/queue/q\n\n");
+    CHECK(frame_has(rig_last(&r), "message:Broker connection lost") && r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    r.up->fail_open = true;
+    rig_feed(&r, "CONNECT\naccept-version:1.2\n\n");
+    CHECK(frame_has(rig_last(&r), "message:Processing error") && r.closed);
+    rig_deinit(&r);
+}
+
+/* Frames split anywhere, and several per message, give the same result. */
+static void test_split_input(void)
+{
+    static const char in[] = "CONNECT\naccept-version:1.2\n\n\0";
+    static const char rest[] = "SEND\ndestination:/topic/a\nreceipt:x\n\nbody\0SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\0";
+    for (int mode = 0; mode < SPLIT_MODES; mode++) {
+        uint64_t seed = 42;
+        struct rig r;
+        rig_init(&r);
+        rig_start(&r);
+        for (size_t off = 0, n; off < sizeof(in) - 1; off += n) {
+            n = split_next((enum split_mode)mode, sizeof(in) - 1 - off, &seed);
+            rig_feed_n(&r, in + off, n);
+        }
+        fake_open(fake_last_chan(r.up), NULL);
+        for (size_t off = 0, n; off < sizeof(rest) - 1; off += n) {
+            n = split_next((enum split_mode)mode, sizeof(rest) - 1 - off, &seed);
+            rig_feed_n(&r, rest + off, n);
+        }
+        CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 1);
+        CHECK_EQ_INT(fake_count(r.up, FAKE_CONSUME), 1);
+        fake_done_all(r.up);
+        CHECK(rig_count(&r, "RECEIPT") == 1 && !r.closed);
+        rig_deinit(&r);
+    }
+}
+
+int main(void)
+{
+    RUN(test_connect_ok);
+    RUN(test_connect_refused);
+    RUN(test_before_connect_and_versions);
+    RUN(test_receipts_in_order);
+    RUN(test_nack_is_an_error);
+    RUN(test_disconnect_waits);
+    RUN(test_transactions);
+    RUN(test_ack_modes);
+    RUN(test_auto_settle_and_send_buffer);
+    RUN(test_unsubscribe_race);
+    RUN(test_flow_pause);
+    RUN(test_heartbeats);
+    RUN(test_timeouts);
+    RUN(test_channel_lost);
+    RUN(test_upstream_call_fails);
+    RUN(test_split_input);
+    CHECK_EQ_INT(fake_timer_live(), 0);
+    return harness_done();
+}
