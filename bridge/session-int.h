@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "bridge/dest.h"
+#include "bridge/session-errors.h"
 #include "bridge/session.h"
 #include "bridge/upstream.h"
 #include "stomp/frame.h"
@@ -155,52 +156,86 @@ struct session {
     size_t n_txs;
 };
 
-/* A frame handler: 0 = handled (its receipt may be queued), 1 = handled, no receipt now (buffered in a transaction),
- * -1 = the session failed (ERROR sent and closed, or closing). `replay` is true when COMMIT replays a buffered frame. */
-typedef int (*session_handler_fn)(struct session *s, const struct stomp_frame *f, bool replay);
+/*
+ * The one result convention of the session's handlers and helpers (STYLE.md §3.4: 0 is OK, positive is an expected
+ * outcome; a negative errno never escapes a handler: internal failures end the session through SESSION_FATAL, which
+ * logs where they happened).
+ */
+enum session_rc {
+    SESSION_OK = 0,     /* handled; the frame's RECEIPT, if it asked for one, is queued behind its work */
+    SESSION_HELD = 1,   /* handled, no RECEIPT now (buffered in a transaction; CONNECT and DISCONNECT answer themselves) */
+    SESSION_CLOSED = 2, /* the session failed: ERROR sent (or not possible) and io->close() called; stop */
+};
+const char *session_rc_str(enum session_rc rc);
+
+/* A frame handler. `replay` is true when COMMIT replays a buffered frame. */
+typedef enum session_rc (*session_handler_fn)(struct session *s, const struct stomp_frame *f, bool replay);
+
+/* An argument of an ERROR template (session-errors.h): bytes, not necessarily NUL-terminated. */
+struct session_arg {
+    const char *p;
+    size_t n;
+};
+#define SARG(str)   ((struct session_arg){(str), strlen(str)})
+#define SARG_HDR(h) ((struct session_arg){(h)->value, (h)->value_len})
+/* `v` printed in decimal into buf. */
+struct session_arg session_arg_int(char *buf, size_t cap, long long v);
+
+/* session-error.c */
+/* ERROR from row `e` with args[0..n) (n must be the row's n_args), `receipt-id` from `receipt` when set, `extra` as one more
+ * header when set; then session_close(). Returns SESSION_CLOSED. */
+enum session_rc session_error_frame(struct session *s, const struct session_arg *receipt, enum session_err e,
+                                    const struct session_arg *args, size_t n, const struct stomp_header *extra);
+/* The same with `receipt-id` from f's `receipt` header (f may be NULL). */
+enum session_rc session_error(struct session *s, const struct stomp_frame *f, enum session_err e, const struct session_arg *args,
+                              size_t n);
+enum session_rc session_fatal_at(struct session *s, const char *what, const char *func, int line);
+#define SESSION_FAIL0(s, f, id) session_error((s), (f), SESSION_ERR_##id, NULL, 0)
+#define SESSION_FAIL(s, f, id, ...)                                                                                                \
+    session_error((s), (f), SESSION_ERR_##id, (const struct session_arg[]){__VA_ARGS__},                                           \
+                  sizeof((const struct session_arg[]){__VA_ARGS__}) / sizeof(struct session_arg))
+/* An internal failure (`what`: a static description such as "out of memory"): logged with its origin, then ERROR
+ * "Processing error" and close. */
+#define SESSION_FATAL(s, what) session_fatal_at((s), (what), __func__, __LINE__)
 
 /* session.c */
 void session_log(struct session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp_header *h, size_t n, const char *body,
                        size_t body_len);
-/* ERROR (message, text/plain body, receipt-id of `f` when it had one) then close. Returns -1. */
-int session_fail(struct session *s, const struct stomp_frame *f, const char *message, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body);
 void session_close(struct session *s, const char *reason);
 /* Starts an op record; returns its tag, or 0 on ENOMEM (the session has failed). */
 uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt);
-/* Checks the return of the upstream_* call made for `tag`: 0 → 0; else drops the op, fails the session, returns -1. */
-int session_op_check(struct session *s, uint64_t tag, int rc);
+/* Checks the return of the upstream_* call made for `tag`: 0 → SESSION_OK; else drops the op and fails the session. */
+enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);
 void session_flow_update(struct session *s);
 /* Runs the handler of `f` (COMMIT replays buffered frames through it) and queues its RECEIPT. */
-int session_dispatch(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_dispatch(struct session *s, const struct stomp_frame *f, bool replay);
 char *session_strndup(const char *s, size_t n);
 /* Cryptographic random bytes. 0 or -EIO. */
 int session_random(uint8_t *buf, size_t n);
 
 /* session-sub.c */
-int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);
-int session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay);
-int session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay);
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
 void session_sub_cancelled(struct session *s, const char *ctag);
 void session_subs_drain(struct session *s);
 void session_subs_free(struct session *s);
-/* Adds the consumer of a temp reply queue (already declared). Returns 0 or -1 (session failed). */
-int session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
+/* Adds the consumer of a temp reply queue (already declared). */
+enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
 
 /* session-map.c */
-int session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay);
 int session_message_send(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
 void session_map_free(struct session *s);
-/* Declares /queue/ `name` once per session (flags and args from f's headers; `nowait` for SEND). 0 or -1 (failed). */
-int session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait);
+/* Declares /queue/ `name` once per session (flags and args from f's headers; `nowait` for SEND). */
+enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait);
 
 /* session-tx.c */
-int session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay);
-int session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay);
-int session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay);
-/* For SEND/ACK/NACK: 0 when `f` has no `transaction` header (handle it now); 1 when it was buffered; -1 on failure. */
-int session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay);
+enum session_rc session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay);
+/* For SEND/ACK/NACK: SESSION_OK when `f` has no `transaction` header (handle it now), SESSION_HELD when it was buffered. */
+enum session_rc session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay);
 void session_txs_free(struct session *s);

@@ -50,18 +50,18 @@ static bool declared(struct session *s, const char *name)
     return false;
 }
 
-int session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait)
+enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait)
 {
     struct dest_queue_opts o;
     const char *reason = NULL, *bad = "";
     if (declared(s, name))
-        return 0;
+        return SESSION_OK;
     if (dest_queue_opts_parse(DEST_QUEUE, f->headers, f->n_headers, &o, &reason, &bad) != 0)
-        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+        return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     unsigned flags = o.flags | (nowait ? UPSTREAM_Q_NOWAIT : 0u);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, name, flags, o.args.v, o.args.n)) != 0)
-        return -1;
+        return SESSION_CLOSED;
     if (s->n_declared < MAX_DECLARED_CACHE) {
         char **v = realloc(s->declared, (s->n_declared + 1) * sizeof(*v));
         if (v) {
@@ -70,7 +70,7 @@ int session_queue_ensure(struct session *s, const struct stomp_frame *f, const c
                 s->n_declared++;
         }
     }
-    return 0;
+    return SESSION_OK;
 }
 
 /* The real queue behind /temp-queue/<id>: declared (exclusive, auto-delete, owned) and consumed on first use. */
@@ -85,7 +85,7 @@ static const char *temp_queue(struct session *s, const char *id, size_t id_len)
         if (t)
             free(t->id);
         free(t);
-        session_fail(s, NULL, "Processing error", "out of memory");
+        (void)SESSION_FATAL(s, "out of memory");
         return NULL;
     }
     memcpy(t->queue, "stomp.gen-", 10);
@@ -182,7 +182,7 @@ static void map_table(struct send_ctx *c, const struct stomp_frame *f)
 
 /* reply-to: /temp-queue/N becomes the name of the session's real reply queue, which AMQP repliers publish to as is (through
  * the default exchange); a STOMP replier sees it as /reply-queue/<name> (put_props). */
-static int map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_header *h)
+static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_header *h)
 {
     struct dest d;
     if (!h)
@@ -199,7 +199,7 @@ static int map_reply_to(struct session *s, struct send_ctx *c, const struct stom
     return 0;
 }
 
-static int map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
+static enum session_rc map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
 {
     struct upstream_props *p = &c->props;
     const struct stomp_header *h;
@@ -216,14 +216,12 @@ static int map_props(struct session *s, struct send_ctx *c, const struct stomp_f
         p->delivery_mode = 2;
     if ((h = stomp_frame_header(f, "priority"))) {
         if (dest_parse_int(h->value, h->value_len, &v) != 0 || v < 0 || v > 255)
-            return session_fail(s, f, "Invalid header", "'priority' must be an integer from 0 to 255, not '%.*s'",
-                                (int)(h->value_len > 64 ? 64 : h->value_len), h->value);
+            return SESSION_FAIL(s, f, BAD_PRIORITY, SARG_HDR(h));
         p->priority = (int)v;
     }
     if ((h = stomp_frame_header(f, "timestamp"))) {
         if (dest_parse_int(h->value, h->value_len, &v) != 0 || v < 0)
-            return session_fail(s, f, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%.*s'",
-                                (int)(h->value_len > 64 ? 64 : h->value_len), h->value);
+            return SESSION_FAIL(s, f, BAD_TIMESTAMP, SARG_HDR(h));
         p->has_timestamp = true;
         p->timestamp = (uint64_t)v;
     }
@@ -232,7 +230,8 @@ static int map_props(struct session *s, struct send_ctx *c, const struct stomp_f
 }
 
 /* Exchange and routing key for a SEND destination (declaring a /queue/ on first use). */
-static int send_route(struct session *s, const struct stomp_frame *f, const struct dest *d, const char **x, const char **key)
+static enum session_rc send_route(struct session *s, const struct stomp_frame *f, const struct dest *d, const char **x,
+                                  const char **key)
 {
     switch (d->kind) {
     case DEST_EXCHANGE:
@@ -252,46 +251,46 @@ static int send_route(struct session *s, const struct stomp_frame *f, const stru
         *x = "";
         *key = d->name;
         return 0;
-    case DEST_TEMP_QUEUE:
+    case DEST_TEMP_QUEUE: /* refused by send_check() */
         break;
     }
-    return -1;
+    return SESSION_FATAL(s, "no route for this destination kind");
 }
 
-static int send_check(struct session *s, const struct stomp_frame *f, struct dest *d)
+static enum session_rc send_check(struct session *s, const struct stomp_frame *f, struct dest *d)
 {
     const struct stomp_header *dh = stomp_frame_header(f, "destination");
     const char *reason = NULL;
     char body[1024];
     if (!dh)
-        return session_fail(s, f, "Missing destination", "SEND must include a 'destination' header");
+        return SESSION_FAIL0(s, f, SEND_NO_DEST);
     if (stomp_frame_header(f, "message-id"))
-        return session_fail(s, f, "Invalid header", "'message-id' is not allowed on 'SEND'.");
+        return SESSION_FAIL0(s, f, SEND_MESSAGE_ID);
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
         r = DEST_E_INVALID, reason = "Invalid destination";
     if (r == 0)
         return 0;
     dest_error_body(r, d->kind, dh->value, dh->value_len, body, sizeof(body));
-    return session_fail(s, f, reason, "%s", body);
+    return SESSION_FAIL(s, f, DEST, SARG(reason), SARG(body));
 }
 
-int session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay)
 {
     struct dest d;
     struct send_ctx c;
     const char *x = NULL, *key = NULL;
-    int r = session_tx_capture(s, f, replay);
-    if (r != 0)
+    enum session_rc r = session_tx_capture(s, f, replay);
+    if (r != SESSION_OK)
         return r;
-    if (send_check(s, f, &d) != 0)
-        return -1;
+    if (send_check(s, f, &d) != SESSION_OK)
+        return SESSION_CLOSED;
     if (send_ctx_init(&c, f) != 0) {
         send_ctx_deinit(&c);
-        return session_fail(s, f, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     }
-    r = -1;
-    if (map_props(s, &c, f) == 0 && send_route(s, f, &d, &x, &key) == 0) {
+    r = SESSION_CLOSED;
+    if (map_props(s, &c, f) == SESSION_OK && send_route(s, f, &d, &x, &key) == SESSION_OK) {
         uint64_t tag = session_op_begin(s, SESSION_OP_PUBLISH, stomp_frame_header(f, "receipt"));
         if (tag)
             r = session_op_check(s, tag,
@@ -385,7 +384,7 @@ int session_message_send(struct session *s, const struct session_sub *sub, const
 {
     struct msg_ctx m;
     if (msg_ctx_init(&m, s, d->props.n_headers) != 0)
-        return session_fail(s, NULL, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     if (sub->has_id)
         put_str(&m, "subscription", sub->id);
     dest_format(d->exchange ? d->exchange : "", d->routing_key ? d->routing_key : "", s->conf->default_topic_exchange, m.dest,

@@ -133,48 +133,49 @@ static int parse_prefetch(struct session *s, const struct stomp_header *h, unsig
     return 0;
 }
 
-static int fail_dest(struct session *s, const struct stomp_frame *f, int err, enum dest_kind kind, const struct stomp_header *dh,
-                     const char *reason)
+static enum session_rc fail_dest(struct session *s, const struct stomp_frame *f, int err, enum dest_kind kind,
+                                 const struct stomp_header *dh, const char *reason)
 {
     char body[1024];
     dest_error_body(err, kind, dh->value, dh->value_len, body, sizeof(body));
-    return session_fail(s, f, reason, "%s", body);
+    return SESSION_FAIL(s, f, DEST, SARG(reason), SARG(body));
 }
 
 /* Declares and binds the queue of an /exchange/ or /topic/ subscription; fills sub->queue. */
-static int setup_exchange_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
+static enum session_rc setup_exchange_queue(struct session *s, const struct stomp_frame *f, const struct dest *d,
+                                            struct session_sub *sub)
 {
     struct dest_queue_opts o;
     const char *reason = NULL, *bad = "";
     const struct stomp_header *qn = stomp_frame_header(f, "x-queue-name");
     if (dest_queue_opts_parse(d->kind, f->headers, f->n_headers, &o, &reason, &bad) != 0)
-        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+        return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
     if (qn && (qn->value_len == 0 || qn->value_len > DEST_NAME_MAX))
-        return session_fail(s, f, "Invalid header", "Invalid value for header 'x-queue-name'");
+        return SESSION_FAIL(s, f, INVALID_HEADER, SARG("x-queue-name"));
     if (qn) {
         memcpy(sub->queue, qn->value, qn->value_len);
         sub->queue[qn->value_len] = '\0';
     } else if (sub->durable) {
         if (dest_sub_queue_name_durable(d, sub->id, strlen(sub->id), sub->queue) != 0)
-            return session_fail(s, f, "Processing error", "cannot compute the subscription queue name");
+            return SESSION_FATAL(s, "cannot compute the subscription queue name");
     } else {
         uint8_t rnd[16];
         if (session_random(rnd, sizeof(rnd)) != 0)
-            return session_fail(s, f, "Processing error", "no randomness");
+            return SESSION_FATAL(s, "no randomness");
         dest_sub_queue_name_random(rnd, sub->queue);
     }
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, sub->queue, o.flags, o.args.v, o.args.n)))
-        return -1;
+        return SESSION_CLOSED;
     const char *x = d->kind == DEST_EXCHANGE ? d->name : s->conf->default_topic_exchange;
     const char *key = d->kind == DEST_EXCHANGE ? d->pattern : d->name;
     tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_bind(s->ch, tag, sub->queue, x, key)))
-        return -1;
-    return 0;
+        return SESSION_CLOSED;
+    return SESSION_OK;
 }
 
-static int setup_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
+static enum session_rc setup_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
 {
     snprintf(sub->queue, sizeof(sub->queue), "%s", d->name);
     switch (d->kind) {
@@ -182,56 +183,56 @@ static int setup_queue(struct session *s, const struct stomp_frame *f, const str
         return session_queue_ensure(s, f, d->name, false);
     case DEST_AMQ_QUEUE:
     case DEST_REPLY_QUEUE:
-        return 0;
+        return SESSION_OK;
     case DEST_EXCHANGE:
     case DEST_TOPIC:
         return setup_exchange_queue(s, f, d, sub);
-    case DEST_TEMP_QUEUE:
+    case DEST_TEMP_QUEUE: /* refused by subscribe_check() */
         break;
     }
-    return -1;
+    return SESSION_FATAL(s, "no queue for this destination kind");
 }
 
-static int consume(struct session *s, const struct stomp_frame *f, struct session_sub *sub, unsigned prefetch)
+static enum session_rc consume(struct session *s, const struct stomp_frame *f, struct session_sub *sub, unsigned prefetch)
 {
     struct dest_args a;
     const char *reason = NULL, *bad = "";
     if (f && dest_consume_args_parse(f->headers, f->n_headers, &a, &reason, &bad) != 0)
-        return session_fail(s, f, reason, "Invalid value for header '%s'", bad);
+        return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
     if (!f)
         a.n = 0;
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag)
-        return -1;
+        return SESSION_CLOSED;
     return session_op_check(s, tag, upstream_chan_consume(s->ch, tag, sub->queue, sub->ctag, prefetch, false, false, a.v, a.n));
 }
 
 /* Validates SUBSCRIBE's headers; fills *d, *ack, *prefetch. */
-static int subscribe_check(struct session *s, const struct stomp_frame *f, const struct stomp_header *dh, const char *id,
-                           size_t id_len, struct dest *d, enum session_ack *ack, unsigned *prefetch)
+static enum session_rc subscribe_check(struct session *s, const struct stomp_frame *f, const struct stomp_header *dh,
+                                       const char *id, size_t id_len, struct dest *d, enum session_ack *ack, unsigned *prefetch)
 {
     const char *reason = NULL;
+    char num[24];
     if (sub_find(s, id, id_len))
-        return session_fail(s, f, "Duplicated subscription identifier", "A subscription identified by '%.*s' already exists.",
-                            (int)(id_len > 200 ? 200 : id_len), id);
+        return SESSION_FAIL(s, f, SUB_DUPLICATE, ((struct session_arg){id, id_len}));
     if (s->n_subs >= (size_t)s->conf->max_subscriptions)
-        return session_fail(s, f, "Too many subscriptions", "At most %d subscriptions per session", s->conf->max_subscriptions);
+        return SESSION_FAIL(s, f, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
         r = DEST_E_INVALID, reason = "Invalid destination";
     if (r != 0)
         return fail_dest(s, f, r, d->kind, dh, reason);
     if (parse_ack_mode(stomp_frame_header(f, "ack"), ack) != 0)
-        return session_fail(s, f, "Invalid header", "Invalid value for header 'ack'");
+        return SESSION_FAIL(s, f, INVALID_HEADER, SARG("ack"));
     if (parse_prefetch(s, stomp_frame_header(f, "prefetch-count"), prefetch) != 0)
-        return session_fail(s, f, "Invalid header", "Invalid value for header 'prefetch-count'");
+        return SESSION_FAIL(s, f, INVALID_HEADER, SARG("prefetch-count"));
     bool durable = (d->kind == DEST_EXCHANGE || d->kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
     if (durable && !stomp_frame_header(f, "id"))
-        return session_fail(s, f, "Missing Header", "Header 'id' is required for durable subscriptions");
-    return 0;
+        return SESSION_FAIL0(s, f, SUB_DURABLE_NO_ID);
+    return SESSION_OK;
 }
 
-int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay)
 {
     const struct stomp_header *dh = stomp_frame_header(f, "destination");
     const struct stomp_header *ih = stomp_frame_header(f, "id");
@@ -239,80 +240,79 @@ int session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool r
     enum session_ack ack = SESSION_ACK_AUTO;
     unsigned prefetch = 0;
     if (!dh)
-        return session_fail(s, f, "Missing destination", "SUBSCRIBE must include a 'destination' header");
+        return SESSION_FAIL0(s, f, SUB_NO_DEST);
     if (!ih && s->version != STOMP_V1_0)
-        return session_fail(s, f, "Missing header", "SUBSCRIBE must include an 'id' header");
+        return SESSION_FAIL0(s, f, SUB_NO_ID);
     const struct stomp_header *idh = ih ? ih : dh;
     if (subscribe_check(s, f, dh, idh->value, idh->value_len, &d, &ack, &prefetch) != 0)
-        return -1;
+        return SESSION_CLOSED;
     struct session_sub *sub = sub_new(s, idh->value, idh->value_len, dh->value, dh->value_len);
     if (!sub)
-        return session_fail(s, f, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     sub->has_id = ih != NULL;
     sub->ack = ack;
     sub->durable = (d.kind == DEST_EXCHANGE || d.kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
     if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
         sub_free(sub);
-        return -1;
+        return SESSION_CLOSED;
     }
     sub_link(s, sub);
-    return 0;
+    return SESSION_OK;
 }
 
-int session_sub_add_temp(struct session *s, const char *temp_id, const char *queue)
+enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, const char *queue)
 {
     char id[DEST_NAME_MAX + 32];
     int n = snprintf(id, sizeof(id), "/temp-queue/%s", temp_id);
     struct session_sub *sub = sub_new(s, id, (size_t)n, id, (size_t)n);
     if (!sub)
-        return session_fail(s, NULL, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     sub->has_id = true;
     sub->temp = true;
     sub->ack = SESSION_ACK_AUTO;
     snprintf(sub->queue, sizeof(sub->queue), "%s", queue);
     if (consume(s, NULL, sub, (unsigned)s->conf->default_prefetch_count) != 0) {
         sub_free(sub);
-        return -1;
+        return SESSION_CLOSED;
     }
     sub_link(s, sub);
-    return 0;
+    return SESSION_OK;
 }
 
 /* Settles everything `sub` still holds: auto-mode tags were delivered (ack), client-mode ones were not acked (requeue). */
-static int sub_settle_all(struct session *s, struct session_sub *sub)
+static enum session_rc sub_settle_all(struct session *s, struct session_sub *sub)
 {
     for (size_t i = 0; i < sub->unacked.n; i++) {
         uint64_t t = sub->unacked.v[i];
         int rc = sub->ack == SESSION_ACK_AUTO ? upstream_chan_ack(s->ch, t, false) : upstream_chan_nack(s->ch, t, false, true);
         if (rc != 0)
-            return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
+            return SESSION_FAIL(s, NULL, BROKER_LOST, SARG("the AMQP channel is closed"));
     }
     sub->unacked.n = 0;
-    return 0;
+    return SESSION_OK;
 }
 
-int session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay)
 {
     const struct stomp_header *h = stomp_frame_header(f, "id");
     if (!h && s->version == STOMP_V1_0)
         h = stomp_frame_header(f, "destination");
     if (!h)
-        return session_fail(s, f, "Missing destination or id", "UNSUBSCRIBE must include a 'destination' or 'id' header");
+        return SESSION_FAIL0(s, f, UNSUB_NO_ID);
     struct session_sub *sub = sub_find(s, h->value, h->value_len);
     if (!sub)
-        return session_fail(s, f, "No subscription found", "Subscription to '%.*s' not found.",
-                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+        return SESSION_FAIL(s, f, UNSUB_NOT_FOUND, SARG_HDR(h));
     if (sub->temp)
-        return session_fail(s, f, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/");
+        return SESSION_FAIL0(s, f, UNSUB_TEMP);
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_cancel(s->ch, tag, sub->ctag)) != 0)
-        return -1;
+        return SESSION_CLOSED;
     if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
         tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
         if (!tag || session_op_check(s, tag, upstream_chan_delete_queue(s->ch, tag, sub->queue)) != 0)
-            return -1;
+            return SESSION_CLOSED;
     }
-    int r = sub_settle_all(s, sub);
+    enum session_rc r = sub_settle_all(s, sub);
     sub_unlink(s, sub);
     sub_free(sub);
     return r;
@@ -362,34 +362,34 @@ static bool multiple_safe(struct session *s, const struct session_sub *self, uin
     return true;
 }
 
-static int settle(struct session *s, uint64_t tag, bool multiple, bool nack, bool requeue)
+static enum session_rc settle(struct session *s, uint64_t tag, bool multiple, bool nack, bool requeue)
 {
     int rc = nack ? upstream_chan_nack(s->ch, tag, multiple, requeue) : upstream_chan_ack(s->ch, tag, multiple);
     if (rc != 0)
-        return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
-    return 0;
+        return SESSION_FAIL(s, NULL, BROKER_LOST, SARG("the AMQP channel is closed"));
+    return SESSION_OK;
 }
 
-static int settle_range(struct session *s, struct session_sub *sub, size_t idx, bool nack, bool requeue)
+static enum session_rc settle_range(struct session *s, struct session_sub *sub, size_t idx, bool nack, bool requeue)
 {
     size_t from = sub->ack == SESSION_ACK_CLIENT ? 0 : idx;
     uint64_t tag = sub->unacked.v[idx];
     if (from == 0 && idx > 0 && multiple_safe(s, sub, tag)) {
         if (settle(s, tag, true, nack, requeue) != 0)
-            return -1;
+            return SESSION_CLOSED;
     } else {
         for (size_t i = from; i <= idx; i++)
             if (settle(s, sub->unacked.v[i], false, nack, requeue) != 0)
-                return -1;
+                return SESSION_CLOSED;
     }
     memmove(sub->unacked.v + from, sub->unacked.v + idx + 1, (sub->unacked.n - idx - 1) * sizeof(uint64_t));
     sub->unacked.n -= idx + 1 - from;
-    return 0;
+    return SESSION_OK;
 }
 
-int session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
 {
-    int r = session_tx_capture(s, f, replay);
+    enum session_rc r = session_tx_capture(s, f, replay);
     if (r != 0)
         return r;
     bool nack = f->cmd == STOMP_CMD_NACK;
@@ -399,10 +399,9 @@ int session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
     size_t idx = 0;
     struct session_sub *sub = NULL;
     if (!h)
-        return session_fail(s, f, "Missing header", "%s must include the '%s' header", stomp_cmd_str(f->cmd), hname);
+        return SESSION_FAIL(s, f, ACK_NO_ID, SARG(stomp_cmd_str(f->cmd)), SARG(hname));
     if (parse_msg_id(s, h, &tag) != 0 || !(sub = find_tag(s, tag, &idx)))
-        return session_fail(s, f, "Message not found", "No unacknowledged message with %s '%.*s' in this session", hname,
-                            (int)(h->value_len > 300 ? 300 : h->value_len), h->value);
+        return SESSION_FAIL(s, f, ACK_NOT_FOUND, SARG(hname), SARG_HDR(h));
     bool requeue = dest_header_bool(f->headers, f->n_headers, "requeue", s->conf->default_nack_requeue);
     return settle_range(s, sub, idx, nack, requeue);
 }
@@ -432,7 +431,7 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
         return;
     }
     if (session_tags_push(&sub->unacked, d->delivery_tag) != 0) {
-        session_fail(s, NULL, "Processing error", "out of memory");
+        (void)SESSION_FATAL(s, "out of memory");
         return;
     }
     /* ack:auto: settled at the end of this loop turn, all the turn's deliveries with one basic.ack when possible */
@@ -486,15 +485,9 @@ void session_sub_cancelled(struct session *s, const char *ctag)
     struct session_sub *sub = sub_find_ctag(s, ctag);
     if (!sub || s->state == SESSION_ST_CLOSED)
         return;
-    struct stomp_header h[3] = {
-        {.name = "message", .name_len = 7, .value = "Server cancelled subscription", .value_len = 29},
-        {.name = "content-type", .name_len = 12, .value = "text/plain", .value_len = 10},
-        {.name = "subscription", .name_len = 12, .value = sub->id, .value_len = strlen(sub->id)},
-    };
-    static const char body[] = "The server has cancelled a subscription (queue deleted or node down).";
+    struct stomp_header h = {.name = "subscription", .name_len = 12, .value = sub->id, .value_len = strlen(sub->id)};
     session_log(s, LOG_INFO, "broker cancelled subscription '%s'", sub->id);
-    (void)session_send_frame(s, STOMP_CMD_ERROR, h, 3, body, sizeof(body) - 1);
-    session_close(s, "Server cancelled subscription");
+    (void)session_error_frame(s, NULL, SESSION_ERR_SUB_CANCELLED, NULL, 0, &h);
 }
 
 void session_subs_free(struct session *s)

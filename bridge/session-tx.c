@@ -67,7 +67,7 @@ static struct session_tx *tx_take(struct session *s, const struct stomp_frame *f
 {
     const struct stomp_header *h = stomp_frame_header(f, "transaction");
     if (!h) {
-        session_fail(s, f, "Missing transaction", "%s must include a 'transaction' header", stomp_cmd_str(f->cmd));
+        (void)SESSION_FAIL(s, f, TX_MISSING, SARG(stomp_cmd_str(f->cmd)));
         return NULL;
     }
     for (struct session_tx **pp = &s->txs; *pp; pp = &(*pp)->next) {
@@ -78,73 +78,72 @@ static struct session_tx *tx_take(struct session *s, const struct stomp_frame *f
             return tx;
         }
     }
-    session_fail(s, f, "Bad transaction", "Invalid transaction identifier: %.*s", (int)(h->value_len > 200 ? 200 : h->value_len),
-                 h->value);
+    (void)SESSION_FAIL(s, f, TX_UNKNOWN, SARG_HDR(h));
     return NULL;
 }
 
-int session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay)
 {
+    char num[24];
     const struct stomp_header *h = stomp_frame_header(f, "transaction");
     if (!h)
-        return session_fail(s, f, "Missing transaction", "BEGIN must include a 'transaction' header");
+        return SESSION_FAIL(s, f, TX_MISSING, SARG("BEGIN"));
     if (tx_find(s, h))
-        return session_fail(s, f, "Bad transaction", "Transaction '%.*s' is already open",
-                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+        return SESSION_FAIL(s, f, TX_OPEN, SARG_HDR(h));
     if (s->n_txs >= (size_t)s->conf->max_transactions)
-        return session_fail(s, f, "Too many transactions", "At most %d open transactions per session", s->conf->max_transactions);
+        return SESSION_FAIL(s, f, TX_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_transactions));
     struct session_tx *tx = calloc(1, sizeof(*tx));
     if (!tx || !(tx->id = session_strndup(h->value, h->value_len))) {
         free(tx);
-        return session_fail(s, f, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     }
     tx->next = s->txs;
     s->txs = tx;
     s->n_txs++;
-    return 0;
+    return SESSION_OK;
 }
 
-int session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay)
 {
     struct session_tx *tx = tx_take(s, f);
     if (!tx)
-        return -1;
+        return SESSION_CLOSED;
     for (struct session_frame_copy *c = tx->head; c && s->state == SESSION_ST_OPEN; c = c->next)
         (void)session_dispatch(s, &c->f, true);
     tx_free(tx);
-    return s->state == SESSION_ST_OPEN ? 0 : -1;
+    return s->state == SESSION_ST_OPEN ? SESSION_OK : SESSION_CLOSED;
 }
 
-int session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay)
 {
     struct session_tx *tx = tx_take(s, f);
     if (!tx)
-        return -1;
+        return SESSION_CLOSED;
     tx_free(tx);
-    return 0;
+    return SESSION_OK;
 }
 
-int session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay)
 {
+    char num[24];
     const struct stomp_header *h = stomp_frame_header(f, "transaction");
     if (replay || !h)
-        return 0;
+        return SESSION_OK;
     struct session_tx *tx = tx_find(s, h);
     if (!tx)
-        return session_fail(s, f, "Bad transaction", "Invalid transaction identifier: %.*s",
-                            (int)(h->value_len > 200 ? 200 : h->value_len), h->value);
+        return SESSION_FAIL(s, f, TX_UNKNOWN, SARG_HDR(h));
     if (tx->n >= (size_t)s->conf->max_transaction_frames)
-        return session_fail(s, f, "Transaction too large", "At most %d frames per transaction", s->conf->max_transaction_frames);
+        return SESSION_FAIL(s, f, TX_TOO_LARGE, session_arg_int(num, sizeof(num), s->conf->max_transaction_frames));
     struct session_frame_copy *c = frame_copy(f);
     if (!c)
-        return session_fail(s, f, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     if (tx->tail)
         tx->tail->next = c;
     else
         tx->head = c;
     tx->tail = c;
     tx->n++;
-    return 1;
+    return SESSION_HELD;
 }
 
 void session_txs_free(struct session *s)

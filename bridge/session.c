@@ -26,7 +26,6 @@
 #include "bridge/timer.h"
 #include "conf/conf.h"
 
-#define ERROR_BODY_MAX 1024
 /* Input and output buffers that grew past this for one big frame are given back afterwards, so an idle session costs
  * little whatever it once carried. */
 #define SESSION_KEEP_BYTES 16384
@@ -106,7 +105,7 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     struct stomp_frame f = {.cmd = cmd, .headers = (struct stomp_header *)h, .n_headers = n, .body = body, .body_len = body_len};
     size_t len = 0;
     if (s->state == SESSION_ST_CLOSED)
-        return -1;
+        return -EPIPE;
     int r = write_frame(s, &f, &len);
     if (r != 0)
         return r < 0 ? r : -EINVAL;
@@ -120,43 +119,6 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
         return -EPIPE;
     stomp_heartbeat_sent(&s->hb, timer_now_ms());
     return 0;
-}
-
-/* ERROR with `message`, `content-type`, `version` (the versions warren speaks, as Web-STOMP sends on every ERROR) and
- * `receipt-id` when given. */
-static void send_error(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body)
-{
-    struct stomp_header h[4];
-    size_t n = 0;
-    h[n++] = hdr_str("message", message);
-    h[n++] = hdr_str("content-type", "text/plain");
-    h[n++] = hdr_str("version", stomp_version_list_str(STOMP_VERSIONS_ALL));
-    if (receipt)
-        h[n++] = (struct stomp_header){.name = "receipt-id", .name_len = 10, .value = receipt, .value_len = receipt_len};
-    /* A receipt a 1.0 client cannot be sent back (e.g. a LF) must not cost the ERROR itself. */
-    if (session_send_frame(s, STOMP_CMD_ERROR, h, n, body, strlen(body)) == -EINVAL && n > 3)
-        (void)session_send_frame(s, STOMP_CMD_ERROR, h, 3, body, strlen(body));
-}
-
-int session_fail_receipt(struct session *s, const char *receipt, size_t receipt_len, const char *message, const char *body)
-{
-    if (s->state == SESSION_ST_CLOSED)
-        return -1;
-    session_log(s, LOG_INFO, "ERROR %s: %.200s", message, body);
-    send_error(s, receipt, receipt_len, message, body);
-    session_close(s, message);
-    return -1;
-}
-
-int session_fail(struct session *s, const struct stomp_frame *f, const char *message, const char *fmt, ...)
-{
-    char body[ERROR_BODY_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(body, sizeof(body), fmt, ap);
-    va_end(ap);
-    const struct stomp_header *r = f ? stomp_frame_header(f, "receipt") : NULL;
-    return session_fail_receipt(s, r ? r->value : NULL, r ? r->value_len : 0, message, body);
 }
 
 void session_close(struct session *s, const char *reason)
@@ -181,7 +143,7 @@ uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const st
     struct session_op *op = calloc(1, sizeof(*op));
     if (!op || (receipt && !(op->receipt = session_strndup(receipt->value, receipt->value_len)))) {
         free(op);
-        session_fail(s, NULL, "Processing error", "out of memory");
+        SESSION_FATAL(s, "out of memory");
         return 0;
     }
     op->tag = ++s->last_tag;
@@ -226,14 +188,14 @@ static void op_free(struct session_op *op)
     }
 }
 
-int session_op_check(struct session *s, uint64_t tag, int rc)
+enum session_rc session_op_check(struct session *s, uint64_t tag, int rc)
 {
     if (rc == 0)
-        return 0;
+        return SESSION_OK;
     op_free(op_take(s, tag));
     if (rc == UPSTREAM_ERR_CLOSED)
-        return session_fail(s, NULL, "Broker connection lost", "the AMQP channel is closed");
-    return session_fail(s, NULL, "Processing error", "cannot queue the AMQP operation (%s)", strerror(-rc));
+        return SESSION_FAIL(s, NULL, BROKER_LOST, SARG("the AMQP channel is closed"));
+    return SESSION_FATAL(s, "cannot queue the AMQP operation");
 }
 
 /* Sends every RECEIPT whose earlier work is done; closes after DISCONNECT's. */
@@ -257,12 +219,12 @@ static void waiters_run(struct session *s)
     }
 }
 
-static int waiter_add(struct session *s, const struct stomp_header *receipt, bool close)
+static enum session_rc waiter_add(struct session *s, const struct stomp_header *receipt, bool close)
 {
     struct session_waiter *w = calloc(1, sizeof(*w));
     if (!w || (receipt && !(w->receipt = session_strndup(receipt->value, receipt->value_len)))) {
         free(w);
-        return session_fail(s, NULL, "Processing error", "out of memory");
+        return SESSION_FATAL(s, "out of memory");
     }
     w->tag = s->last_tag;
     w->close = close;
@@ -272,7 +234,7 @@ static int waiter_add(struct session *s, const struct stomp_header *receipt, boo
         s->waiters = w;
     s->waiters_tail = w;
     waiters_run(s);
-    return 0;
+    return s->state == SESSION_ST_CLOSED ? SESSION_CLOSED : SESSION_OK;
 }
 
 static void resume_later(struct session *s)
@@ -380,25 +342,35 @@ static void send_connected(struct session *s, uint32_t send_ms, uint32_t recv_ms
     (void)session_send_frame(s, STOMP_CMD_CONNECTED, h, n, "", 0);
 }
 
+/* The ERROR for a broker-side failure: `Broker connection lost` when the connection died, else the broker's own name for
+ * it (not_found, precondition_failed, ...), with the broker's reply text as the body. */
+static void broker_error(struct session *s, const char *receipt, const struct upstream_error *err)
+{
+    const char *text = err->text && err->text[0] ? err->text : upstream_err_str(err->kind);
+    struct session_arg r = {receipt, receipt ? strlen(receipt) : 0};
+    if (err->kind == UPSTREAM_ERR_CONNECTION)
+        (void)session_error_frame(s, &r, SESSION_ERR_BROKER_LOST, &SARG(text), 1, NULL);
+    else
+        (void)session_error_frame(
+            s, &r, SESSION_ERR_BROKER,
+            (const struct session_arg[]){SARG(err->name && err->name[0] ? err->name : upstream_err_str(err->kind)), SARG(text)}, 2,
+            NULL);
+}
+
 static void open_failed(struct session *s, const struct upstream_error *err)
 {
-    char body[ERROR_BODY_MAX];
-    if (err->kind == UPSTREAM_ERR_ACCESS_REFUSED) {
-        if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */
-            snprintf(body, sizeof(body), "Virtual host '%s' access denied", s->vhost);
-        else
-            snprintf(body, sizeof(body), "Access refused for user '%s'", s->user);
-        if (err->text && err->text[0])
-            snprintf(body + strlen(body), sizeof(body) - strlen(body), "\n%s", err->text);
-        session_fail_receipt(s, NULL, 0, "Bad CONNECT", body);
+    if (err->kind != UPSTREAM_ERR_ACCESS_REFUSED) {
+        /* The connection died under the channel.open: the same ERROR as for the sessions already open on it. */
+        broker_error(s, NULL, err);
         return;
     }
-    /* The connection died under the channel.open: the same ERROR as for the sessions already open on it (on_closed). */
-    const char *msg = err->kind == UPSTREAM_ERR_CONNECTION ? "Broker connection lost"
-                      : err->name && err->name[0]          ? err->name
-                                                           : "Processing error";
-    snprintf(body, sizeof(body), "%s", err->text && err->text[0] ? err->text : upstream_err_str(err->kind));
-    session_fail_receipt(s, NULL, 0, msg, body);
+    char detail[512] = "";
+    if (err->text && err->text[0])
+        snprintf(detail, sizeof(detail), "\n%s", err->text);
+    if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */
+        (void)SESSION_FAIL(s, NULL, VHOST_DENIED, SARG(s->vhost), SARG(detail));
+    else
+        (void)SESSION_FAIL(s, NULL, ACCESS_REFUSED, SARG(s->user), SARG(detail));
 }
 
 static void on_open(void *ud, const struct upstream_error *err)
@@ -439,10 +411,11 @@ static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err,
     if (!op)
         return;
     if (err && err->kind == UPSTREAM_ERR_NACK && s->state != SESSION_ST_CLOSED) {
-        char body[ERROR_BODY_MAX];
-        snprintf(body, sizeof(body), "The broker refused the message (basic.nack)%s%s", err->text ? ": " : "",
-                 err->text ? err->text : "");
-        session_fail_receipt(s, op->receipt, op->receipt ? strlen(op->receipt) : 0, "nack", body);
+        char detail[512] = "";
+        if (err->text)
+            snprintf(detail, sizeof(detail), ": %s", err->text);
+        struct session_arg r = {op->receipt, op->receipt ? strlen(op->receipt) : 0};
+        (void)session_error_frame(s, &r, SESSION_ERR_NACK, &SARG(detail), 1, NULL);
     }
     op_free(op);
     session_flow_update(s);
@@ -452,14 +425,9 @@ static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err,
 static void on_closed(void *ud, const struct upstream_error *err)
 {
     struct session *s = ud;
-    const char *msg = err->kind == UPSTREAM_ERR_CONNECTION ? "Broker connection lost"
-                      : err->name && err->name[0]          ? err->name
-                                                           : upstream_err_str(err->kind);
-    const char *receipt = s->ops ? s->ops->receipt : NULL;
-    char body[ERROR_BODY_MAX];
-    snprintf(body, sizeof(body), "%s", err->text && err->text[0] ? err->text : upstream_err_str(err->kind));
-    session_log(s, LOG_INFO, "AMQP channel closed: %s (%d) %s", msg, err->code, body);
-    session_fail_receipt(s, receipt, receipt ? strlen(receipt) : 0, msg, body);
+    session_log(s, LOG_INFO, "AMQP channel closed: %s (%d) %s", err->name ? err->name : upstream_err_str(err->kind), err->code,
+                err->text ? err->text : "");
+    broker_error(s, s->ops ? s->ops->receipt : NULL, err);
 }
 
 static void on_delivery(void *ud, const struct upstream_delivery *d)
@@ -492,44 +460,33 @@ static const struct upstream_chan_cb chan_cb = {
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* CONNECT, DISCONNECT                                                                                                 */
 
-static int version_mismatch(struct session *s)
-{
-    const char *list = stomp_version_list_str(STOMP_VERSIONS_ALL);
-    char body[64];
-    snprintf(body, sizeof(body), "Supported versions are %s", list);
-    session_log(s, LOG_INFO, "ERROR Version mismatch");
-    send_error(s, NULL, 0, "Version mismatch", body);
-    session_close(s, "Version mismatch");
-    return -1;
-}
-
 static char *header_dup(const struct stomp_frame *f, const char *name, const char *def)
 {
     const struct stomp_header *h = stomp_frame_header(f, name);
     return h ? session_strndup(h->value, h->value_len) : strdup(def ? def : "");
 }
 
-static int negotiate(struct session *s, const struct stomp_frame *f)
+static enum session_rc negotiate(struct session *s, const struct stomp_frame *f)
 {
     const struct stomp_header *av = stomp_frame_header(f, "accept-version");
     const struct stomp_header *hb = stomp_frame_header(f, "heart-beat");
     const char *reason = NULL;
     uint32_t cx = 0, cy = 0;
     if (stomp_version_negotiate(av ? av->value : NULL, av ? av->value_len : 0, STOMP_VERSIONS_ALL, &s->version, &reason) != 0)
-        return version_mismatch(s);
+        return SESSION_FAIL(s, NULL, VERSION_MISMATCH, SARG(stomp_version_list_str(STOMP_VERSIONS_ALL)));
     if (stomp_heartbeat_parse(hb ? hb->value : NULL, hb ? hb->value_len : 0, &cx, &cy, &reason) != 0)
-        return session_fail(s, NULL, "Bad CONNECT", "%s", reason ? reason : "invalid heart-beat header");
+        return SESSION_FAIL(s, NULL, BAD_HEARTBEAT, SARG(reason ? reason : "invalid heart-beat header"));
     stomp_heartbeat_negotiate(cx, cy, (uint32_t)s->conf->heartbeat_send_min_ms, (uint32_t)s->conf->heartbeat_recv_min_ms, 0,
                               &s->hb_send_ms, &s->hb_recv_ms);
-    return 0;
+    return SESSION_OK;
 }
 
-static int cmd_connect(struct session *s, const struct stomp_frame *f, bool replay)
+static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *f, bool replay)
 {
     if (s->state != SESSION_ST_LOGIN)
-        return session_fail(s, f, "Bad CONNECT", "Already connected");
-    if (negotiate(s, f) != 0)
-        return -1;
+        return SESSION_FAIL0(s, f, ALREADY_CONNECTED);
+    if (negotiate(s, f) != SESSION_OK)
+        return SESSION_CLOSED;
     char *login = header_dup(f, "login", s->conf->default_user);
     char *pass = header_dup(f, "passcode", s->conf->default_pass);
     char *vhost = header_dup(f, "host", s->conf->default_vhost);
@@ -545,15 +502,15 @@ static int cmd_connect(struct session *s, const struct stomp_frame *f, bool repl
     free(pass);
     free(vhost);
     if (r != 0)
-        return session_fail(s, NULL, "Processing error", "cannot open an AMQP channel (%s)", strerror(-r));
+        return SESSION_FATAL(s, "cannot open an AMQP channel");
     session_flow_update(s);
-    return 1;
+    return SESSION_HELD;
 }
 
-static int cmd_disconnect(struct session *s, const struct stomp_frame *f, bool replay)
+static enum session_rc cmd_disconnect(struct session *s, const struct stomp_frame *f, bool replay)
 {
     s->state = SESSION_ST_DISCONNECTING;
-    return waiter_add(s, stomp_frame_header(f, "receipt"), true) == 0 ? 1 : -1;
+    return waiter_add(s, stomp_frame_header(f, "receipt"), true) == SESSION_OK ? SESSION_HELD : SESSION_CLOSED;
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -573,16 +530,16 @@ static const session_handler_fn handlers[STOMP_CMD_COUNT] = {
     [STOMP_CMD_DISCONNECT] = cmd_disconnect,
 };
 
-int session_dispatch(struct session *s, const struct stomp_frame *f, bool replay)
+enum session_rc session_dispatch(struct session *s, const struct stomp_frame *f, bool replay)
 {
     session_handler_fn fn = (unsigned)f->cmd < STOMP_CMD_COUNT ? handlers[f->cmd] : NULL;
     bool connect = f->cmd == STOMP_CMD_CONNECT || f->cmd == STOMP_CMD_STOMP;
     if (!fn || (f->cmd == STOMP_CMD_NACK && s->version == STOMP_V1_0 && s->state != SESSION_ST_LOGIN))
-        return session_fail(s, f, "Bad command", "Could not interpret command \"%s\"", stomp_cmd_str(f->cmd));
+        return SESSION_FAIL(s, f, BAD_COMMAND, SARG(stomp_cmd_str(f->cmd)));
     if (s->state == SESSION_ST_LOGIN && !connect)
-        return session_fail(s, f, "Illegal command", "You must log in using CONNECT first");
-    int r = fn(s, f, replay);
-    if (r == 0 && s->state == SESSION_ST_OPEN) {
+        return SESSION_FAIL0(s, f, NOT_LOGGED_IN);
+    enum session_rc r = fn(s, f, replay);
+    if (r == SESSION_OK && s->state == SESSION_ST_OPEN) {
         const struct stomp_header *rc = stomp_frame_header(f, "receipt");
         if (rc)
             r = waiter_add(s, rc, false);
@@ -608,13 +565,16 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
 {
     if (!reason)
         reason = stomp_error_str(r);
+    char num[24];
     if (strstr(reason, "command"))
-        session_fail(s, NULL, "Bad command", "Could not interpret command \"%.*s\"", command_len(frame, len), frame);
+        (void)SESSION_FAIL(s, NULL, BAD_COMMAND, ((struct session_arg){frame, (size_t)command_len(frame, len)}));
     else if (r == STOMP_E_TOO_BIG)
-        session_fail(s, NULL, reason, "The frame is over a limit (%s; max_frame_bytes %zu)", reason,
-                     s->state == SESSION_ST_LOGIN ? s->conf->max_frame_bytes_unauthenticated : s->conf->max_frame_bytes);
+        (void)SESSION_FAIL(s, NULL, FRAME_TOO_BIG, SARG(reason),
+                           session_arg_int(num, sizeof(num),
+                                           (long long)(s->state == SESSION_ST_LOGIN ? s->conf->max_frame_bytes_unauthenticated
+                                                                                    : s->conf->max_frame_bytes)));
     else
-        session_fail(s, NULL, reason, "Could not parse the frame: %s", reason);
+        (void)SESSION_FAIL(s, NULL, FRAME_INVALID, SARG(reason));
 }
 
 static void process_input(struct session *s)
@@ -745,7 +705,8 @@ int session_feed(struct session *s, const char *data, size_t len)
         return 0;
     size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;
     if (s->in_len + len > bound) {
-        session_fail(s, NULL, "Too much input", "The client sent more than %zu bytes that could not be processed yet", bound);
+        char num[24];
+        (void)SESSION_FAIL(s, NULL, TOO_MUCH_INPUT, session_arg_int(num, sizeof(num), (long long)bound));
         return 0;
     }
     if (s->in_len + len > s->in_cap) {
@@ -754,7 +715,7 @@ int session_feed(struct session *s, const char *data, size_t len)
             cap *= 2;
         char *n = realloc(s->in, cap);
         if (!n) {
-            session_fail(s, NULL, "Processing error", "out of memory");
+            (void)SESSION_FATAL(s, "out of memory");
             return 0;
         }
         s->in = n;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bridge/session-errors.h"
 #include "harness.h"
 #include "session-rig.h"
 
@@ -468,8 +469,33 @@ static void test_split_input(void)
     }
 }
 
+/* The ERROR table: every row has a message and a body; a template uses exactly the placeholders its n_args says, and
+ * nothing else that looks like one (a printf-style '%' would be sent as is). */
+static void test_error_table(void)
+{
+    for (int e = 0; e < SESSION_ERR_COUNT; e++) {
+        const struct session_err_row *row = session_err_row((enum session_err)e);
+        CHECK(row->name && row->message && row->message[0] && row->body && row->body[0]);
+        unsigned seen = 0;
+        const char *t[2] = {row->message, row->body};
+        for (int k = 0; k < 2; k++)
+            for (const char *p = t[k]; *p; p++) {
+                if (*p != '%')
+                    continue;
+                CHECK(p[1] == '1' || p[1] == '2');
+                if (p[1] == '1' || p[1] == '2')
+                    seen |= 1u << (p[1] - '1');
+            }
+        CHECK_EQ_INT(seen, (1u << row->n_args) - 1);
+        if (seen != (1u << row->n_args) - 1)
+            fprintf(stderr, "row %s\n", row->name);
+    }
+    CHECK(session_err_row(SESSION_ERR_COUNT) == session_err_row(SESSION_ERR_INTERNAL));
+}
+
 int main(void)
 {
+    RUN(test_error_table);
     RUN(test_connect_ok);
     RUN(test_connect_refused);
     RUN(test_before_connect_and_versions);

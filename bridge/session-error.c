@@ -1,0 +1,114 @@
+/*
+ * bridge/session-error.c — builds every ERROR frame from the table of bridge/session-errors.h, and fails the session:
+ * ERROR, then close (STOMP 1.2 "ERROR": the server MUST then close the connection). Internal failures carry their
+ * origin (dbus-broker's error_origin): the log line names the function and line that failed, the client sees
+ * "Processing error".
+ */
+#include "bridge/session-int.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bridge/log.h"
+
+#define ERROR_BODY_MAX 1024
+
+static const struct session_err_row rows[SESSION_ERR_COUNT] = {
+#define SESSION_ERR_ROW(id, message, body, n) [SESSION_ERR_##id] = {#id, message, body, n},
+    SESSION_ERRORS(SESSION_ERR_ROW)
+#undef SESSION_ERR_ROW
+};
+
+const char *session_rc_str(enum session_rc rc)
+{
+    switch (rc) {
+    case SESSION_OK:
+        return "ok";
+    case SESSION_HELD:
+        return "held";
+    case SESSION_CLOSED:
+        return "closed";
+    }
+    return "?";
+}
+
+const struct session_err_row *session_err_row(enum session_err e)
+{
+    return (unsigned)e < SESSION_ERR_COUNT ? &rows[e] : &rows[SESSION_ERR_INTERNAL];
+}
+
+struct session_arg session_arg_int(char *buf, size_t cap, long long v)
+{
+    int n = snprintf(buf, cap, "%lld", v);
+    return (struct session_arg){buf, n > 0 ? (size_t)n : 0};
+}
+
+/* Expands template `t` with `args` into out (NUL-terminated, truncated at cap). */
+static void expand(const char *t, const struct session_arg *args, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *t && o + 1 < cap; t++) {
+        unsigned i = t[0] == '%' && (t[1] == '1' || t[1] == '2') ? (unsigned)(t[1] - '1') : 2;
+        if (i >= n) {
+            out[o++] = *t;
+            continue;
+        }
+        size_t len = args[i].n < SESSION_ERR_ARG_MAX ? args[i].n : SESSION_ERR_ARG_MAX;
+        if (len > cap - 1 - o)
+            len = cap - 1 - o;
+        memcpy(out + o, args[i].p, len);
+        o += len;
+        t++;
+    }
+    out[o] = '\0';
+}
+
+static struct stomp_header hdr(const char *name, const char *value, size_t len)
+{
+    return (struct stomp_header){.name = name, .name_len = strlen(name), .value = value, .value_len = len};
+}
+
+enum session_rc session_error_frame(struct session *s, const struct session_arg *receipt, enum session_err e,
+                                    const struct session_arg *args, size_t n, const struct stomp_header *extra)
+{
+    const struct session_err_row *row = session_err_row(e);
+    char message[256], body[ERROR_BODY_MAX];
+    assert(n == row->n_args);
+    if (s->state == SESSION_ST_CLOSED)
+        return SESSION_CLOSED;
+    expand(row->message, args, n, message, sizeof(message));
+    expand(row->body, args, n, body, sizeof(body));
+    struct stomp_header h[5];
+    size_t nh = 0;
+    h[nh++] = hdr("message", message, strlen(message));
+    h[nh++] = hdr("content-type", "text/plain", 10);
+    h[nh++] = hdr("version", stomp_version_list_str(STOMP_VERSIONS_ALL), strlen(stomp_version_list_str(STOMP_VERSIONS_ALL)));
+    if (extra)
+        h[nh++] = *extra;
+    size_t base = nh;
+    if (receipt && receipt->p)
+        h[nh++] = hdr("receipt-id", receipt->p, receipt->n);
+    session_log(s, LOG_INFO, "ERROR %s: %.200s", message, body);
+    /* A receipt a 1.0 client cannot be sent back (e.g. a LF) must not cost the ERROR itself. */
+    if (session_send_frame(s, STOMP_CMD_ERROR, h, nh, body, strlen(body)) == -EINVAL && nh > base)
+        (void)session_send_frame(s, STOMP_CMD_ERROR, h, base, body, strlen(body));
+    session_close(s, message);
+    return SESSION_CLOSED;
+}
+
+enum session_rc session_error(struct session *s, const struct stomp_frame *f, enum session_err e, const struct session_arg *args,
+                              size_t n)
+{
+    const struct stomp_header *r = f ? stomp_frame_header(f, "receipt") : NULL;
+    struct session_arg receipt = {r ? r->value : NULL, r ? r->value_len : 0};
+    return session_error_frame(s, &receipt, e, args, n, NULL);
+}
+
+enum session_rc session_fatal_at(struct session *s, const char *what, const char *func, int line)
+{
+    session_log(s, LOG_WARN, "internal error in %s:%d: %s", func, line, what);
+    struct session_arg a = {what, strlen(what)};
+    return session_error_frame(s, NULL, SESSION_ERR_INTERNAL, &a, 1, NULL);
+}
