@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "bridge/dest.h"
+#include "bridge/list.h"
 #include "bridge/session-errors.h"
 #include "bridge/session.h"
 #include "bridge/upstream.h"
@@ -51,7 +52,7 @@ int session_tags_push(struct session_tags *t, uint64_t tag);
 void session_tags_deinit(struct session_tags *t);
 
 struct session_sub {
-    struct session_sub *next;
+    struct list link;
     char *id;     /* subscription id (the destination for a STOMP 1.0 SUBSCRIBE without `id`) */
     char *dest;   /* the SUBSCRIBE destination as given */
     char *ctag;   /* AMQP consumer tag */
@@ -70,7 +71,7 @@ enum session_op_kind {
     SESSION_OP_PUBLISH = 1,
 };
 struct session_op {
-    struct session_op *next;
+    struct list link;
     uint64_t tag;
     enum session_op_kind kind;
     char *receipt; /* PUBLISH: the SEND's receipt, for the ERROR after a broker nack */
@@ -78,7 +79,7 @@ struct session_op {
 
 /* A RECEIPT (or the DISCONNECT close) waiting for every op up to `tag`. */
 struct session_waiter {
-    struct session_waiter *next;
+    struct list link;
     uint64_t tag;
     char *receipt; /* NULL: no RECEIPT */
     bool close;    /* DISCONNECT: close once sent */
@@ -86,21 +87,81 @@ struct session_waiter {
 
 /* A frame copied out of the input buffer (a transactional SEND/ACK/NACK), one allocation. */
 struct session_frame_copy {
-    struct session_frame_copy *next;
+    struct list link;
     struct stomp_frame f;
 };
 
 struct session_tx {
-    struct session_tx *next;
+    struct list link;
     char *id;
-    struct session_frame_copy *head, *tail;
+    struct list frames; /* struct session_frame_copy, in order */
     size_t n;
 };
 
 struct session_temp {
-    struct session_temp *next;
+    struct list link;
     char *id; /* N of /temp-queue/N */
     char queue[DEST_NAME_MAX + 1];
+};
+
+/* Input (session.c): the bytes received and not yet parsed, the parser over them, deferred processing. */
+struct session_input {
+    struct stomp_parser parser;
+    struct stomp_header *hdrs; /* the parser's header array (max_headers) */
+    size_t hdrs_cap;
+    char *buf;
+    size_t len, cap;
+    bool processing;        /* inside process_input() (no re-entry) */
+    uint64_t last_frame_ms; /* last complete frame, for idle_timeout_ms */
+    struct timer *resume;   /* deferred input processing (after CONNECTED, after a pause ends) */
+};
+
+/* Output (session.c): the serialisation buffer, reused frame after frame. */
+struct session_output {
+    char *buf;
+    size_t cap;
+};
+
+/* Heart-beats and timeouts (session.c). */
+struct session_timers {
+    struct stomp_heartbeat hb;
+    uint32_t send_ms, recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
+    struct timer *heartbeat;
+    struct timer *login;
+    struct timer *idle; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
+};
+
+/* Upstream operations, receipts and flow control (session-ops.c). */
+struct session_oplog {
+    uint64_t last_tag;
+    struct list ops;      /* struct session_op, in tag order */
+    struct list waiters;  /* struct session_waiter, in frame order */
+    unsigned unconfirmed; /* publishes awaiting the broker's confirm */
+    bool blocked;         /* the broker blocks publishers on this channel's connection */
+    bool read_paused;     /* io->pause_reading(true) is in force */
+};
+
+/* Subscriptions (session-sub.c). */
+struct session_subs {
+    struct list all; /* struct session_sub */
+    size_t n;
+    unsigned seq;         /* numbering of 1.0 subscriptions without `id` */
+    struct timer *settle; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
+};
+
+/* SEND and MESSAGE mapping state (session-map.c). */
+struct session_map {
+    struct list temps; /* struct session_temp: /temp-queue/ reply queues */
+    char **declared;   /* /queue/ names declared by this session */
+    size_t n_declared;
+    struct stomp_header *mhdrs; /* MESSAGE header scratch */
+    size_t mhdrs_cap;
+};
+
+/* Open transactions (session-tx.c). */
+struct session_txs {
+    struct list all; /* struct session_tx */
+    size_t n;
 };
 
 struct session {
@@ -116,44 +177,15 @@ struct session {
     char prefix[128]; /* log prefix: "peer session-id" */
     char user[128];   /* login, for error texts */
     char vhost[128];  /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts */
-
-    struct stomp_parser parser;
-    struct stomp_header *hdrs;
-    size_t hdrs_cap;
-    char *in;
-    size_t in_len, in_cap;
-    bool in_process;
-
-    char *out; /* serialisation buffer, reused */
-    size_t out_cap;
-    struct stomp_header *mhdrs; /* MESSAGE header scratch */
-    size_t mhdrs_cap;
-
-    struct stomp_heartbeat hb;
-    uint32_t hb_send_ms, hb_recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
-    struct timer *hb_timer;
-    struct timer *login_timer;
-    struct timer *idle_timer; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
-    uint64_t last_frame_ms;
-    struct timer *resume_ev; /* deferred input processing (after CONNECTED, after a pause ends) */
-    struct timer *settle_ev; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
-
     struct upstream_chan *ch;
-    uint64_t last_tag;
-    struct session_op *ops, *ops_tail;
-    struct session_waiter *waiters, *waiters_tail;
-    unsigned unconfirmed;
-    bool blocked;
-    bool read_paused;
 
-    struct session_sub *subs;
-    size_t n_subs;
-    unsigned sub_seq;
-    struct session_temp *temps;
-    char **declared; /* /queue/ names declared by this session */
-    size_t n_declared;
-    struct session_tx *txs;
-    size_t n_txs;
+    struct session_input in;
+    struct session_output out;
+    struct session_timers tm;
+    struct session_oplog ops;
+    struct session_subs subs;
+    struct session_map map;
+    struct session_txs txs;
 };
 
 /*
@@ -200,42 +232,61 @@ enum session_rc session_fatal_at(struct session *s, const char *what, const char
 
 /* session.c */
 void session_log(struct session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* One frame to the client. 0, -EPIPE (closed, or the transport refused), -EINVAL (not representable), -ENOMEM. */
 int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp_header *h, size_t n, const char *body,
                        size_t body_len);
 void session_close(struct session *s, const char *reason);
-/* Starts an op record; returns its tag, or 0 on ENOMEM (the session has failed). */
-uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt);
-/* Checks the return of the upstream_* call made for `tag`: 0 → SESSION_OK; else drops the op and fails the session. */
-enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);
-void session_flow_update(struct session *s);
 /* Runs the handler of `f` (COMMIT replays buffered frames through it) and queues its RECEIPT. */
 enum session_rc session_dispatch(struct session *s, const struct stomp_frame *f, bool replay);
+/* Processes held input on the loop (after CONNECTED, after a pause ends). */
+void session_input_resume(struct session *s);
 char *session_strndup(const char *s, size_t n);
 /* Cryptographic random bytes. 0 or -EIO. */
 int session_random(uint8_t *buf, size_t n);
 
+/* session-ops.c */
+void session_ops_init(struct session *s);
+void session_ops_deinit(struct session *s);
+/* Starts an op record; returns its tag, or 0 on ENOMEM (the session has failed). */
+uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt);
+/* Checks the return of the upstream_* call made for `tag`: 0 → SESSION_OK; else drops the op and fails the session. */
+enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);
+/* on_done of op `op_tag`: a nack fails the session (with the SEND's receipt-id); receipts due are sent. */
+void session_ops_done(struct session *s, uint64_t op_tag, const struct upstream_error *err);
+/* The receipt of the oldest pending op (the one an ERROR about the channel's death answers), or NULL. */
+const char *session_ops_first_receipt(const struct session *s);
+/* A RECEIPT for `receipt` (NULL: none) once every op issued so far has completed; `close` after it (DISCONNECT). */
+enum session_rc session_receipt_add(struct session *s, const struct stomp_header *receipt, bool close);
+void session_ops_blocked(struct session *s, bool blocked);
+/* Pauses or resumes reading from the client as CONNECTING, a blocked broker and max_unconfirmed say. */
+void session_flow_update(struct session *s);
+
 /* session-sub.c */
+int session_subs_init(struct session *s);
+void session_subs_deinit(struct session *s);
 enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay);
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
 void session_sub_cancelled(struct session *s, const char *ctag);
 void session_subs_drain(struct session *s);
-void session_subs_free(struct session *s);
 /* Adds the consumer of a temp reply queue (already declared). */
 enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
 
 /* session-map.c */
+void session_map_init(struct session *s);
+void session_map_deinit(struct session *s);
 enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay);
+/* MESSAGE for delivery `d` on `sub`. 0, or non-zero when it was not sent (the caller gives the delivery back). */
 int session_message_send(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
-void session_map_free(struct session *s);
 /* Declares /queue/ `name` once per session (flags and args from f's headers; `nowait` for SEND). */
 enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame *f, const char *name, bool nowait);
 
 /* session-tx.c */
+void session_txs_init(struct session *s);
+void session_txs_deinit(struct session *s);
 enum session_rc session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay);
 /* For SEND/ACK/NACK: SESSION_OK when `f` has no `transaction` header (handle it now), SESSION_HELD when it was buffered. */
 enum session_rc session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay);
-void session_txs_free(struct session *s);

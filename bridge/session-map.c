@@ -44,8 +44,8 @@ static bool is_prop_header(const struct stomp_header *h)
 
 static bool declared(struct session *s, const char *name)
 {
-    for (size_t i = 0; i < s->n_declared; i++)
-        if (strcmp(s->declared[i], name) == 0)
+    for (size_t i = 0; i < s->map.n_declared; i++)
+        if (strcmp(s->map.declared[i], name) == 0)
             return true;
     return false;
 }
@@ -62,12 +62,12 @@ enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame
     unsigned flags = o.flags | (nowait ? UPSTREAM_Q_NOWAIT : 0u);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, name, flags, o.args.v, o.args.n)) != 0)
         return SESSION_CLOSED;
-    if (s->n_declared < MAX_DECLARED_CACHE) {
-        char **v = realloc(s->declared, (s->n_declared + 1) * sizeof(*v));
+    if (s->map.n_declared < MAX_DECLARED_CACHE) {
+        char **v = realloc(s->map.declared, (s->map.n_declared + 1) * sizeof(*v));
         if (v) {
-            s->declared = v;
-            if ((v[s->n_declared] = strdup(name)))
-                s->n_declared++;
+            s->map.declared = v;
+            if ((v[s->map.n_declared] = strdup(name)))
+                s->map.n_declared++;
         }
     }
     return SESSION_OK;
@@ -76,10 +76,11 @@ enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame
 /* The real queue behind /temp-queue/<id>: declared (exclusive, auto-delete, owned) and consumed on first use. */
 static const char *temp_queue(struct session *s, const char *id, size_t id_len)
 {
-    for (struct session_temp *t = s->temps; t; t = t->next)
-        if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
-            return t->queue;
-    struct session_temp *t = calloc(1, sizeof(*t));
+    struct session_temp *t;
+    LIST_FOR_EACH_ENTRY(t, &s->map.temps, link)
+    if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
+        return t->queue;
+    t = calloc(1, sizeof(*t));
     uint8_t rnd[16];
     if (!t || !(t->id = session_strndup(id, id_len)) || session_random(rnd, sizeof(rnd)) != 0) {
         if (t)
@@ -90,8 +91,7 @@ static const char *temp_queue(struct session *s, const char *id, size_t id_len)
     }
     memcpy(t->queue, "stomp.gen-", 10);
     dest_base64url(rnd, sizeof(rnd), t->queue + 10);
-    t->next = s->temps;
-    s->temps = t;
+    list_link_front(&s->map.temps, &t->link);
     unsigned flags = UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED;
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, t->queue, flags, NULL, 0)) != 0)
@@ -101,19 +101,28 @@ static const char *temp_queue(struct session *s, const char *id, size_t id_len)
     return t->queue;
 }
 
-void session_map_free(struct session *s)
+void session_map_init(struct session *s)
 {
-    for (size_t i = 0; i < s->n_declared; i++)
-        free(s->declared[i]);
-    free(s->declared);
-    s->declared = NULL;
-    s->n_declared = 0;
-    while (s->temps) {
-        struct session_temp *t = s->temps;
-        s->temps = t->next;
+    list_init(&s->map.temps);
+}
+
+void session_map_deinit(struct session *s)
+{
+    for (size_t i = 0; i < s->map.n_declared; i++)
+        free(s->map.declared[i]);
+    free(s->map.declared);
+    s->map.declared = NULL;
+    s->map.n_declared = 0;
+    struct session_temp *t, *tmp;
+    LIST_FOR_EACH_ENTRY_SAFE(t, tmp, &s->map.temps, link)
+    {
+        list_unlink(&t->link);
         free(t->id);
         free(t);
     }
+    free(s->map.mhdrs);
+    s->map.mhdrs = NULL;
+    s->map.mhdrs_cap = 0;
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -332,16 +341,16 @@ static int msg_ctx_init(struct msg_ctx *m, struct session *s, size_t n_custom)
 {
     size_t cap = 24 + n_custom;
     m->s = s;
-    if (s->mhdrs_cap < cap) {
-        struct stomp_header *h = realloc(s->mhdrs, cap * sizeof(*h));
+    if (s->map.mhdrs_cap < cap) {
+        struct stomp_header *h = realloc(s->map.mhdrs, cap * sizeof(*h));
         if (!h)
             return -ENOMEM;
-        s->mhdrs = h;
-        s->mhdrs_cap = cap;
+        s->map.mhdrs = h;
+        s->map.mhdrs_cap = cap;
     }
-    m->h = s->mhdrs;
+    m->h = s->map.mhdrs;
     m->n = 0;
-    m->cap = s->mhdrs_cap;
+    m->cap = s->map.mhdrs_cap;
     return 0;
 }
 

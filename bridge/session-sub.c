@@ -57,35 +57,33 @@ static void sub_free(struct session_sub *sub)
 
 static struct session_sub *sub_find(struct session *s, const char *id, size_t len)
 {
-    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
-        if (strlen(sub->id) == len && memcmp(sub->id, id, len) == 0)
-            return sub;
+    struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    if (strlen(sub->id) == len && memcmp(sub->id, id, len) == 0)
+        return sub;
     return NULL;
 }
 
 static struct session_sub *sub_find_ctag(struct session *s, const char *ctag)
 {
-    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
-        if (strcmp(sub->ctag, ctag) == 0)
-            return sub;
+    struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    if (strcmp(sub->ctag, ctag) == 0)
+        return sub;
     return NULL;
 }
 
 static void sub_link(struct session *s, struct session_sub *sub)
 {
-    sub->next = s->subs;
-    s->subs = sub;
-    s->n_subs++;
+    list_link_front(&s->subs.all, &sub->link);
+    s->subs.n++;
 }
 
 static void sub_unlink(struct session *s, struct session_sub *sub)
 {
-    for (struct session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
-        if (*pp == sub) {
-            *pp = sub->next;
-            s->n_subs--;
-            return;
-        }
+    if (list_is_linked(&sub->link)) {
+        list_unlink(&sub->link);
+        s->subs.n--;
     }
 }
 
@@ -98,7 +96,7 @@ static struct session_sub *sub_new(struct session *s, const char *id, size_t id_
     if (id_len <= 200)
         snprintf(ctag, sizeof(ctag), "T_%.*s", (int)id_len, id);
     else
-        snprintf(ctag, sizeof(ctag), "T_#%u", ++s->sub_seq);
+        snprintf(ctag, sizeof(ctag), "T_#%u", ++s->subs.seq);
     sub->id = session_strndup(id, id_len);
     sub->dest = session_strndup(dest, dest_len);
     sub->ctag = strdup(ctag);
@@ -215,7 +213,7 @@ static enum session_rc subscribe_check(struct session *s, const struct stomp_fra
     char num[24];
     if (sub_find(s, id, id_len))
         return SESSION_FAIL(s, f, SUB_DUPLICATE, ((struct session_arg){id, id_len}));
-    if (s->n_subs >= (size_t)s->conf->max_subscriptions)
+    if (s->subs.n >= (size_t)s->conf->max_subscriptions)
         return SESSION_FAIL(s, f, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
@@ -340,7 +338,9 @@ static int parse_msg_id(struct session *s, const struct stomp_header *h, uint64_
 
 static struct session_sub *find_tag(struct session *s, uint64_t tag, size_t *idx)
 {
-    for (struct session_sub *sub = s->subs; sub; sub = sub->next) {
+    struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    {
         if (sub->ack == SESSION_ACK_AUTO)
             continue;
         for (size_t i = 0; i < sub->unacked.n; i++) {
@@ -356,9 +356,10 @@ static struct session_sub *find_tag(struct session *s, uint64_t tag, size_t *idx
 /* true when no subscription other than `self` holds a tag below `tag`: basic.ack multiple=true is then exact. */
 static bool multiple_safe(struct session *s, const struct session_sub *self, uint64_t tag)
 {
-    for (struct session_sub *sub = s->subs; sub; sub = sub->next)
-        if (sub != self && sub->unacked.n > 0 && sub->unacked.v[0] < tag)
-            return false;
+    const struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    if (sub != self && sub->unacked.n > 0 && sub->unacked.v[0] < tag)
+        return false;
     return true;
 }
 
@@ -436,14 +437,16 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     }
     /* ack:auto: settled at the end of this loop turn, all the turn's deliveries with one basic.ack when possible */
     if (sub->ack == SESSION_ACK_AUTO && client_has_room(s))
-        timer_arm(s->settle_ev, 0);
+        timer_arm(s->subs.settle, 0);
 }
 
 /* Highest tag held by ack:auto subscriptions, and whether a client-mode subscription holds an older one. */
 static uint64_t auto_held_max(struct session *s, bool *client_older)
 {
     uint64_t max = 0, client_min = UINT64_MAX;
-    for (struct session_sub *sub = s->subs; sub; sub = sub->next) {
+    const struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    {
         if (sub->unacked.n == 0)
             continue;
         if (sub->ack == SESSION_ACK_AUTO && sub->unacked.v[sub->unacked.n - 1] > max)
@@ -470,7 +473,11 @@ void session_subs_drain(struct session *s)
         return;
     if (!client_older && settle(s, max, true, false, false) != 0)
         return;
-    for (struct session_sub *sub = s->subs; sub && s->state != SESSION_ST_CLOSED; sub = sub->next) {
+    struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
+    {
+        if (s->state == SESSION_ST_CLOSED)
+            return;
         if (sub->ack != SESSION_ACK_AUTO)
             continue;
         if (!client_older)
@@ -490,12 +497,27 @@ void session_sub_cancelled(struct session *s, const char *ctag)
     (void)session_error_frame(s, NULL, SESSION_ERR_SUB_CANCELLED, NULL, 0, &h);
 }
 
-void session_subs_free(struct session *s)
+static void settle_later(void *arg)
 {
-    while (s->subs) {
-        struct session_sub *sub = s->subs;
-        s->subs = sub->next;
+    session_on_drain(arg);
+}
+
+int session_subs_init(struct session *s)
+{
+    list_init(&s->subs.all);
+    s->subs.settle = timer_new(s->env.base, settle_later, s);
+    return s->subs.settle ? 0 : -ENOMEM;
+}
+
+void session_subs_deinit(struct session *s)
+{
+    struct session_sub *sub, *tmp;
+    LIST_FOR_EACH_ENTRY_SAFE(sub, tmp, &s->subs.all, link)
+    {
+        list_unlink(&sub->link);
         sub_free(sub);
     }
-    s->n_subs = 0;
+    s->subs.n = 0;
+    timer_free(s->subs.settle);
+    s->subs.settle = NULL;
 }

@@ -23,7 +23,7 @@ static struct session_frame_copy *frame_copy(const struct stomp_frame *f)
         return NULL;
     struct stomp_header *h = (struct stomp_header *)(c + 1);
     char *p = (char *)(h + f->n_headers);
-    c->next = NULL;
+    c->link = (struct list){0};
     c->f = (struct stomp_frame){.cmd = f->cmd, .headers = h, .n_headers = f->n_headers, .body_len = f->body_len};
     for (size_t i = 0; i < f->n_headers; i++) {
         const struct stomp_header *src = &f->headers[i];
@@ -45,20 +45,19 @@ static struct session_frame_copy *frame_copy(const struct stomp_frame *f)
 
 static void tx_free(struct session_tx *tx)
 {
-    while (tx->head) {
-        struct session_frame_copy *c = tx->head;
-        tx->head = c->next;
-        free(c);
-    }
+    struct session_frame_copy *c, *tmp;
+    LIST_FOR_EACH_ENTRY_SAFE(c, tmp, &tx->frames, link)
+    free(c);
     free(tx->id);
     free(tx);
 }
 
 static struct session_tx *tx_find(struct session *s, const struct stomp_header *h)
 {
-    for (struct session_tx *tx = s->txs; tx; tx = tx->next)
-        if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0)
-            return tx;
+    struct session_tx *tx;
+    LIST_FOR_EACH_ENTRY(tx, &s->txs.all, link)
+    if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0)
+        return tx;
     return NULL;
 }
 
@@ -70,13 +69,11 @@ static struct session_tx *tx_take(struct session *s, const struct stomp_frame *f
         (void)SESSION_FAIL(s, f, TX_MISSING, SARG(stomp_cmd_str(f->cmd)));
         return NULL;
     }
-    for (struct session_tx **pp = &s->txs; *pp; pp = &(*pp)->next) {
-        struct session_tx *tx = *pp;
-        if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0) {
-            *pp = tx->next;
-            s->n_txs--;
-            return tx;
-        }
+    struct session_tx *tx = tx_find(s, h);
+    if (tx) {
+        list_unlink(&tx->link);
+        s->txs.n--;
+        return tx;
     }
     (void)SESSION_FAIL(s, f, TX_UNKNOWN, SARG_HDR(h));
     return NULL;
@@ -90,16 +87,16 @@ enum session_rc session_cmd_begin(struct session *s, const struct stomp_frame *f
         return SESSION_FAIL(s, f, TX_MISSING, SARG("BEGIN"));
     if (tx_find(s, h))
         return SESSION_FAIL(s, f, TX_OPEN, SARG_HDR(h));
-    if (s->n_txs >= (size_t)s->conf->max_transactions)
+    if (s->txs.n >= (size_t)s->conf->max_transactions)
         return SESSION_FAIL(s, f, TX_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_transactions));
     struct session_tx *tx = calloc(1, sizeof(*tx));
     if (!tx || !(tx->id = session_strndup(h->value, h->value_len))) {
         free(tx);
         return SESSION_FATAL(s, "out of memory");
     }
-    tx->next = s->txs;
-    s->txs = tx;
-    s->n_txs++;
+    list_init(&tx->frames);
+    list_link_front(&s->txs.all, &tx->link);
+    s->txs.n++;
     return SESSION_OK;
 }
 
@@ -108,8 +105,13 @@ enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *
     struct session_tx *tx = tx_take(s, f);
     if (!tx)
         return SESSION_CLOSED;
-    for (struct session_frame_copy *c = tx->head; c && s->state == SESSION_ST_OPEN; c = c->next)
+    struct session_frame_copy *c;
+    LIST_FOR_EACH_ENTRY(c, &tx->frames, link)
+    {
+        if (s->state != SESSION_ST_OPEN)
+            break;
         (void)session_dispatch(s, &c->f, true);
+    }
     tx_free(tx);
     return s->state == SESSION_ST_OPEN ? SESSION_OK : SESSION_CLOSED;
 }
@@ -137,21 +139,23 @@ enum session_rc session_tx_capture(struct session *s, const struct stomp_frame *
     struct session_frame_copy *c = frame_copy(f);
     if (!c)
         return SESSION_FATAL(s, "out of memory");
-    if (tx->tail)
-        tx->tail->next = c;
-    else
-        tx->head = c;
-    tx->tail = c;
+    list_link_tail(&tx->frames, &c->link);
     tx->n++;
     return SESSION_HELD;
 }
 
-void session_txs_free(struct session *s)
+void session_txs_init(struct session *s)
 {
-    while (s->txs) {
-        struct session_tx *tx = s->txs;
-        s->txs = tx->next;
+    list_init(&s->txs.all);
+}
+
+void session_txs_deinit(struct session *s)
+{
+    struct session_tx *tx, *tmp;
+    LIST_FOR_EACH_ENTRY_SAFE(tx, tmp, &s->txs.all, link)
+    {
+        list_unlink(&tx->link);
         tx_free(tx);
     }
-    s->n_txs = 0;
+    s->txs.n = 0;
 }

@@ -84,15 +84,15 @@ static int write_frame(struct session *s, const struct stomp_frame *f, size_t *l
 {
     unsigned flags = s->conf->trailing_lf ? STOMP_WRITE_TRAILING_LF : 0;
     const char *reason = NULL;
-    int r = stomp_frame_write(f, s->version, flags, s->out, s->out_cap, len, &reason);
+    int r = stomp_frame_write(f, s->version, flags, s->out.buf, s->out.cap, len, &reason);
     if (r == STOMP_E_NOSPACE) {
         size_t cap = *len + 256;
-        char *n = realloc(s->out, cap);
+        char *n = realloc(s->out.buf, cap);
         if (!n)
             return -ENOMEM;
-        s->out = n;
-        s->out_cap = cap;
-        r = stomp_frame_write(f, s->version, flags, s->out, s->out_cap, len, &reason);
+        s->out.buf = n;
+        s->out.cap = cap;
+        r = stomp_frame_write(f, s->version, flags, s->out.buf, s->out.cap, len, &reason);
     }
     if (r != 0)
         session_log(s, LOG_DEBUG, "cannot write %s frame: %s", stomp_cmd_str(f->cmd), reason ? reason : stomp_error_str(r));
@@ -109,15 +109,15 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     int r = write_frame(s, &f, &len);
     if (r != 0)
         return r < 0 ? r : -EINVAL;
-    int sent = s->io.send(s->io_ud, s->out, len);
-    if (s->out_cap > SESSION_KEEP_BYTES) {
-        free(s->out);
-        s->out = NULL;
-        s->out_cap = 0;
+    int sent = s->io.send(s->io_ud, s->out.buf, len);
+    if (s->out.cap > SESSION_KEEP_BYTES) {
+        free(s->out.buf);
+        s->out.buf = NULL;
+        s->out.cap = 0;
     }
     if (sent != 0)
         return -EPIPE;
-    stomp_heartbeat_sent(&s->hb, timer_now_ms());
+    stomp_heartbeat_sent(&s->tm.hb, timer_now_ms());
     return 0;
 }
 
@@ -126,132 +126,19 @@ void session_close(struct session *s, const char *reason)
     if (s->state == SESSION_ST_CLOSED)
         return;
     s->state = SESSION_ST_CLOSED;
-    timer_disarm(s->hb_timer);
-    timer_disarm(s->login_timer);
-    timer_disarm(s->idle_timer);
+    timer_disarm(s->tm.heartbeat);
+    timer_disarm(s->tm.login);
+    timer_disarm(s->tm.idle);
     upstream_chan_release(s->ch);
     s->ch = NULL;
     session_log(s, LOG_DEBUG, "closing: %s", reason);
     s->io.close(s->io_ud, reason);
 }
 
-/* ------------------------------------------------------------------------------------------------------------------ */
-/* Upstream operations, receipts, flow control                                                                         */
-
-uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt)
+void session_input_resume(struct session *s)
 {
-    struct session_op *op = calloc(1, sizeof(*op));
-    if (!op || (receipt && !(op->receipt = session_strndup(receipt->value, receipt->value_len)))) {
-        free(op);
-        SESSION_FATAL(s, "out of memory");
-        return 0;
-    }
-    op->tag = ++s->last_tag;
-    op->kind = kind;
-    if (s->ops_tail)
-        s->ops_tail->next = op;
-    else
-        s->ops = op;
-    s->ops_tail = op;
-    if (kind == SESSION_OP_PUBLISH) {
-        s->unconfirmed++;
-        session_flow_update(s);
-    }
-    return op->tag;
-}
-
-/* Unlinks the op with `tag` (usually the head: the broker answers in order). */
-static struct session_op *op_take(struct session *s, uint64_t tag)
-{
-    struct session_op *prev = NULL;
-    for (struct session_op *op = s->ops; op; prev = op, op = op->next) {
-        if (op->tag != tag)
-            continue;
-        if (prev)
-            prev->next = op->next;
-        else
-            s->ops = op->next;
-        if (s->ops_tail == op)
-            s->ops_tail = prev;
-        if (op->kind == SESSION_OP_PUBLISH)
-            s->unconfirmed--;
-        return op;
-    }
-    return NULL;
-}
-
-static void op_free(struct session_op *op)
-{
-    if (op) {
-        free(op->receipt);
-        free(op);
-    }
-}
-
-enum session_rc session_op_check(struct session *s, uint64_t tag, int rc)
-{
-    if (rc == 0)
-        return SESSION_OK;
-    op_free(op_take(s, tag));
-    if (rc == UPSTREAM_ERR_CLOSED)
-        return SESSION_FAIL(s, NULL, BROKER_LOST, SARG("the AMQP channel is closed"));
-    return SESSION_FATAL(s, "cannot queue the AMQP operation");
-}
-
-/* Sends every RECEIPT whose earlier work is done; closes after DISCONNECT's. */
-static void waiters_run(struct session *s)
-{
-    while (s->waiters && s->state != SESSION_ST_CLOSED) {
-        struct session_waiter *w = s->waiters;
-        if (s->ops && s->ops->tag <= w->tag)
-            return;
-        s->waiters = w->next;
-        if (!s->waiters)
-            s->waiters_tail = NULL;
-        if (w->receipt) {
-            struct stomp_header h = hdr_str("receipt-id", w->receipt);
-            (void)session_send_frame(s, STOMP_CMD_RECEIPT, &h, 1, "", 0);
-        }
-        if (w->close)
-            session_close(s, "client disconnected");
-        free(w->receipt);
-        free(w);
-    }
-}
-
-static enum session_rc waiter_add(struct session *s, const struct stomp_header *receipt, bool close)
-{
-    struct session_waiter *w = calloc(1, sizeof(*w));
-    if (!w || (receipt && !(w->receipt = session_strndup(receipt->value, receipt->value_len)))) {
-        free(w);
-        return SESSION_FATAL(s, "out of memory");
-    }
-    w->tag = s->last_tag;
-    w->close = close;
-    if (s->waiters_tail)
-        s->waiters_tail->next = w;
-    else
-        s->waiters = w;
-    s->waiters_tail = w;
-    waiters_run(s);
-    return s->state == SESSION_ST_CLOSED ? SESSION_CLOSED : SESSION_OK;
-}
-
-static void resume_later(struct session *s)
-{
-    if (s->in_len > 0)
-        timer_arm(s->resume_ev, 0);
-}
-
-void session_flow_update(struct session *s)
-{
-    bool want = s->state == SESSION_ST_CONNECTING || s->blocked || s->unconfirmed >= (unsigned)s->conf->max_unconfirmed;
-    if (want == s->read_paused || s->state == SESSION_ST_CLOSED)
-        return;
-    s->read_paused = want;
-    s->io.pause_reading(s->io_ud, want);
-    if (!want)
-        resume_later(s);
+    if (s->in.len > 0)
+        timer_arm(s->in.resume, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -259,12 +146,12 @@ void session_flow_update(struct session *s)
 
 static void hb_schedule(struct session *s)
 {
-    uint64_t next = stomp_heartbeat_next_deadline(&s->hb);
+    uint64_t next = stomp_heartbeat_next_deadline(&s->tm.hb);
     if (next == UINT64_MAX || s->state == SESSION_ST_CLOSED)
         return;
     uint64_t now = timer_now_ms();
     uint64_t d = next > now ? next - now : 0;
-    timer_arm(s->hb_timer, d);
+    timer_arm(s->tm.heartbeat, d);
 }
 
 static void on_hb_timer(void *arg)
@@ -272,11 +159,11 @@ static void on_hb_timer(void *arg)
     struct session *s = arg;
     bool beat = false;
     uint64_t now = timer_now_ms();
-    if (s->read_paused) /* we stopped reading: the client's beats are waiting in the socket, not missing */
-        stomp_heartbeat_received(&s->hb, now);
-    int r = stomp_heartbeat_tick(&s->hb, now, &beat);
+    if (s->ops.read_paused) /* we stopped reading: the client's beats are waiting in the socket, not missing */
+        stomp_heartbeat_received(&s->tm.hb, now);
+    int r = stomp_heartbeat_tick(&s->tm.hb, now, &beat);
     if (beat && s->io.send(s->io_ud, "\n", 1) == 0)
-        stomp_heartbeat_sent(&s->hb, now);
+        stomp_heartbeat_sent(&s->tm.hb, now);
     if (r == STOMP_E_HEARTBEAT_TIMEOUT) {
         session_log(s, LOG_INFO, "missed client heart-beats, closing");
         session_close(s, "missed client heart-beats");
@@ -297,27 +184,22 @@ static void on_login_timer(void *arg)
 static void idle_schedule(struct session *s, uint64_t now)
 {
     uint64_t idle = (uint64_t)s->conf->idle_timeout_ms;
-    uint64_t due = s->last_frame_ms + idle;
+    uint64_t due = s->in.last_frame_ms + idle;
     uint64_t d = due > now ? due - now : 0;
     if (idle > 0 && s->state != SESSION_ST_CLOSED)
-        timer_arm(s->idle_timer, d);
+        timer_arm(s->tm.idle, d);
 }
 
 static void on_idle_timer(void *arg)
 {
     struct session *s = arg;
     uint64_t now = timer_now_ms();
-    if (now - s->last_frame_ms >= (uint64_t)s->conf->idle_timeout_ms) {
+    if (now - s->in.last_frame_ms >= (uint64_t)s->conf->idle_timeout_ms) {
         session_log(s, LOG_INFO, "no frame for %d ms, closing", s->conf->idle_timeout_ms);
         session_close(s, "idle timeout");
         return;
     }
     idle_schedule(s, now);
-}
-
-static void on_settle(void *arg)
-{
-    session_on_drain(arg);
 }
 
 static void on_resume(void *arg)
@@ -384,42 +266,25 @@ static void on_open(void *ud, const struct upstream_error *err)
     }
     struct stomp_limits lim = {s->conf->max_frame_bytes, (size_t)s->conf->max_headers, s->conf->max_header_line_bytes,
                                s->conf->max_body_bytes};
-    stomp_parser_set_limits(&s->parser, &lim);
-    stomp_parser_set_version(&s->parser, s->version);
+    stomp_parser_set_limits(&s->in.parser, &lim);
+    stomp_parser_set_version(&s->in.parser, s->version);
     s->state = SESSION_ST_OPEN;
     s->connected = true;
     snprintf(s->prefix, sizeof(s->prefix), "%s %s", s->peer, s->id);
-    timer_disarm(s->login_timer);
+    timer_disarm(s->tm.login);
     session_flow_update(s);
-    stomp_heartbeat_init(&s->hb, s->hb_send_ms, s->hb_recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, timer_now_ms());
-    send_connected(s, s->hb_send_ms, s->hb_recv_ms);
+    stomp_heartbeat_init(&s->tm.hb, s->tm.send_ms, s->tm.recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, timer_now_ms());
+    send_connected(s, s->tm.send_ms, s->tm.recv_ms);
     session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
     hb_schedule(s);
-    s->last_frame_ms = timer_now_ms();
-    idle_schedule(s, s->last_frame_ms);
-    resume_later(s);
+    s->in.last_frame_ms = timer_now_ms();
+    idle_schedule(s, s->in.last_frame_ms);
+    session_input_resume(s);
 }
 
 static void on_done(void *ud, uint64_t op_tag, const struct upstream_error *err, const char *queue)
 {
-    struct session *s = ud;
-    /* Any other failure means the channel died: on_closed follows and reports it (with this op's receipt); no RECEIPT
-     * may go out for work that did not happen, so the op stays pending. */
-    if (err && err->kind != UPSTREAM_ERR_NACK)
-        return;
-    struct session_op *op = op_take(s, op_tag);
-    if (!op)
-        return;
-    if (err && err->kind == UPSTREAM_ERR_NACK && s->state != SESSION_ST_CLOSED) {
-        char detail[512] = "";
-        if (err->text)
-            snprintf(detail, sizeof(detail), ": %s", err->text);
-        struct session_arg r = {op->receipt, op->receipt ? strlen(op->receipt) : 0};
-        (void)session_error_frame(s, &r, SESSION_ERR_NACK, &SARG(detail), 1, NULL);
-    }
-    op_free(op);
-    session_flow_update(s);
-    waiters_run(s);
+    session_ops_done(ud, op_tag, err);
 }
 
 static void on_closed(void *ud, const struct upstream_error *err)
@@ -427,7 +292,7 @@ static void on_closed(void *ud, const struct upstream_error *err)
     struct session *s = ud;
     session_log(s, LOG_INFO, "AMQP channel closed: %s (%d) %s", err->name ? err->name : upstream_err_str(err->kind), err->code,
                 err->text ? err->text : "");
-    broker_error(s, s->ops ? s->ops->receipt : NULL, err);
+    broker_error(s, session_ops_first_receipt(s), err);
 }
 
 static void on_delivery(void *ud, const struct upstream_delivery *d)
@@ -442,10 +307,7 @@ static void on_cancel(void *ud, const char *consumer_tag)
 
 static void on_blocked(void *ud, bool blocked)
 {
-    struct session *s = ud;
-    session_log(s, LOG_DEBUG, "broker %s publishers", blocked ? "blocks" : "unblocked");
-    s->blocked = blocked;
-    session_flow_update(s);
+    session_ops_blocked(ud, blocked);
 }
 
 static const struct upstream_chan_cb chan_cb = {
@@ -477,7 +339,7 @@ static enum session_rc negotiate(struct session *s, const struct stomp_frame *f)
     if (stomp_heartbeat_parse(hb ? hb->value : NULL, hb ? hb->value_len : 0, &cx, &cy, &reason) != 0)
         return SESSION_FAIL(s, NULL, BAD_HEARTBEAT, SARG(reason ? reason : "invalid heart-beat header"));
     stomp_heartbeat_negotiate(cx, cy, (uint32_t)s->conf->heartbeat_send_min_ms, (uint32_t)s->conf->heartbeat_recv_min_ms, 0,
-                              &s->hb_send_ms, &s->hb_recv_ms);
+                              &s->tm.send_ms, &s->tm.recv_ms);
     return SESSION_OK;
 }
 
@@ -510,7 +372,7 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
 static enum session_rc cmd_disconnect(struct session *s, const struct stomp_frame *f, bool replay)
 {
     s->state = SESSION_ST_DISCONNECTING;
-    return waiter_add(s, stomp_frame_header(f, "receipt"), true) == SESSION_OK ? SESSION_HELD : SESSION_CLOSED;
+    return session_receipt_add(s, stomp_frame_header(f, "receipt"), true) == SESSION_OK ? SESSION_HELD : SESSION_CLOSED;
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -542,14 +404,14 @@ enum session_rc session_dispatch(struct session *s, const struct stomp_frame *f,
     if (r == SESSION_OK && s->state == SESSION_ST_OPEN) {
         const struct stomp_header *rc = stomp_frame_header(f, "receipt");
         if (rc)
-            r = waiter_add(s, rc, false);
+            r = session_receipt_add(s, rc, false);
     }
     return r;
 }
 
 static bool can_parse(const struct session *s)
 {
-    return s->state == SESSION_ST_LOGIN || (s->state == SESSION_ST_OPEN && !s->read_paused);
+    return s->state == SESSION_ST_LOGIN || (s->state == SESSION_ST_OPEN && !s->ops.read_paused);
 }
 
 /* Length of the command line at `p` (for "Could not interpret command"), capped, printable bytes only. */
@@ -580,14 +442,14 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
 static void process_input(struct session *s)
 {
     size_t off = 0;
-    if (s->in_process)
+    if (s->in.processing)
         return;
-    s->in_process = true;
-    while (off < s->in_len && can_parse(s)) {
+    s->in.processing = true;
+    while (off < s->in.len && can_parse(s)) {
         size_t used = 0;
         struct stomp_frame f;
         const char *reason = NULL;
-        int r = stomp_parser_feed(&s->parser, s->in + off, s->in_len - off, &used, &f, &reason);
+        int r = stomp_parser_feed(&s->in.parser, s->in.buf + off, s->in.len - off, &used, &f, &reason);
         if (r == STOMP_NEED_MORE)
             break;
         if (r == STOMP_HEARTBEAT) {
@@ -595,23 +457,23 @@ static void process_input(struct session *s)
             continue;
         }
         if (r != 0) {
-            parse_failed(s, r, reason, s->in + off, s->in_len - off);
+            parse_failed(s, r, reason, s->in.buf + off, s->in.len - off);
             break;
         }
-        s->last_frame_ms = timer_now_ms();
+        s->in.last_frame_ms = timer_now_ms();
         (void)session_dispatch(s, &f, false);
         off += used;
     }
     if (s->state == SESSION_ST_CLOSED)
-        off = s->in_len;
-    memmove(s->in, s->in + off, s->in_len - off);
-    s->in_len -= off;
-    if (s->in_len == 0 && s->in_cap > SESSION_KEEP_BYTES) {
-        free(s->in);
-        s->in = NULL;
-        s->in_cap = 0;
+        off = s->in.len;
+    memmove(s->in.buf, s->in.buf + off, s->in.len - off);
+    s->in.len -= off;
+    if (s->in.len == 0 && s->in.cap > SESSION_KEEP_BYTES) {
+        free(s->in.buf);
+        s->in.buf = NULL;
+        s->in.cap = 0;
     }
-    s->in_process = false;
+    s->in.processing = false;
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -627,21 +489,20 @@ static int session_init(struct session *s, const char *peer)
         return -EIO;
     memcpy(s->id, "session-", 8);
     dest_base64url(rnd, sizeof(rnd), s->id + 8);
-    s->hdrs_cap = (size_t)c->max_headers;
-    s->hdrs = calloc(s->hdrs_cap, sizeof(*s->hdrs));
+    s->in.hdrs_cap = (size_t)c->max_headers;
+    s->in.hdrs = calloc(s->in.hdrs_cap, sizeof(*s->in.hdrs));
     size_t unauth = c->max_frame_bytes_unauthenticated;
-    struct stomp_limits lim = {unauth, s->hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
+    struct stomp_limits lim = {unauth, s->in.hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
                                c->max_body_bytes < unauth ? c->max_body_bytes : unauth};
-    stomp_parser_init(&s->parser, &lim, s->hdrs, s->hdrs_cap);
-    stomp_heartbeat_init(&s->hb, 0, 0, 100, timer_now_ms());
-    s->hb_timer = timer_new(s->env.base, on_hb_timer, s);
-    s->login_timer = timer_new(s->env.base, on_login_timer, s);
-    s->idle_timer = timer_new(s->env.base, on_idle_timer, s);
-    s->resume_ev = timer_new(s->env.base, on_resume, s);
-    s->settle_ev = timer_new(s->env.base, on_settle, s);
-    if (!s->hdrs || !s->hb_timer || !s->login_timer || !s->idle_timer || !s->resume_ev || !s->settle_ev)
+    stomp_parser_init(&s->in.parser, &lim, s->in.hdrs, s->in.hdrs_cap);
+    stomp_heartbeat_init(&s->tm.hb, 0, 0, 100, timer_now_ms());
+    s->tm.heartbeat = timer_new(s->env.base, on_hb_timer, s);
+    s->tm.login = timer_new(s->env.base, on_login_timer, s);
+    s->tm.idle = timer_new(s->env.base, on_idle_timer, s);
+    s->in.resume = timer_new(s->env.base, on_resume, s);
+    if (!s->in.hdrs || !s->tm.heartbeat || !s->tm.login || !s->tm.idle || !s->in.resume)
         return -ENOMEM;
-    timer_arm(s->login_timer, (uint64_t)c->login_timeout_ms);
+    timer_arm(s->tm.login, (uint64_t)c->login_timeout_ms);
     return 0;
 }
 
@@ -655,7 +516,10 @@ struct session *session_new(const struct session_env *env, const struct session_
     s->io = *io;
     s->io_ud = io_ud;
     s->version = STOMP_V1_0;
-    if (session_init(s, peer) != 0) {
+    session_ops_init(s);
+    session_map_init(s);
+    session_txs_init(s);
+    if (session_subs_init(s) != 0 || session_init(s, peer) != 0) {
         s->state = SESSION_ST_CLOSED;
         session_free(s);
         return NULL;
@@ -669,30 +533,18 @@ void session_free(struct session *s)
         return;
     upstream_chan_release(s->ch);
     s->ch = NULL;
-    timer_free(s->hb_timer);
-    timer_free(s->login_timer);
-    timer_free(s->idle_timer);
-    timer_free(s->resume_ev);
-    timer_free(s->settle_ev);
-    while (s->ops) {
-        struct session_op *op = s->ops;
-        s->ops = op->next;
-        op_free(op);
-    }
-    while (s->waiters) {
-        struct session_waiter *w = s->waiters;
-        s->waiters = w->next;
-        free(w->receipt);
-        free(w);
-    }
-    session_txs_free(s);
-    session_subs_free(s);
-    session_map_free(s);
-    stomp_parser_deinit(&s->parser);
-    free(s->hdrs);
-    free(s->in);
-    free(s->out);
-    free(s->mhdrs);
+    timer_free(s->tm.heartbeat);
+    timer_free(s->tm.login);
+    timer_free(s->tm.idle);
+    timer_free(s->in.resume);
+    session_ops_deinit(s);
+    session_txs_deinit(s);
+    session_subs_deinit(s);
+    session_map_deinit(s);
+    stomp_parser_deinit(&s->in.parser);
+    free(s->in.hdrs);
+    free(s->in.buf);
+    free(s->out.buf);
     free(s);
 }
 
@@ -700,29 +552,29 @@ int session_feed(struct session *s, const char *data, size_t len)
 {
     if (s->state == SESSION_ST_CLOSED || s->state == SESSION_ST_DISCONNECTING)
         return 0;
-    stomp_heartbeat_received(&s->hb, timer_now_ms());
+    stomp_heartbeat_received(&s->tm.hb, timer_now_ms());
     if (len == 0)
         return 0;
     size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;
-    if (s->in_len + len > bound) {
+    if (s->in.len + len > bound) {
         char num[24];
         (void)SESSION_FAIL(s, NULL, TOO_MUCH_INPUT, session_arg_int(num, sizeof(num), (long long)bound));
         return 0;
     }
-    if (s->in_len + len > s->in_cap) {
-        size_t cap = s->in_cap ? s->in_cap : 4096;
-        while (cap < s->in_len + len)
+    if (s->in.len + len > s->in.cap) {
+        size_t cap = s->in.cap ? s->in.cap : 4096;
+        while (cap < s->in.len + len)
             cap *= 2;
-        char *n = realloc(s->in, cap);
+        char *n = realloc(s->in.buf, cap);
         if (!n) {
             (void)SESSION_FATAL(s, "out of memory");
             return 0;
         }
-        s->in = n;
-        s->in_cap = cap;
+        s->in.buf = n;
+        s->in.cap = cap;
     }
-    memcpy(s->in + s->in_len, data, len);
-    s->in_len += len;
+    memcpy(s->in.buf + s->in.len, data, len);
+    s->in.len += len;
     process_input(s);
     return 0;
 }
