@@ -77,9 +77,9 @@ enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame
 static const char *temp_queue(struct session *s, const char *id, size_t id_len)
 {
     struct session_temp *t;
-    LIST_FOR_EACH_ENTRY(t, &s->map.temps, link)
-    if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
-        return t->queue;
+    LIST_FOR_EACH_ENTRY (t, &s->map.temps, link)
+        if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
+            return t->queue;
     t = calloc(1, sizeof(*t));
     uint8_t rnd[16];
     if (!t || !(t->id = session_strndup(id, id_len)) || session_random(rnd, sizeof(rnd)) != 0) {
@@ -114,8 +114,7 @@ void session_map_deinit(struct session *s)
     s->map.declared = NULL;
     s->map.n_declared = 0;
     struct session_temp *t, *tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(t, tmp, &s->map.temps, link)
-    {
+    LIST_FOR_EACH_ENTRY_SAFE (t, tmp, &s->map.temps, link) {
         list_unlink(&t->link);
         free(t->id);
         free(t);

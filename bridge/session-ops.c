@@ -39,14 +39,12 @@ static void waiter_free(struct session_waiter *w)
 void session_ops_deinit(struct session *s)
 {
     struct session_op *op, *op_tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(op, op_tmp, &s->ops.ops, link)
-    {
+    LIST_FOR_EACH_ENTRY_SAFE (op, op_tmp, &s->ops.ops, link) {
         list_unlink(&op->link);
         op_free(op);
     }
     struct session_waiter *w, *w_tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(w, w_tmp, &s->ops.waiters, link)
-    {
+    LIST_FOR_EACH_ENTRY_SAFE (w, w_tmp, &s->ops.waiters, link) {
         list_unlink(&w->link);
         waiter_free(w);
     }
@@ -74,8 +72,7 @@ uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const st
 static struct session_op *op_take(struct session *s, uint64_t tag)
 {
     struct session_op *op;
-    LIST_FOR_EACH_ENTRY(op, &s->ops.ops, link)
-    {
+    LIST_FOR_EACH_ENTRY (op, &s->ops.ops, link) {
         if (op->tag != tag)
             continue;
         list_unlink(&op->link);

@@ -58,18 +58,18 @@ static void sub_free(struct session_sub *sub)
 static struct session_sub *sub_find(struct session *s, const char *id, size_t len)
 {
     struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    if (strlen(sub->id) == len && memcmp(sub->id, id, len) == 0)
-        return sub;
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link)
+        if (strlen(sub->id) == len && memcmp(sub->id, id, len) == 0)
+            return sub;
     return NULL;
 }
 
 static struct session_sub *sub_find_ctag(struct session *s, const char *ctag)
 {
     struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    if (strcmp(sub->ctag, ctag) == 0)
-        return sub;
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link)
+        if (strcmp(sub->ctag, ctag) == 0)
+            return sub;
     return NULL;
 }
 
@@ -339,8 +339,7 @@ static int parse_msg_id(struct session *s, const struct stomp_header *h, uint64_
 static struct session_sub *find_tag(struct session *s, uint64_t tag, size_t *idx)
 {
     struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    {
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link) {
         if (sub->ack == SESSION_ACK_AUTO)
             continue;
         for (size_t i = 0; i < sub->unacked.n; i++) {
@@ -357,9 +356,9 @@ static struct session_sub *find_tag(struct session *s, uint64_t tag, size_t *idx
 static bool multiple_safe(struct session *s, const struct session_sub *self, uint64_t tag)
 {
     const struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    if (sub != self && sub->unacked.n > 0 && sub->unacked.v[0] < tag)
-        return false;
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link)
+        if (sub != self && sub->unacked.n > 0 && sub->unacked.v[0] < tag)
+            return false;
     return true;
 }
 
@@ -445,8 +444,7 @@ static uint64_t auto_held_max(struct session *s, bool *client_older)
 {
     uint64_t max = 0, client_min = UINT64_MAX;
     const struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    {
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link) {
         if (sub->unacked.n == 0)
             continue;
         if (sub->ack == SESSION_ACK_AUTO && sub->unacked.v[sub->unacked.n - 1] > max)
@@ -474,8 +472,7 @@ void session_subs_drain(struct session *s)
     if (!client_older && settle(s, max, true, false, false) != 0)
         return;
     struct session_sub *sub;
-    LIST_FOR_EACH_ENTRY(sub, &s->subs.all, link)
-    {
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link) {
         if (s->state == SESSION_ST_CLOSED)
             return;
         if (sub->ack != SESSION_ACK_AUTO)
@@ -512,8 +509,7 @@ int session_subs_init(struct session *s)
 void session_subs_deinit(struct session *s)
 {
     struct session_sub *sub, *tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(sub, tmp, &s->subs.all, link)
-    {
+    LIST_FOR_EACH_ENTRY_SAFE (sub, tmp, &s->subs.all, link) {
         list_unlink(&sub->link);
         sub_free(sub);
     }

@@ -46,8 +46,8 @@ static struct session_frame_copy *frame_copy(const struct stomp_frame *f)
 static void tx_free(struct session_tx *tx)
 {
     struct session_frame_copy *c, *tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(c, tmp, &tx->frames, link)
-    free(c);
+    LIST_FOR_EACH_ENTRY_SAFE (c, tmp, &tx->frames, link)
+        free(c);
     free(tx->id);
     free(tx);
 }
@@ -55,9 +55,9 @@ static void tx_free(struct session_tx *tx)
 static struct session_tx *tx_find(struct session *s, const struct stomp_header *h)
 {
     struct session_tx *tx;
-    LIST_FOR_EACH_ENTRY(tx, &s->txs.all, link)
-    if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0)
-        return tx;
+    LIST_FOR_EACH_ENTRY (tx, &s->txs.all, link)
+        if (strlen(tx->id) == h->value_len && memcmp(tx->id, h->value, h->value_len) == 0)
+            return tx;
     return NULL;
 }
 
@@ -106,8 +106,7 @@ enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *
     if (!tx)
         return SESSION_CLOSED;
     struct session_frame_copy *c;
-    LIST_FOR_EACH_ENTRY(c, &tx->frames, link)
-    {
+    LIST_FOR_EACH_ENTRY (c, &tx->frames, link) {
         if (s->state != SESSION_ST_OPEN)
             break;
         (void)session_dispatch(s, &c->f, true);
@@ -152,8 +151,7 @@ void session_txs_init(struct session *s)
 void session_txs_deinit(struct session *s)
 {
     struct session_tx *tx, *tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(tx, tmp, &s->txs.all, link)
-    {
+    LIST_FOR_EACH_ENTRY_SAFE (tx, tmp, &s->txs.all, link) {
         list_unlink(&tx->link);
         tx_free(tx);
     }

@@ -63,9 +63,9 @@ void timer_disarm(struct timer *t)
 static struct timer *next_due(uint64_t limit)
 {
     struct timer *best = NULL, *t;
-    LIST_FOR_EACH_ENTRY(t, &timers, link)
-    if (t->armed && t->due <= limit && (!best || t->due < best->due || (t->due == best->due && t->seq < best->seq)))
-        best = t;
+    LIST_FOR_EACH_ENTRY (t, &timers, link)
+        if (t->armed && t->due <= limit && (!best || t->due < best->due || (t->due == best->due && t->seq < best->seq)))
+            best = t;
     return best;
 }
 
@@ -100,8 +100,8 @@ size_t fake_timer_armed(void)
 {
     size_t n = 0;
     struct timer *t;
-    LIST_FOR_EACH_ENTRY(t, &timers, link)
-    n += t->armed;
+    LIST_FOR_EACH_ENTRY (t, &timers, link)
+        n += t->armed;
     return n;
 }
 
@@ -109,7 +109,7 @@ size_t fake_timer_live(void)
 {
     size_t n = 0;
     struct timer *t;
-    LIST_FOR_EACH_ENTRY(t, &timers, link)
-    n++;
+    LIST_FOR_EACH_ENTRY (t, &timers, link)
+        n++;
     return n;
 }

@@ -16,8 +16,8 @@ static int sum_order(struct list *head)
 {
     int acc = 0;
     struct item *it;
-    LIST_FOR_EACH_ENTRY(it, head, link)
-    acc = acc * 10 + it->v;
+    LIST_FOR_EACH_ENTRY (it, head, link)
+        acc = acc * 10 + it->v;
     return acc;
 }
 
@@ -48,12 +48,12 @@ static void test_safe_iteration(void)
     for (int i = 0; i < 5; i++)
         list_link_tail(&head, &v[i].link);
     struct item *it, *tmp;
-    LIST_FOR_EACH_ENTRY_SAFE(it, tmp, &head, link)
-    if (it->v % 2 == 0)
-        list_unlink(&it->link);
+    LIST_FOR_EACH_ENTRY_SAFE (it, tmp, &head, link)
+        if (it->v % 2 == 0)
+            list_unlink(&it->link);
     CHECK_EQ_INT(sum_order(&head), 135);
-    LIST_FOR_EACH_ENTRY_SAFE(it, tmp, &head, link)
-    list_unlink(&it->link);
+    LIST_FOR_EACH_ENTRY_SAFE (it, tmp, &head, link)
+        list_unlink(&it->link);
     CHECK(list_is_empty(&head));
 }
 
