@@ -80,6 +80,11 @@ static const char *temp_queue(struct session *s, const char *id, size_t id_len)
     LIST_FOR_EACH_ENTRY (t, &s->map.temps, link)
         if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
             return t->queue;
+    if (s->subs.n >= (size_t)s->conf->max_subscriptions) { /* each one is a queue and a consumer at the broker */
+        char num[24];
+        (void)SESSION_FAIL(s, NULL, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
+        return NULL;
+    }
     t = calloc(1, sizeof(*t));
     uint8_t rnd[16];
     if (!t || !(t->id = session_strndup(id, id_len)) || session_random(rnd, sizeof(rnd)) != 0) {

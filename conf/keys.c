@@ -166,7 +166,7 @@ static const struct conf_key keys[] = {
     K_SIZE(client_send_limit_bytes, RELOAD, 16777216, 4 * KIB, 4 * GIB,
            "outbound bytes queued for one client above which it is closed as too slow"),
     K_INT(max_subscriptions, RELOAD, 1024, 1, 65535,
-          "most subscriptions one session may hold"),
+          "most subscriptions one session may hold, /temp-queue/ reply queues included"),
     K_INT(max_transactions, RELOAD, 16, 0, 1024,
           "most transactions one session may have open; 0 = BEGIN is refused"),
     K_INT(max_transaction_frames, RELOAD, 1024, 1, 1000000,

@@ -493,6 +493,28 @@ static void test_error_table(void)
     CHECK(session_err_row(SESSION_ERR_COUNT) == session_err_row(SESSION_ERR_INTERNAL));
 }
 
+/* /temp-queue/ reply queues count against max_subscriptions: each is a queue and a consumer at the broker. */
+static void test_temp_queues_bounded(void)
+{
+    struct rig r;
+    rig_init(&r);
+    r.conf.max_subscriptions = 3;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    char f[128];
+    for (int i = 0; i < 3; i++) {
+        snprintf(f, sizeof(f), "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r%d\n\nq", i);
+        rig_feed(&r, f);
+    }
+    CHECK(!r.closed && fake_count(r.up, FAKE_CONSUME) == 3);
+    rig_feed(&r, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r0\n\nagain"); /* a known one is fine */
+    CHECK(!r.closed);
+    rig_feed(&r, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r3\n\nq");
+    CHECK(frame_has(rig_last(&r), "message:Too many subscriptions") && r.closed);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_CONSUME), 3);
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -512,6 +534,7 @@ int main(void)
     RUN(test_channel_lost);
     RUN(test_upstream_call_fails);
     RUN(test_split_input);
+    RUN(test_temp_queues_bounded);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
