@@ -206,6 +206,7 @@ static void op_broker(struct state *st, struct prog *g)
         {.kind = UPSTREAM_ERR_CHANNEL, .code = 404, .name = "not_found", .text = "NOT_FOUND - no queue"},
         {.kind = UPSTREAM_ERR_ACCESS_REFUSED, .code = 403, .name = "access_refused", .text = "ACCESS_REFUSED"},
         {.kind = UPSTREAM_ERR_CONNECTION, .code = 320, .name = "connection_forced", .text = "CONNECTION_FORCED"},
+        {.kind = UPSTREAM_ERR_NOMEM, .name = "out_of_memory", .text = "out of memory"},
     };
     struct upstream *up = st->r.up;
     struct upstream_chan *ch = fake_last_chan(up);
@@ -217,7 +218,7 @@ static void op_broker(struct state *st, struct prog *g)
         break;
     case 1:
         if (up->n_cmds)
-            fake_done(up, b % up->n_cmds, (b & 7) == 7 ? &errs[(b >> 3) % 2] : NULL);
+            fake_done(up, b % up->n_cmds, (b & 7) == 7 ? &errs[(b >> 3) % 2 ? 4 : 0] : NULL);
         break;
     case 2:
         fake_done_all(up);
@@ -227,7 +228,7 @@ static void op_broker(struct state *st, struct prog *g)
         break;
     case 4:
         if (ch)
-            fake_close(ch, errs[b % 4].kind, errs[b % 4].code, errs[b % 4].name, errs[b % 4].text);
+            fake_close(ch, errs[b % 5].kind, errs[b % 5].code, errs[b % 5].name, errs[b % 5].text);
         break;
     case 5:
         if (ch)

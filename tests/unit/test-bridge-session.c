@@ -404,6 +404,17 @@ static void test_channel_lost(void)
     CHECK(frame_has(rig_last(&r), "message:not_found") && strstr(rig_last(&r), "no exchange 'missing'") != NULL);
     rig_deinit(&r);
 
+    rig_init(&r); /* the upstream ran out of memory for one op: the channel is dead, no RECEIPT, one ERROR */
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:oom\n\nx");
+    struct upstream_error oom = {.kind = UPSTREAM_ERR_NOMEM, .name = "out_of_memory", .text = "out of memory"};
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), &oom);
+    CHECK(rig_count(&r, "RECEIPT") == 0 && rig_count(&r, "ERROR") == 0 && !r.closed);
+    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_NOMEM, 0, "out_of_memory", "out of memory");
+    CHECK(frame_has(rig_last(&r), "message:out_of_memory") && frame_has(rig_last(&r), "receipt-id:oom") && r.closed);
+    rig_deinit(&r);
+
     rig_init(&r);
     rig_start(&r);
     rig_connect(&r, "1.2", "0,0");
