@@ -1,11 +1,12 @@
 /*
- * bridge/server.h — the listeners and the set of live client connections.
+ * bridge/server.h — the listeners of one event loop and the set of its live connections.
  *
  * A server binds the plain listener (listen_addr:listen_port) and, when configured, the TLS listener
  * (listen_addr:tls_listen_port, OpenSSL through libevent_openssl), accepts connections on its event_base, and owns every
- * `struct client` (bridge/client.c) until it closes. server_shutdown() stops accepting and closes every client gracefully
- * (WebSocket close 1001, going away); server_free() frees whatever is left at once, so a clean shutdown is leak-free
- * under ASan. server_conf_update() applies a configuration reload to the connections accepted afterwards.
+ * `struct conn` (bridge/conn.h) until it closes; each starts with the HTTP front-end (bridge/http.h). server_shutdown()
+ * stops accepting and closes every connection gracefully (WebSocket close 1001, going away); server_free() frees
+ * whatever is left at once, so a clean shutdown is leak-free under ASan. server_conf_update() applies a configuration
+ * reload to the connections accepted afterwards.
  */
 #pragma once
 
@@ -23,13 +24,14 @@ struct server;
 int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server **out);
 
 /*
- * Graceful shutdown: closes the listeners, sends every WebSocket client a close frame 1001 (going away) and drops
- * connections that are still in their HTTP request. `done(arg)` is called from the loop once the last client is gone,
- * or at once when there is none. The caller bounds the wait (clients that never answer linger up to a few seconds).
+ * Graceful shutdown: closes the listeners and calls every open connection's front-end to say goodbye: a WebSocket gets a
+ * close frame 1001 (going away), a connection still in its HTTP request is dropped, a closing one goes on closing.
+ * `done(arg)` is called from the loop once the last connection is gone, or at once when there is none. The caller
+ * bounds the wait (clients that never answer linger up to a few seconds).
  */
 void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg);
 
-/* Stops listening, frees every client at once (no close handshake). NULL is a no-op. */
+/* Stops listening, frees every connection at once (no close handshake). NULL is a no-op. */
 void server_free(struct server *srv);
 
 /*
@@ -39,5 +41,5 @@ void server_free(struct server *srv);
  */
 int server_conf_update(struct server *srv, const struct conf *conf);
 
-/* Live client connections (for logs and metrics). */
+/* Live connections, whatever their front-end (for logs and metrics). */
 size_t server_client_count(const struct server *srv);

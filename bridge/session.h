@@ -38,15 +38,26 @@ struct session_env {
     const char *server_header; /* value of CONNECTED `server` ("warren/0.1.0"), NULL to omit */
 };
 
-/* The transport side, implemented by bridge/client.c. `ud` is the client. */
+/*
+ * What a session needs from the front-end that carries it, whatever the wire: bridge/wsconn.c (STOMP over WebSocket)
+ * today, a plain STOMP-over-TCP front-end would implement the same four calls. The session deals in complete STOMP
+ * frames only; how they are framed on the wire is the front-end's business. `ud` is the front-end's own object.
+ */
 struct session_io {
-    /* Queue one STOMP frame (or "\n" for a heart-beat) as one WebSocket message. Returns 0, or -1 when the client is gone. */
+    /*
+     * Queue one complete STOMP frame (or "\n" for a heart-beat) towards the client, framed as the wire needs it (one
+     * WebSocket message; the bytes as they are on a raw stream). Returns 0, or -1 when the client is gone or was closed
+     * for being too slow (its output passed client_send_limit_bytes).
+     */
     int (*send)(void *ud, const char *bytes, size_t len);
-    /* Bytes queued towards the client and not yet written to the socket. */
+    /* Bytes queued towards the client and not yet written to the socket, wire framing included. */
     size_t (*pending)(void *ud);
-    /* Stop (true) or resume (false) reading from the client. */
+    /* Stop (true) or resume (false) reading from the client: no further session_feed() until resumed. */
     void (*pause_reading)(void *ud, bool paused);
-    /* Flush what was sent, then close the connection (WebSocket close 1000 with `reason`, at most 123 bytes used). */
+    /*
+     * Flush what was sent, then close the connection. `reason` is a short text for the peer where the wire has a place for
+     * one (WebSocket: close 1000 with at most 123 bytes of it) and is dropped where it has none (a raw stream).
+     */
     void (*close)(void *ud, const char *reason);
 };
 

@@ -1,5 +1,6 @@
 'use strict';
-// Transport: what bridge/client.c and bridge/server.c do below STOMP.
+// Transport: what bridge/conn.c, its front-ends bridge/http.c and
+// bridge/wsconn.c, and bridge/server.c do below STOMP.
 //
 // - HTTP: the static files of http_root (GET, HEAD, 404s, path traversal),
 //   and every refusal of the upgrade request with its exact status (404, 405,
