@@ -1,0 +1,290 @@
+/*
+ * tests/unit/test-bridge-conn.c — bridge/conn.h, the transport, on a socketpair with a probe front-end: input reaches the
+ * front-end and a hand-over inside `input` gives the rest to the next one at once; a graceful close flushes, then sends
+ * FIN, and the connection is freed at the peer's FIN; conn_kill() from a callback frees from the loop, never inside;
+ * reading paused and resumed; the output limit; the deadline; shutdown through the ops table. Links only the transport
+ * library (no ws/, no session), which is the point: the transport knows no front-end.
+ */
+#include "bridge/conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "bridge/clock.h"
+#include "bridge/list.h"
+#include "harness.h"
+
+/* What the probe front-end saw. */
+struct probe {
+    struct conn *c;
+    char got[256];
+    size_t n_got;
+    char got_next[256]; /* what the front-end after a hand-over saw */
+    size_t n_got_next;
+    int inputs, drains, shutdowns, frees, gones;
+    bool kill_in_input;
+    bool hand_over_at_bar; /* consume up to '|' and install probe_next_ops */
+    struct list conns;     /* the owner's list */
+};
+
+static void take_all(struct conn *c, char *buf, size_t *n, size_t cap)
+{
+    struct evbuffer *in = conn_input(c);
+    size_t len = evbuffer_get_length(in);
+    if (len > cap - *n)
+        len = cap - *n;
+    evbuffer_remove(in, buf + *n, len);
+    *n += len;
+}
+
+static const struct conn_ops probe_next_ops;
+
+static void probe_input(struct conn *c, void *fe)
+{
+    struct probe *p = fe;
+    p->inputs++;
+    if (p->kill_in_input) {
+        conn_kill(c);
+        CHECK_EQ_INT(p->frees, 0); /* never freed from inside a callback */
+        return;
+    }
+    struct evbuffer *in = conn_input(c);
+    struct evbuffer_ptr bar = evbuffer_search(in, "|", 1, NULL);
+    if (p->hand_over_at_bar && bar.pos >= 0) {
+        evbuffer_remove(in, p->got + p->n_got, (size_t)bar.pos + 1);
+        p->n_got += (size_t)bar.pos + 1;
+        conn_set_frontend(c, &probe_next_ops, p);
+        return;
+    }
+    take_all(c, p->got, &p->n_got, sizeof(p->got));
+}
+
+static void probe_next_input(struct conn *c, void *fe)
+{
+    struct probe *p = fe;
+    take_all(c, p->got_next, &p->n_got_next, sizeof(p->got_next));
+}
+
+static void probe_drain(struct conn *c, void *fe)
+{
+    ((struct probe *)fe)->drains++;
+}
+
+static void probe_shutdown(struct conn *c, void *fe)
+{
+    ((struct probe *)fe)->shutdowns++;
+    conn_close(c);
+}
+
+static void probe_free(struct conn *c, void *fe)
+{
+    ((struct probe *)fe)->frees++;
+}
+
+static const struct conn_ops probe_ops = {
+    .name = "probe", .input = probe_input, .drain = probe_drain, .shutdown = probe_shutdown, .free = probe_free};
+static const struct conn_ops probe_next_ops = {.name = "probe-next", .input = probe_next_input, .free = probe_free};
+
+static void probe_gone(void *owner, struct conn *c)
+{
+    struct probe *p = owner;
+    p->gones++;
+    CHECK_EQ_INT(p->frees, 0); /* the owner hears first, while the front-end still exists */
+    list_unlink(conn_node(c));
+}
+
+/* One event base, a configuration and a connection on one end of a socketpair; `peer` is the other end. */
+struct rig {
+    struct event_base *base;
+    struct conn_conf *cc;
+    struct probe p;
+    int peer;
+};
+
+static void rig_init(struct rig *r, size_t send_limit)
+{
+    struct conf conf;
+    int sv[2];
+    memset(r, 0, sizeof(*r));
+    r->base = event_base_new();
+    conf_init(&conf);
+    conf.client_send_limit_bytes = send_limit;
+    CHECK_EQ_INT(conn_conf_new(&conf, r->base, NULL, &r->cc), 0);
+    conf_deinit(&conf);
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    evutil_make_socket_nonblocking(sv[0]);
+    r->peer = sv[1];
+    list_init(&r->p.conns);
+    struct conn_accept a = {.base = r->base, .cc = r->cc, .fd = sv[0], .peer = "test:1", .gone = probe_gone, .owner = &r->p};
+    CHECK_EQ_INT(conn_new(&a, &r->p.c), 0);
+    list_link_tail(&r->p.conns, conn_node(r->p.c));
+    conn_set_frontend(r->p.c, &probe_ops, &r->p);
+}
+
+static void rig_deinit(struct rig *r)
+{
+    while (!list_is_empty(&r->p.conns))
+        conn_free(conn_of_node(r->p.conns.next));
+    conn_conf_unref(r->cc);
+    close(r->peer);
+    event_base_free(r->base);
+}
+
+/* Runs the loop until *flag becomes non-zero or `ms` pass. */
+static void run_until(struct rig *r, const int *flag, uint64_t ms)
+{
+    uint64_t end = clock_now_ms() + ms;
+    while (!*flag && clock_now_ms() < end) {
+        event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+}
+
+static void run_for(struct rig *r, uint64_t ms)
+{
+    int never = 0;
+    run_until(r, &never, ms);
+}
+
+static void test_input_and_hand_over(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    r.p.hand_over_at_bar = true;
+    CHECK_EQ_INT(write(r.peer, "GET|frames", 10), 10);
+    run_until(&r, &r.p.inputs, 1000);
+    run_for(&r, 20);
+    CHECK_EQ_INT(r.p.n_got, 4);
+    CHECK(memcmp(r.p.got, "GET|", 4) == 0);
+    CHECK_EQ_INT(r.p.n_got_next, 6); /* in the same turn, without more bytes arriving */
+    CHECK(memcmp(r.p.got_next, "frames", 6) == 0);
+    rig_deinit(&r);
+    CHECK_EQ_INT(r.p.gones, 1);
+    CHECK_EQ_INT(r.p.frees, 1);
+}
+
+static void test_graceful_close(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    CHECK_EQ_INT(conn_write(r.p.c, "bye", 3), 0);
+    conn_close(r.p.c);
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_CLOSING);
+    run_for(&r, 50);
+    char buf[16];
+    fcntl(r.peer, F_SETFL, O_NONBLOCK);
+    CHECK_EQ_INT(read(r.peer, buf, sizeof(buf)), 3); /* flushed */
+    CHECK_EQ_INT(read(r.peer, buf, sizeof(buf)), 0); /* then FIN */
+    CHECK_EQ_INT(r.p.gones, 0);                      /* lingering for our peer's FIN */
+    CHECK_EQ_INT(write(r.peer, "late", 4), 4);       /* still read while closing */
+    run_until(&r, &r.p.inputs, 1000);
+    CHECK_EQ_INT(r.p.n_got, 4);
+    shutdown(r.peer, SHUT_WR);
+    run_until(&r, &r.p.gones, 1000);
+    CHECK_EQ_INT(r.p.gones, 1);
+    CHECK_EQ_INT(r.p.frees, 1);
+    rig_deinit(&r);
+}
+
+static void test_kill_from_callback(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    r.p.kill_in_input = true;
+    CHECK_EQ_INT(write(r.peer, "x", 1), 1);
+    run_until(&r, &r.p.gones, 1000);
+    CHECK_EQ_INT(r.p.inputs, 1);
+    CHECK_EQ_INT(r.p.frees, 1);
+    rig_deinit(&r);
+}
+
+static void test_pause_resume(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    conn_pause_reading(r.p.c, true);
+    CHECK(!conn_wants_input(r.p.c));
+    CHECK_EQ_INT(write(r.peer, "abc", 3), 3);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.inputs, 0);
+    conn_pause_reading(r.p.c, false);
+    CHECK_EQ_INT(r.p.inputs, 0); /* never from inside the call */
+    run_until(&r, &r.p.inputs, 1000);
+    CHECK_EQ_INT(r.p.n_got, 3);
+    rig_deinit(&r);
+}
+
+static void test_send_limit_and_drain(void)
+{
+    struct rig r;
+    rig_init(&r, 100);
+    conn_set_drain_mark(r.p.c, 0);
+    CHECK_EQ_INT(conn_send_check(r.p.c, 100), 0);
+    CHECK_EQ_INT(conn_write(r.p.c, "0123456789", 10), 0);
+    CHECK_EQ_INT(conn_pending(r.p.c), 10);
+    run_until(&r, &r.p.drains, 1000);
+    CHECK_EQ_INT(r.p.drains, 1);
+    CHECK_EQ_INT(conn_pending(r.p.c), 0);
+    CHECK_EQ_INT(conn_write(r.p.c, "0123456789", 10), 0);
+    CHECK_EQ_INT(conn_send_check(r.p.c, 91), CONN_E_TOO_SLOW);
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_DEAD);
+    run_until(&r, &r.p.gones, 1000);
+    CHECK_EQ_INT(r.p.frees, 1);
+    rig_deinit(&r);
+}
+
+static void test_deadline(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    conn_set_deadline(r.p.c, 10, "test deadline");
+    run_until(&r, &r.p.gones, 1000);
+    CHECK_EQ_INT(r.p.gones, 1);
+    rig_deinit(&r);
+
+    rig_init(&r, 1 << 20);
+    conn_set_deadline(r.p.c, 10, NULL);
+    conn_set_deadline(r.p.c, 0, NULL); /* cancelled */
+    run_for(&r, 40);
+    CHECK_EQ_INT(r.p.gones, 0);
+    rig_deinit(&r);
+}
+
+static void test_shutdown_through_ops(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    conn_shutdown(r.p.c);
+    CHECK_EQ_INT(r.p.shutdowns, 1);
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_CLOSING);
+    conn_shutdown(r.p.c); /* closing already: goes on closing */
+    CHECK_EQ_INT(r.p.shutdowns, 1);
+    rig_deinit(&r);
+    CHECK_EQ_INT(r.p.frees, 1);
+
+    rig_init(&r, 1 << 20);
+    conn_set_frontend(r.p.c, &probe_next_ops, &r.p); /* no shutdown callback: killed */
+    conn_shutdown(r.p.c);
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_DEAD);
+    run_until(&r, &r.p.gones, 1000);
+    CHECK_EQ_INT(r.p.gones, 1);
+    rig_deinit(&r);
+}
+
+int main(void)
+{
+    RUN(test_input_and_hand_over);
+    RUN(test_graceful_close);
+    RUN(test_kill_from_callback);
+    RUN(test_pause_resume);
+    RUN(test_send_limit_and_drain);
+    RUN(test_deadline);
+    RUN(test_shutdown_through_ops);
+    return harness_done();
+}
