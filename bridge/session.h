@@ -1,11 +1,12 @@
 /*
  * bridge/session.h — one STOMP session: the STOMP layer of one client connection.
  *
- * The transport (bridge/client.c: TCP/TLS, HTTP upgrade, WebSocket framing, deflate) hands the session the payload of
- * every WebSocket message it receives; the session runs the STOMP parser over it (frames may be split across messages or
- * several may share one), enforces the protocol (CONNECT first, required headers, limits), maps frames onto its AMQP
- * channel (bridge/upstream.h) through bridge/dest.h, and writes STOMP frames back through `struct session_io`, one
- * complete frame (or one heart-beat EOL) per call, which the transport sends as one WebSocket message.
+ * The front-end that carries it (bridge/wsconn.c for STOMP over WebSocket; a raw TCP front-end would do the same) hands
+ * the session the bytes it receives: the payload of each WebSocket message, or whatever a raw stream delivered. The
+ * session runs the STOMP parser over them (frames may be split across feeds or several may share one), enforces the
+ * protocol (CONNECT first, required headers, limits), maps frames onto its AMQP channel (bridge/upstream.h) through
+ * bridge/dest.h, and writes STOMP frames back through `struct session_io`, one complete frame (or one heart-beat EOL)
+ * per call. It knows neither the event loop (timers go through bridge/timer.h) nor the wire.
  *
  * Errors: any protocol error or AMQP channel error produces one ERROR frame (`message` header, `content-type:text/plain`,
  * a useful body, `receipt-id` when the offending frame carried `receipt`), then io->close(): the transport flushes what was
@@ -71,8 +72,8 @@ struct session *session_new(const struct session_env *env, const struct session_
 void session_free(struct session *s);
 
 /*
- * Feeds the payload of one received WebSocket message (text or binary). Any bytes count as inbound activity for the
- * heart-beat check. Returns 0; protocol errors are handled inside (ERROR + io->close()).
+ * Feeds received bytes (a WebSocket message's payload, text or binary, or a chunk of a raw stream). Any bytes count as
+ * inbound activity for the heart-beat check. Returns 0; protocol errors are handled inside (ERROR + io->close()).
  */
 int session_feed(struct session *s, const char *data, size_t len);
 
