@@ -1,5 +1,5 @@
 /*
- * bridge/main.c — warren's entry point: command line, configuration, signals, and the event loop.
+ * bridge/main.c — warren's entry point: command line, configuration, signals, and the workers.
  *
  *     warren [-c FILE] [-o key=value ...] [-t] [-h] [-V] [--help-config]
  *
@@ -8,14 +8,20 @@
  * (defaults, each -c FILE read again, each -o, validation) and, when it is valid and differs from the running one only in
  * reloadable keys (conf_reload_check()), it applies to connections accepted from then on (open ones keep theirs, see
  * server_conf_update()) and log_level applies at once; otherwise an ERROR names the reason (file:line: key: reason, or
- * the restart-only key that changed) and the running configuration stays. SIGINT/SIGTERM shut down gracefully: the listeners close,
- * every WebSocket client gets close 1001 (going away), and the loop stops once they are gone or after
- * MAIN_SHUTDOWN_GRACE_MS, whichever comes first (a second signal stops it at once). Then what is left is freed, the AMQP
- * connections are closed and their threads joined, so a clean exit is leak-free under ASan.
+ * the restart-only key that changed) and the running configuration stays. SIGINT/SIGTERM shut down gracefully: in every worker the
+ * listeners close, every WebSocket client gets close 1001 (going away), and the worker's loop stops once they are gone or after
+ * MAIN_SHUTDOWN_GRACE_MS, whichever comes first (a second signal stops them at once). Then what is left is freed, the
+ * AMQP connections are closed and their threads joined, so a clean exit is leak-free under ASan.
+ *
+ * Threads: the main thread owns the signals, the configuration and the listeners (bridge/acceptor.h); it creates
+ * `workers` workers (bridge/worker.h), each an event loop with its own upstream and its own clients, hands every
+ * accepted socket to the least loaded one, and otherwise only posts them commands (stop, reload).
  */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +29,11 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "bridge/acceptor.h"
 #include "bridge/clock.h"
 #include "bridge/log.h"
 #include "bridge/server.h"
-#include "bridge/upstream.h"
+#include "bridge/worker.h"
 #include "conf/conf.h"
 
 /* Longest wait for clients to finish their close handshake on SIGINT/SIGTERM. */
@@ -44,10 +51,15 @@ struct main_srcs {
     size_t n;
 };
 
-/* What the signal handlers need. */
-struct main_stop {
-    struct event_base *base;
-    struct server *srv;
+/* The running process, as the main thread's signal handlers see it. */
+struct main_ctx {
+    struct event_base *base; /* the main thread's loop: signals, and the workers' exits */
+    struct worker **workers;
+    unsigned n_workers;
+    struct server_group group;
+    struct acceptor *acc;
+    struct event *exit_ev; /* a worker's loop ended */
+    atomic_uint n_exited;  /* workers whose loop ended */
     const struct main_srcs *srcs;
     const struct conf *boot; /* the startup configuration: its restart-only keys are the running ones */
     bool stopping;
@@ -142,45 +154,76 @@ static int parse_args(int argc, char **argv, struct main_srcs *srcs, bool *check
     return 0;
 }
 
-static void stop_done(void *arg)
+/* A worker's thread, last thing: once every worker is done, the main loop ends. */
+static void worker_exited(void *arg)
 {
-    struct main_stop *st = arg;
-    event_base_loopexit(st->base, NULL);
+    struct main_ctx *m = arg;
+    atomic_fetch_add(&m->n_exited, 1);
+    event_active(m->exit_ev, 0, 0);
+}
+
+static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    if (atomic_load(&m->n_exited) == m->n_workers)
+        event_base_loopexit(m->base, NULL);
+}
+
+/* The acceptor's socket goes to the worker holding the fewest (the first of them on a tie). */
+static void dispatch(void *arg, evutil_socket_t fd, const char *peer, enum server_port port)
+{
+    struct main_ctx *m = arg;
+    struct worker *best = m->workers[0];
+    for (unsigned i = 1; i < m->n_workers; i++)
+        if (worker_load(m->workers[i]) < worker_load(best))
+            best = m->workers[i];
+    if (worker_adopt(best, fd, peer, port) != 0) {
+        log_msg(LOG_ERROR, peer, "out of memory handing a connection to a worker");
+        evutil_closesocket(fd);
+        atomic_fetch_sub(&m->group.conns, 1);
+    }
 }
 
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
-    struct main_stop *st = arg;
-    if (st->stopping) {
+    struct main_ctx *m = arg;
+    bool now = m->stopping;
+    if (now) {
         log_msg(LOG_INFO, NULL, "signal %d: stopping now", (int)sig);
-        event_base_loopexit(st->base, NULL);
-        return;
+    } else {
+        log_msg(LOG_INFO, NULL, "signal %d: shutting down (%zu clients)", (int)sig, (size_t)atomic_load(&m->group.conns));
+        m->stopping = true;
+        acceptor_close(m->acc);
     }
-    st->stopping = true;
-    log_msg(LOG_INFO, NULL, "signal %d: shutting down (%zu clients)", (int)sig, server_client_count(st->srv));
-    struct timeval grace = clock_timeval(MAIN_SHUTDOWN_GRACE_MS);
-    event_base_loopexit(st->base, &grace);
-    server_shutdown(st->srv, stop_done, st);
+    for (unsigned i = 0; i < m->n_workers; i++)
+        worker_stop(m->workers[i], now, MAIN_SHUTDOWN_GRACE_MS);
 }
 
 /* SIGHUP: build the configuration again; apply it to new connections, or keep the running one and say why. */
 static void reload_cb(evutil_socket_t sig, short what, void *arg)
 {
-    struct main_stop *st = arg;
+    struct main_ctx *m = arg;
     struct conf next;
     char err[512];
     const struct conf_key *changed = NULL;
-    if (st->stopping)
+    bool ok = true;
+    if (m->stopping)
         return;
-    if (conf_build(st->srcs, &next, err, sizeof(err)) != 0) {
+    if (conf_build(m->srcs, &next, err, sizeof(err)) != 0) {
         log_msg(LOG_ERROR, NULL, "reload refused: %s; keeping the running configuration", err);
         return;
     }
     /* Accepted reloads never change a restart-only key, so comparing with the startup configuration is enough. */
-    if (conf_reload_check(st->boot, &next, &changed) != 0) {
+    if (conf_reload_check(m->boot, &next, &changed) != 0) {
         log_msg(LOG_ERROR, NULL, "reload refused: %s changed, which needs a restart; keeping the running configuration",
                 changed ? changed->name : "?");
-    } else if (server_conf_update(st->srv, &next) != 0) {
+        conf_deinit(&next);
+        return;
+    }
+    acceptor_conf_update(m->acc, &next);
+    for (unsigned i = 0; i < m->n_workers; i++)
+        ok = worker_reload(m->workers[i], &next) == 0 && ok;
+    if (!ok) {
         log_msg(LOG_ERROR, NULL, "reload refused: out of memory; keeping the running configuration");
     } else {
         log_msg(LOG_INFO, NULL, "configuration reloaded");
@@ -189,60 +232,68 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     conf_deinit(&next);
 }
 
+/* Creates every worker, binding every listener, before any of them starts: a bad port or certificate fails the start. */
+static int workers_create(struct main_ctx *m, const struct conf *conf)
+{
+    m->n_workers = worker_count(conf);
+    m->workers = calloc(m->n_workers, sizeof(*m->workers));
+    if (!m->workers)
+        return -ENOMEM;
+    for (unsigned i = 0; i < m->n_workers; i++) {
+        int r = worker_new(i, conf, &m->group, worker_exited, m, &m->workers[i]);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+static void workers_free(struct main_ctx *m)
+{
+    for (unsigned i = 0; m->workers && i < m->n_workers; i++)
+        worker_free(m->workers[i]);
+    free(m->workers);
+}
+
 static int run(const struct conf *conf, const struct main_srcs *srcs)
 {
     int rc = 1;
-    struct event_base *base = NULL;
-    struct upstream *up = NULL;
-    struct server *srv = NULL;
+    struct main_ctx m = {.srcs = srcs, .boot = conf};
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
-    struct main_stop st = {0};
-    const char *const *brokers = conf->brokers.items;
-    struct upstream_config ucfg = {
-        .brokers = brokers,
-        .n_brokers = conf->brokers.n,
-        .heartbeat_s = (unsigned)conf->amqp_heartbeat_s,
-        .channel_max = (unsigned)conf->amqp_channel_max,
-        .frame_max_bytes = (unsigned)conf->amqp_frame_max_bytes,
-        .connect_timeout_ms = (unsigned)conf->amqp_connect_timeout_ms,
-        .reconnect_min_ms = (unsigned)conf->amqp_reconnect_min_ms,
-        .reconnect_max_ms = (unsigned)conf->amqp_reconnect_max_ms,
-        .idle_close_ms = (unsigned)conf->amqp_idle_close_ms,
-        .product = "warren",
-        .version = WARREN_VERSION,
-    };
+    unsigned started = 0;
 
-    base = event_base_new();
-    if (!base)
+    m.base = event_base_new();
+    if (!m.base || !(m.exit_ev = event_new(m.base, -1, 0, on_worker_exit, &m)) || workers_create(&m, conf) != 0 ||
+        acceptor_new(m.base, conf, &m.group, dispatch, &m, &m.acc) != 0)
         goto out;
-    if (upstream_new(base, &ucfg, &up) != 0) {
-        log_msg(LOG_ERROR, NULL, "cannot start the AMQP upstream");
-        goto out;
-    }
-    if (server_new(base, conf, up, &srv) != 0)
-        goto out;
-    st = (struct main_stop){.base = base, .srv = srv, .srcs = srcs, .boot = conf};
-    sigint = evsignal_new(base, SIGINT, stop_cb, &st);
-    sigterm = evsignal_new(base, SIGTERM, stop_cb, &st);
-    sighup = evsignal_new(base, SIGHUP, reload_cb, &st);
+    sigint = evsignal_new(m.base, SIGINT, stop_cb, &m);
+    sigterm = evsignal_new(m.base, SIGTERM, stop_cb, &m);
+    sighup = evsignal_new(m.base, SIGHUP, reload_cb, &m);
     if (!sigint || !sigterm || !sighup || evsignal_add(sigint, NULL) != 0 || evsignal_add(sigterm, NULL) != 0 ||
         evsignal_add(sighup, NULL) != 0)
         goto out;
-    log_msg(LOG_INFO, NULL, "warren %s ready; brokers %s%s", WARREN_VERSION, conf->brokers.n ? conf->brokers.items[0] : "",
-            conf->brokers.n > 1 ? ", ..." : "");
-    rc = event_base_dispatch(base) == -1 ? 1 : 0;
+    for (; started < m.n_workers; started++)
+        if (worker_start(m.workers[started]) != 0)
+            goto out;
+    log_msg(LOG_INFO, NULL, "warren %s ready; %u worker%s; brokers %s%s", WARREN_VERSION, m.n_workers, m.n_workers == 1 ? "" : "s",
+            conf->brokers.n ? conf->brokers.items[0] : "", conf->brokers.n > 1 ? ", ..." : "");
+    rc = event_base_loop(m.base, EVLOOP_NO_EXIT_ON_EMPTY) == -1 ? 1 : 0;
 
 out:
+    /* Workers that started and were not stopped by a signal (a failed start) stop now, before they are joined. */
+    for (unsigned i = 0; i < started && atomic_load(&m.n_exited) < started; i++)
+        worker_stop(m.workers[i], true, 0);
+    acceptor_free(m.acc);
+    workers_free(&m);
     if (sigint)
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
     if (sighup)
         event_free(sighup);
-    server_free(srv);
-    upstream_free(up);
-    if (base)
-        event_base_free(base);
+    if (m.exit_ev)
+        event_free(m.exit_ev);
+    if (m.base)
+        event_base_free(m.base);
     return rc;
 }
 

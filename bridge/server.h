@@ -1,45 +1,88 @@
 /*
- * bridge/server.h — the listeners of one event loop and the set of its live connections.
+ * bridge/server.h — the live connections of one worker loop (bridge/worker.h), and the kinds of port they arrive on.
  *
- * A server binds the plain listener (listen_addr:listen_port) and, when configured, the TLS listener
- * (listen_addr:tls_listen_port, OpenSSL through libevent_openssl), accepts connections on its event_base, and owns every
- * `struct conn` (bridge/conn.h) until it closes; each starts with the HTTP front-end (bridge/http.h). server_shutdown()
- * stops accepting and closes every connection gracefully (WebSocket close 1001, going away); server_free() frees
- * whatever is left at once, so a clean shutdown is leak-free under ASan. server_conf_update() applies a configuration
- * reload to the connections accepted afterwards.
+ * The acceptor (bridge/acceptor.h) listens and hands every accepted socket to a worker, whose server adopts it as a
+ * `struct conn` (bridge/conn.h) with the first front-end of its port (HTTP, bridge/http.h) and owns it until it closes.
+ * server_shutdown() closes every connection gracefully (WebSocket close 1001, going away); server_free() frees whatever
+ * is left at once, so a clean shutdown is leak-free under ASan. server_conf_update() applies a configuration reload to
+ * the connections adopted afterwards.
+ *
+ * Threads: a server is used by its worker's loop only, except server_handed() and server_load(), which the acceptor
+ * calls from the main thread (atomics).
  */
 #pragma once
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include <event2/util.h>
 
 struct conf;
 struct event_base;
 struct upstream;
 struct server;
 
-/*
- * Binds the listeners. `conf` is copied (the caller keeps its own). Returns 0, or a negative errno with a message logged
- * (startup errors are fatal for the caller).
- */
-int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server **out);
+/* The ports warren listens on, by what their connections start as. */
+enum server_port {
+    SERVER_PORT_WS = 0,  /* listen_port: HTTP, then WebSocket at ws_path */
+    SERVER_PORT_WSS = 1, /* tls_listen_port: the same over TLS */
+    SERVER_PORT_COUNT,
+};
+
+/* "ws", "wss". */
+const char *server_port_scheme(enum server_port port);
 
 /*
- * Graceful shutdown: closes the listeners and calls every open connection's front-end to say goodbye: a WebSocket gets a
- * close frame 1001 (going away), a connection still in its HTTP request is dropped, a closing one goes on closing.
- * `done(arg)` is called from the loop once the last connection is gone, or at once when there is none. The caller
- * bounds the wait (clients that never answer linger up to a few seconds).
+ * What every server of the process shares: the number of connections open over all workers, which max_connections
+ * bounds. The acceptor counts a socket in before handing it over; the server counts it out when it is freed. Outlives
+ * its servers.
+ */
+struct server_group {
+    atomic_size_t conns;
+};
+
+/*
+ * A server for connections on `base` whose sessions use `up`; `conf` is copied (the caller keeps its own), and the TLS
+ * context is loaded when tls_listen_port is set. Returns 0, or a negative errno with a message logged (fatal at startup).
+ */
+int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server_group *group,
+               struct server **out);
+
+/*
+ * Takes over the accepted socket `fd` from `peer` ("1.2.3.4:5678") that arrived on `port`, counted in the group and by
+ * server_handed() already: it becomes a connection with the port's first front-end. On failure the socket is closed and
+ * the counts given back. Loop thread.
+ */
+void server_adopt(struct server *srv, evutil_socket_t fd, const char *peer, enum server_port port);
+
+/* A socket handed to this server will not be adopted after all (closed by the caller): its counts are given back. */
+void server_dropped(struct server *srv);
+
+/* What a socket refused at max_connections gets on `port` (HTTP 503), then it is closed. Any thread. */
+void server_reject(enum server_port port, evutil_socket_t fd);
+
+/* The acceptor hands this server one more socket (main thread), and reads how many it holds (any thread). */
+void server_handed(struct server *srv);
+size_t server_load(struct server *srv);
+
+/*
+ * Graceful shutdown: calls every open connection's front-end to say goodbye: a WebSocket gets a close frame 1001 (going
+ * away), a connection still in its HTTP request is dropped, a closing one goes on closing. `done(arg)` is called from
+ * the loop once the last connection is gone, or at once when there is none. The caller bounds the wait (clients that
+ * never answer linger up to a few seconds).
  */
 void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg);
 
-/* Stops listening, frees every connection at once (no close handshake). NULL is a no-op. */
+/* Frees every connection at once (no close handshake). NULL is a no-op. */
 void server_free(struct server *srv);
 
 /*
- * A reload: connections accepted from now on use a copy of `conf` (validated, and differing from the running one only in
+ * A reload: connections adopted from now on use a copy of `conf` (validated, and differing from the running one only in
  * reloadable keys: conf_reload_check()); open connections keep the configuration they started with, which is freed when
  * the last of them closes. Returns 0, or -ENOMEM with the current configuration unchanged.
  */
 int server_conf_update(struct server *srv, const struct conf *conf);
 
-/* Live connections, whatever their front-end (for logs and metrics). */
+/* Live connections of this server, whatever their front-end (loop thread). */
 size_t server_client_count(const struct server *srv);

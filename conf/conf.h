@@ -73,6 +73,7 @@ struct conf {
     const char *tls_key_file;
     const char *tls_ca_file;
     int max_connections;
+    int workers;
 
     /* The AMQP side. */
     struct conf_list brokers;

@@ -85,6 +85,8 @@ static const struct conf_key keys[] = {
           "PEM CA bundle; when set, TLS clients must present a certificate it verifies"),
     K_INT(max_connections, RELOAD, 0, 0, 10000000,
           "most client connections open at once, over all listeners; further ones are refused; 0 = unlimited"),
+    K_INT(workers, RESTART, 0, 0, 256,
+          "event loops (threads) serving clients, each with its own AMQP connections; 0 = one per core"),
 
     /* The AMQP side. */
     K_LIST(brokers, RESTART, "127.0.0.1:5672", brokers_default, 1,

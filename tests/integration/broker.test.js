@@ -192,7 +192,8 @@ describe('broker failures', { skip }, () => {
   const cleanup = [];
 
   const start = async (options = {}) => {
-    const w = await T.startTarget({ amqp_connect_timeout_ms: CONNECT_TIMEOUT_MS, ...BACKOFF, ...options });
+    // One worker: these cases count and cut one upstream's AMQP connections (workers.test.js covers several workers).
+    const w = await T.startTarget({ amqp_connect_timeout_ms: CONNECT_TIMEOUT_MS, ...BACKOFF, workers: 1, ...options });
     warrens.push(w);
     return w;
   };

@@ -7,6 +7,9 @@
 //
 // Each test logs in as its own throw-away user so that counting that user's
 // connections with rabbitmqctl is not disturbed by other test files.
+//
+// Sharing is per worker (each worker has its own AMQP connections), so this
+// file runs warren with one worker; workers.test.js covers several.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -22,7 +25,7 @@ const skip = T.suiteSkip() || ctl.ctlSkip();
 
 describe('connection sharing', { skip }, () => {
   let target;
-  const { cleanup } = useTarget((t) => (target = t));
+  const { cleanup } = useTarget((t) => (target = t), { workers: 1 });
 
   const newUser = async () => {
     const u = unique('user');

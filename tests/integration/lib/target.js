@@ -104,6 +104,8 @@ async function startWarren(options = {}) {
     default_user: 'guest',
     default_pass: 'guest',
     log_level: env.WARREN_TEST_LOG_LEVEL || 'info',
+    // Two workers unless told otherwise, so cross-worker bugs show (scripts/test runs the sanitizer build with 1).
+    workers: env.WARREN_TEST_WORKERS || '2',
     ...options,
   };
   const args = [];
