@@ -5,6 +5,9 @@
  * The others need the broker scripts/test starts: WARREN_TEST_AMQP_PORT on 127.0.0.1, guest/guest; without it they are
  * skipped (exit 77 once the mailbox cases passed). Each case drives the client event_base until the callbacks it waits
  * for have run; the loop timeout only guards against a hang and fails the case, it never synchronises anything.
+ *
+ * The suites are 'integration' and 'tsan': scripts/test also runs this file in a ThreadSanitizer build, where every
+ * command, result and connection-thread exit crosses between the loop and the connection threads.
  */
 #include "bridge/upstream.h"
 #include "bridge/upstream-int.h"
