@@ -5,7 +5,8 @@
  * client-serving loop ever waits on the broker). Sessions on the client loop talk to it only through this asynchronous
  * API: each call copies what it needs into a command, queues it to the connection's thread and returns at once. Results,
  * deliveries and errors come back as callbacks run on the client loop's event_base (the one given to upstream_new()), in
- * the order the broker produced them for that channel.
+ * the order the broker produced them for that channel. (The code is in two halves: bridge/upstream.c on the loop,
+ * bridge/upstream-link.c on the connection threads; bridge/upstream-int.h draws the line.)
  *
  * Sharing: sessions with the same (vhost, login, passcode) share AMQP connections, one channel per session, up to the
  * channel_max negotiated with the broker (and the configured cap), then another connection is opened. A channel never fails
@@ -70,8 +71,9 @@ enum upstream_err {
     UPSTREAM_ERR_ACCESS_REFUSED = 3, /* login refused or vhost access denied at connection.open */
     UPSTREAM_ERR_UNREACHABLE = 4,    /* no broker could be reached */
     UPSTREAM_ERR_NACK = 5,           /* publish: broker answered basic.nack */
-    UPSTREAM_ERR_NOMEM = 6,
-    UPSTREAM_ERR_CLOSED = 7, /* operation on a channel that is already dead */
+    UPSTREAM_ERR_NOMEM = 6,          /* out of memory; as on_closed: a delivery could not be allocated, so the connection
+                                        was given up rather than leave it unacknowledged */
+    UPSTREAM_ERR_CLOSED = 7,         /* operation on a channel that is already dead */
 };
 const char *upstream_err_str(enum upstream_err e);
 
@@ -157,9 +159,11 @@ enum {
  * - on_delivery: a message for one of the channel's consumers.
  * - on_cancel: the broker cancelled a consumer (queue deleted, node down): basic.cancel from the broker.
  * - on_closed: the channel is dead (channel error, connection lost). Called at most once; no callback follows it, so an
- *   operation whose on_done has not run by then failed too. The
- *   session must still call upstream_chan_release().
+ *   operation whose on_done has not run by then failed too. The session must still call upstream_chan_release().
  * - on_blocked: the broker blocked (true) or unblocked (false) publishing on this channel's connection.
+ *
+ * Out of memory on a connection thread never loses on_open (success or failure) or on_closed: what they report is
+ * allocated with the channel, in upstream_chan_open(). An on_done, on_cancel or on_blocked may be lost then.
  */
 struct upstream_chan_cb {
     void (*on_open)(void *ud, const struct upstream_error *err);

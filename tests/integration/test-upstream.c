@@ -1,11 +1,16 @@
 /*
- * tests/integration/test-upstream.c — bridge/upstream.c against a real RabbitMQ.
+ * tests/integration/test-upstream.c — bridge/upstream*.c against a real RabbitMQ, and the mailbox between its two sides.
  *
- * The broker is the one scripts/test starts: WARREN_TEST_AMQP_PORT on 127.0.0.1, guest/guest. Without it the test is
- * skipped (exit 77). Each case drives the client event_base until the callbacks it waits for have run; the loop timeout
- * only guards against a hang and fails the case, it never synchronises anything.
+ * The mailbox cases (commands copied and queued, results queued, the out-of-memory hook) need no broker and always run.
+ * The others need the broker scripts/test starts: WARREN_TEST_AMQP_PORT on 127.0.0.1, guest/guest; without it they are
+ * skipped (exit 77 once the mailbox cases passed). Each case drives the client event_base until the callbacks it waits
+ * for have run; the loop timeout only guards against a hang and fails the case, it never synchronises anything.
+ *
+ * The suites are 'integration' and 'tsan': scripts/test also runs this file in a ThreadSanitizer build, where every
+ * command, result and connection-thread exit crosses between the loop and the connection threads.
  */
 #include "bridge/upstream.h"
+#include "bridge/upstream-int.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
@@ -999,13 +1004,453 @@ static void test_unreachable(void)
     upstream_free(up);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Channel states, as the loop side sees them
+ */
+
+/* WAITING while the first login runs, OPENING once sent to a live connection, then OPEN, CLOSED after a channel error,
+ * OPEN_FAILED after a refused login. */
+static void test_chan_states(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct upstream_login bad = {"/", "guest", "wrong-password", NULL};
+    struct sess s, t, u;
+    char missing[64];
+
+    snprintf(missing, sizeof missing, "warren-missing-states-%d", (int)getpid());
+    memset(&s, 0, sizeof s);
+    CHECK_EQ_INT(upstream_chan_open(up, &guest, &cbs, &s, &s.ch), 0);
+    CHECK_EQ_INT(upstream_chan_get_state(s.ch), UPSTREAM_CHAN_WAITING);
+    if (!wait_for(is_opened, &s, "on_open"))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_get_state(s.ch), UPSTREAM_CHAN_OPEN);
+    memset(&t, 0, sizeof t);
+    CHECK_EQ_INT(upstream_chan_open(up, &guest, &cbs, &t, &t.ch), 0);
+    CHECK_EQ_INT(upstream_chan_get_state(t.ch), UPSTREAM_CHAN_OPENING); /* the connection is up: sent at once */
+    wait_for(is_opened, &t, "on_open on the live connection");
+    CHECK_EQ_INT(upstream_chan_get_state(t.ch), UPSTREAM_CHAN_OPEN);
+    CHECK_EQ_INT(upstream_chan_consume(t.ch, 1, missing, "c", 1, false, false, NULL, 0), 0);
+    if (wait_for(is_closed, &t, "on_closed"))
+        CHECK_EQ_INT(upstream_chan_get_state(t.ch), UPSTREAM_CHAN_CLOSED);
+    CHECK_EQ_INT(upstream_chan_get_state(s.ch), UPSTREAM_CHAN_OPEN);
+    upstream_chan_release(t.ch);
+    memset(&u, 0, sizeof u);
+    CHECK_EQ_INT(upstream_chan_open(up, &bad, &cbs, &u, &u.ch), 0);
+    if (wait_for(is_opened, &u, "the refused on_open")) {
+        CHECK_EQ_INT(u.opened, -1);
+        CHECK_EQ_INT(upstream_chan_get_state(u.ch), UPSTREAM_CHAN_OPEN_FAILED);
+        CHECK_EQ_INT(upstream_chan_ack(u.ch, 1, false), UPSTREAM_ERR_CLOSED);
+    }
+    upstream_chan_release(u.ch);
+out:
+    upstream_chan_release(s.ch);
+    wait_for(nothing_closing, up, "channels closed");
+    upstream_free(up);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Out of memory on the connection threads (upstream_test_fail_alloc: every result a thread allocates fails). What ends a
+ * channel or a connection is preallocated and still arrives; what is lost is an on_done that the end covers.
+ */
+
+/* A channel error: on_closed(not_found) arrives, the failed consume's on_done is lost; the release's CHAN_DONE and the
+ * idle connection's CONN_EXIT arrive too. */
+static void test_oom_channel_closed(void)
+{
+    struct upstream *up = new_upstream_idle(0, IDLE_MS);
+    struct upstream_login login = guest;
+    char name[96], missing[64];
+    struct sess x;
+
+    snprintf(name, sizeof name, "%s-oom-closed", conn_name);
+    snprintf(missing, sizeof missing, "warren-missing-oom-%d", (int)getpid());
+    login.conn_name = name;
+    if (!open_sess(up, &login, &x))
+        goto out;
+    upstream_test_fail_alloc(up, true);
+    CHECK_EQ_INT(upstream_chan_consume(x.ch, 1, missing, "c", 1, false, false, NULL, 0), 0);
+    if (wait_for(is_closed, &x, "on_closed while out of memory")) {
+        CHECK_EQ_INT(x.closed_kind, UPSTREAM_ERR_CHANNEL);
+        CHECK_EQ_INT(x.closed_code, 404);
+        CHECK(strcmp(x.closed_name, "not_found") == 0);
+        CHECK_EQ_INT(x.n_done, 0); /* its failure came before on_closed, and was lost */
+    }
+    upstream_chan_release(x.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE while out of memory");
+    wait_for(no_connection, up, "CONN_EXIT of the idle connection while out of memory");
+out:
+    upstream_test_fail_alloc(up, false);
+    upstream_free(up);
+}
+
+/* A delivery the thread cannot allocate ends the connection (it cannot be dropped unacked): every channel on it gets
+ * on_closed(NOMEM), and the next session gets a new connection. */
+static void test_oom_connection_lost(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a, b, c;
+    const struct done_rec *d;
+    char queue[256] = "";
+
+    if (!open_sess(up, &guest, &a) || !open_sess(up, &guest, &b))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_declare_queue(a.ch, 1, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_OWNED, NULL, 0), 0);
+    d = wait_done(&a, 1);
+    if (!d || d->kind != UPSTREAM_OK)
+        goto out;
+    snprintf(queue, sizeof queue, "%s", d->queue);
+    CHECK_EQ_INT(upstream_chan_consume(a.ch, 2, queue, "oom", 10, false, false, NULL, 0), 0);
+    d = wait_done(&a, 2);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    upstream_test_fail_alloc(up, true);
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 3, "", queue, NULL, (const uint8_t *)"lost", 4), 0);
+    if (wait_for(is_closed, &a, "on_closed a") && wait_for(is_closed, &b, "on_closed b")) {
+        CHECK_EQ_INT(a.closed_kind, UPSTREAM_ERR_NOMEM);
+        CHECK(strcmp(a.closed_name, "internal_error") == 0);
+        CHECK_EQ_INT(b.closed_kind, UPSTREAM_ERR_NOMEM);
+        CHECK_EQ_INT(a.n_del, 0);
+        CHECK(find_done(&b, 3) == NULL);
+        CHECK_EQ_INT(upstream_chan_get_state(a.ch), UPSTREAM_CHAN_CLOSED);
+    }
+    CHECK_EQ_INT(connections_of(up), 0);
+    upstream_chan_release(a.ch);
+    upstream_chan_release(b.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE of both while out of memory");
+    upstream_test_fail_alloc(up, false);
+    if (open_sess(up, &guest, &c)) {
+        CHECK_EQ_INT(c.opened, 1);
+        CHECK_EQ_INT(connections_of(up), 1);
+        upstream_chan_release(c.ch);
+    }
+out:
+    upstream_test_fail_alloc(up, false);
+    upstream_free(up);
+}
+
+/* A refused login: on_open(ACCESS_REFUSED) arrives although nothing can be allocated. */
+static void test_oom_open_failed(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct upstream_login bad = {"/", "guest", "wrong-password", NULL};
+    struct sess s;
+
+    upstream_test_fail_alloc(up, true);
+    memset(&s, 0, sizeof s);
+    CHECK_EQ_INT(upstream_chan_open(up, &bad, &cbs, &s, &s.ch), 0);
+    CHECK_EQ_INT(upstream_chan_declare_queue(s.ch, 1, "", UPSTREAM_Q_EXCLUSIVE, NULL, 0), 0);
+    if (wait_for(is_opened, &s, "on_open while out of memory")) {
+        CHECK_EQ_INT(s.opened, -1);
+        CHECK_EQ_INT(s.open_kind, UPSTREAM_ERR_ACCESS_REFUSED);
+        CHECK(strstr(s.open_text, "ACCESS_REFUSED") != NULL);
+    }
+    upstream_chan_release(s.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE while out of memory");
+    upstream_test_fail_alloc(up, false);
+    upstream_free(up);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * The mailbox, without a broker
+ */
+
+/* A template of each command kind whose every field is set, from buffers the test overwrites after the copy. */
+struct cmd_src {
+    char s1[32], s2[32], s3[32], key[16], str[16], hname[16], hvalue[16], ctype[16], corr[16];
+    uint8_t body[8];
+    struct upstream_arg args[2];
+    struct upstream_header hdrs[1];
+};
+
+static void cmd_src_init(struct cmd_src *src)
+{
+    memset(src, 0, sizeof *src);
+    snprintf(src->s1, sizeof src->s1, "queue-1");
+    snprintf(src->s2, sizeof src->s2, "exchange-2");
+    snprintf(src->s3, sizeof src->s3, "key.3");
+    snprintf(src->key, sizeof src->key, "x-arg");
+    snprintf(src->str, sizeof src->str, "value");
+    snprintf(src->hname, sizeof src->hname, "x-h");
+    snprintf(src->hvalue, sizeof src->hvalue, "hv");
+    snprintf(src->ctype, sizeof src->ctype, "text/plain");
+    snprintf(src->corr, sizeof src->corr, "c-1");
+    memcpy(src->body, "b\0dy", 4);
+    src->args[0] = (struct upstream_arg){src->key, UPSTREAM_ARG_STR, src->str, 0};
+    src->args[1] = (struct upstream_arg){"x-n", UPSTREAM_ARG_INT, NULL, -42};
+    src->hdrs[0] = (struct upstream_header){src->hname, 3, src->hvalue, 2};
+}
+
+static void cmd_src_scribble(struct cmd_src *src)
+{
+    char *bufs[] = {src->s1, src->s2, src->s3, src->key, src->str, src->hname, src->hvalue, src->ctype, src->corr};
+
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        memset(bufs[i], 'X', strlen(bufs[i]));
+    memset(src->body, 'X', sizeof src->body);
+}
+
+static struct upstream_cmd cmd_template(enum upstream_cmd_kind k, struct cmd_src *src)
+{
+    struct upstream_cmd t = {.kind = k, .op_tag = 1000 + (uint64_t)k};
+
+    switch (k) {
+    case UPSTREAM_CMD_DECLARE:
+        t.u.declare = (__typeof__(t.u.declare)){src->s1, UPSTREAM_Q_DURABLE | UPSTREAM_Q_OWNED, src->args, 2};
+        break;
+    case UPSTREAM_CMD_BIND:
+        t.u.bind = (__typeof__(t.u.bind)){src->s1, src->s2, src->s3};
+        break;
+    case UPSTREAM_CMD_DELETE:
+        t.u.del.queue = src->s1;
+        break;
+    case UPSTREAM_CMD_CONSUME:
+        t.u.consume = (__typeof__(t.u.consume)){src->s1, src->s2, 77, true, true, src->args, 2};
+        break;
+    case UPSTREAM_CMD_CANCEL:
+        t.u.cancel.consumer_tag = src->s2;
+        break;
+    case UPSTREAM_CMD_PUBLISH:
+        t.u.publish.exchange = src->s2;
+        t.u.publish.routing_key = src->s3;
+        t.u.publish.props = (struct upstream_props){.content_type = src->ctype,
+                                                    .correlation_id = src->corr,
+                                                    .delivery_mode = 2,
+                                                    .priority = 9,
+                                                    .has_timestamp = true,
+                                                    .timestamp = 123456789,
+                                                    .headers = src->hdrs,
+                                                    .n_headers = 1};
+        t.u.publish.body = src->body;
+        t.u.publish.body_len = 4;
+        break;
+    case UPSTREAM_CMD_ACK:
+    case UPSTREAM_CMD_NACK:
+        t.u.ack = (__typeof__(t.u.ack)){(uint64_t)1 << 40, true, k == UPSTREAM_CMD_NACK};
+        break;
+    default:
+        break;
+    }
+    return t;
+}
+
+static bool str_is(const char *got, const char *want)
+{
+    return got && strcmp(got, want) == 0;
+}
+
+static void check_args(const struct upstream_arg *a, size_t n)
+{
+    CHECK_EQ_INT(n, 2);
+    if (!a || n != 2)
+        return;
+    CHECK(str_is(a[0].key, "x-arg") && a[0].type == UPSTREAM_ARG_STR && str_is(a[0].str, "value"));
+    CHECK(str_is(a[1].key, "x-n") && a[1].type == UPSTREAM_ARG_INT && a[1].str == NULL && a[1].num == -42);
+}
+
+static void check_publish(const struct upstream_cmd *c)
+{
+    const struct upstream_props *p = &c->u.publish.props;
+
+    CHECK(str_is(c->u.publish.exchange, "exchange-2") && str_is(c->u.publish.routing_key, "key.3"));
+    CHECK(str_is(p->content_type, "text/plain") && str_is(p->correlation_id, "c-1") && !p->reply_to && !p->app_id);
+    CHECK(p->delivery_mode == 2 && p->priority == 9 && p->has_timestamp && p->timestamp == 123456789);
+    CHECK_EQ_INT(p->n_headers, 1);
+    if (p->headers && p->n_headers == 1)
+        CHECK(p->headers[0].name_len == 3 && memcmp(p->headers[0].name, "x-h", 3) == 0 && p->headers[0].value_len == 2 &&
+              memcmp(p->headers[0].value, "hv", 2) == 0);
+    CHECK(c->u.publish.body_len == 4 && c->u.publish.body && memcmp(c->u.publish.body, "b\0dy", 4) == 0);
+}
+
+/* Checks a copy against what cmd_template() put in, after the template's buffers were overwritten. */
+static void check_copy(const struct upstream_cmd *c, enum upstream_cmd_kind k)
+{
+    CHECK_EQ_INT(c->kind, k);
+    CHECK_EQ_INT(c->op_tag, 1000 + (uint64_t)k);
+    CHECK(!c->embedded);
+    switch (k) {
+    case UPSTREAM_CMD_DECLARE:
+        CHECK(str_is(c->u.declare.queue, "queue-1") && c->u.declare.flags == (UPSTREAM_Q_DURABLE | UPSTREAM_Q_OWNED));
+        check_args(c->u.declare.args, c->u.declare.n_args);
+        break;
+    case UPSTREAM_CMD_BIND:
+        CHECK(str_is(c->u.bind.queue, "queue-1") && str_is(c->u.bind.exchange, "exchange-2") &&
+              str_is(c->u.bind.routing_key, "key.3"));
+        break;
+    case UPSTREAM_CMD_DELETE:
+        CHECK(str_is(c->u.del.queue, "queue-1"));
+        break;
+    case UPSTREAM_CMD_CONSUME:
+        CHECK(str_is(c->u.consume.queue, "queue-1") && str_is(c->u.consume.consumer_tag, "exchange-2"));
+        CHECK(c->u.consume.prefetch == 77 && c->u.consume.no_ack && c->u.consume.exclusive);
+        check_args(c->u.consume.args, c->u.consume.n_args);
+        break;
+    case UPSTREAM_CMD_CANCEL:
+        CHECK(str_is(c->u.cancel.consumer_tag, "exchange-2"));
+        break;
+    case UPSTREAM_CMD_PUBLISH:
+        check_publish(c);
+        break;
+    case UPSTREAM_CMD_ACK:
+    case UPSTREAM_CMD_NACK:
+        CHECK(c->u.ack.delivery_tag == (uint64_t)1 << 40 && c->u.ack.multiple && c->u.ack.requeue == (k == UPSTREAM_CMD_NACK));
+        break;
+    default:
+        break;
+    }
+}
+
+/* Every kind of command is deep-copied (the session's buffers may go right after the call) and crosses an inbox intact,
+ * in order; a NULL string stays NULL. */
+static void test_cmd_roundtrip(void)
+{
+    struct upstream_inbox ib;
+    struct list got = LIST_INIT(got);
+    struct cmd_src src;
+    struct upstream_cmd *c;
+    int n = 0;
+
+    CHECK_EQ_INT(upstream_inbox_init(&ib), 0);
+    cmd_src_init(&src);
+    for (int k = UPSTREAM_CMD_OPEN; k <= UPSTREAM_CMD_SHUTDOWN; k++) {
+        struct upstream_cmd t = cmd_template((enum upstream_cmd_kind)k, &src);
+        c = upstream_cmd_dup(&t);
+        CHECK(c != NULL);
+        if (c)
+            upstream_inbox_push(&ib, c);
+        CHECK(strcmp(upstream_cmd_kind_str((enum upstream_cmd_kind)k), "?") != 0);
+    }
+    cmd_src_scribble(&src); /* the copies must not borrow any of it */
+    CHECK(!upstream_inbox_take(&ib, &got));
+    while ((c = list_first_entry(&got, struct upstream_cmd, link))) {
+        list_unlink(&c->link);
+        check_copy(c, (enum upstream_cmd_kind)n++);
+        upstream_cmd_free(c);
+    }
+    CHECK_EQ_INT(n, UPSTREAM_CMD_SHUTDOWN + 1);
+    struct upstream_cmd nulls = {.kind = UPSTREAM_CMD_BIND, .u.bind = {NULL, "e", NULL}};
+    c = upstream_cmd_dup(&nulls);
+    CHECK(c && !c->u.bind.queue && str_is(c->u.bind.exchange, "e") && !c->u.bind.routing_key);
+    upstream_cmd_free(c);
+    CHECK_EQ_INT(upstream_cmd_has_completion(UPSTREAM_CMD_ACK), 0);
+    CHECK_EQ_INT(upstream_cmd_has_completion(UPSTREAM_CMD_PUBLISH), 1);
+    upstream_inbox_deinit(&ib);
+}
+
+/* An inbox keeps order across push and push_list, leaves embedded commands alone, and tells the link to stop. */
+static void test_inbox(void)
+{
+    struct upstream_inbox ib;
+    struct upstream_cmd open = {.kind = UPSTREAM_CMD_OPEN, .embedded = true},
+                        shut = {.kind = UPSTREAM_CMD_SHUTDOWN, .embedded = true};
+    struct upstream_cmd ack = {.kind = UPSTREAM_CMD_ACK, .u.ack = {.delivery_tag = 5}};
+    struct list held = LIST_INIT(held), got = LIST_INIT(got);
+    enum upstream_cmd_kind want[] = {UPSTREAM_CMD_OPEN, UPSTREAM_CMD_ACK, UPSTREAM_CMD_SHUTDOWN};
+    struct upstream_cmd *c;
+    int n = 0;
+
+    CHECK_EQ_INT(upstream_inbox_init(&ib), 0);
+    list_link_tail(&held, &open.link);
+    c = upstream_cmd_dup(&ack);
+    if (c)
+        list_link_tail(&held, &c->link);
+    upstream_inbox_push_list(&ib, &held);
+    CHECK(list_is_empty(&held));
+    upstream_inbox_push(&ib, &shut);
+    CHECK(!upstream_inbox_stopping(&ib));
+    CHECK(upstream_inbox_set_login_fd(&ib, -1));
+    CHECK(!upstream_inbox_take(&ib, &got));
+    while ((c = list_first_entry(&got, struct upstream_cmd, link))) {
+        list_unlink(&c->link);
+        CHECK(n < 3 && c->kind == want[n]);
+        n++;
+        upstream_cmd_free(c); /* a no-op for the embedded ones */
+    }
+    CHECK_EQ_INT(n, 3);
+    upstream_inbox_drain(&ib);
+    upstream_inbox_stop(&ib);
+    CHECK(upstream_inbox_stopping(&ib));
+    CHECK(!upstream_inbox_set_login_fd(&ib, -1));
+    c = upstream_cmd_dup(&ack);
+    if (c)
+        upstream_inbox_push(&ib, c); /* still queued at deinit: freed there */
+    upstream_inbox_deinit(&ib);
+    upstream_inbox_deinit(&ib); /* idempotent */
+}
+
+/* The outbox keeps order; the hook fails upstream_res_new() but not a preallocation, whose error text is copied (and cut
+ * at UPSTREAM_TEXT_MAX). */
+static void test_outbox(void)
+{
+    struct upstream_outbox ob;
+    struct list got = LIST_INIT(got);
+    struct upstream_res *r, *end;
+    char text[2 * UPSTREAM_TEXT_MAX];
+    struct upstream_error err = {UPSTREAM_ERR_CHANNEL, 404, "not_found", text};
+    int n = 0;
+
+    CHECK_EQ_INT(upstream_outbox_init(&ob), 0);
+    memset(text, 'a', sizeof text - 1);
+    text[sizeof text - 1] = '\0';
+    r = upstream_res_new(&ob, 0);
+    CHECK(r != NULL);
+    if (r) {
+        r->kind = UPSTREAM_RES_BLOCKED;
+        upstream_outbox_push(&ob, r);
+    }
+    atomic_store(&ob.fail_allocs, true);
+    CHECK(upstream_res_new(&ob, 0) == NULL);
+    end = upstream_res_prealloc(UPSTREAM_RES_CLOSED, true);
+    CHECK(end != NULL);
+    if (end) {
+        upstream_res_set_err(end, &err);
+        text[0] = 'b'; /* copied, not borrowed */
+        upstream_outbox_push(&ob, end);
+    }
+    atomic_store(&ob.fail_allocs, false);
+    upstream_outbox_take(&ob, &got);
+    while ((r = list_first_entry(&got, struct upstream_res, link))) {
+        list_unlink(&r->link);
+        if (n == 0)
+            CHECK_EQ_INT(r->kind, UPSTREAM_RES_BLOCKED);
+        if (n == 1) {
+            CHECK(r->kind == UPSTREAM_RES_CLOSED && r->has_err && r->err.code == 404 && str_is(r->err.name, "not_found"));
+            CHECK(r->err.text && r->err.text[0] == 'a' && strlen(r->err.text) == UPSTREAM_TEXT_MAX - 1);
+        }
+        n++;
+        free(r);
+    }
+    CHECK_EQ_INT(n, 2);
+    r = upstream_res_new(&ob, 0);
+    if (r)
+        upstream_outbox_push(&ob, r); /* still queued at deinit: freed there */
+    upstream_outbox_deinit(&ob);
+    upstream_outbox_deinit(&ob); /* idempotent */
+}
+
+/* Every state and kind has a name of its own. */
+static void test_names(void)
+{
+    for (int i = UPSTREAM_CHAN_WAITING; i <= UPSTREAM_CHAN_RELEASED; i++) {
+        CHECK(strcmp(upstream_chan_state_str((enum upstream_chan_state)i), "?") != 0);
+        for (int j = UPSTREAM_CHAN_WAITING; j < i; j++)
+            CHECK(strcmp(upstream_chan_state_str((enum upstream_chan_state)i),
+                         upstream_chan_state_str((enum upstream_chan_state)j)) != 0);
+    }
+    for (int i = UPSTREAM_RES_CONN_UP; i <= UPSTREAM_RES_CHAN_DONE; i++)
+        CHECK(strcmp(upstream_res_kind_str((enum upstream_res_kind)i), "?") != 0);
+    CHECK(strcmp(upstream_chan_state_str((enum upstream_chan_state)99), "?") == 0);
+}
+
 int main(void)
 {
     const char *port = getenv("WARREN_TEST_AMQP_PORT");
 
+    RUN(test_cmd_roundtrip);
+    RUN(test_inbox);
+    RUN(test_outbox);
+    RUN(test_names);
     if (!port || !*port) {
         printf("SKIP: WARREN_TEST_AMQP_PORT is not set (run through scripts/test)\n");
-        return 77;
+        return harness_done() == 0 ? 77 : 1;
     }
     snprintf(broker_addr, sizeof broker_addr, "127.0.0.1:%s", port);
     snprintf(conn_name, sizeof conn_name, "test-upstream-%d", (int)getpid());
@@ -1026,6 +1471,10 @@ int main(void)
     RUN(test_idle_reuse);
     RUN(test_idle_keep);
     RUN(test_unreachable);
+    RUN(test_chan_states);
+    RUN(test_oom_channel_closed);
+    RUN(test_oom_connection_lost);
+    RUN(test_oom_open_failed);
     event_base_free(base);
     return harness_done();
 }

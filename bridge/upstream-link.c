@@ -1,0 +1,1520 @@
+/*
+ * bridge/upstream-link.c — the connection-thread side of the upstream (see bridge/upstream-int.h for the layout): one
+ * thread per AMQP connection, the only code of warren that calls rabbitmq-c and the only file that includes <amqp.h>.
+ *
+ * rabbitmq-c is blocking and not thread-safe per connection, so each AMQP connection is owned by one thread that does
+ * everything with its amqp_connection_state_t: TCP connect, login, sending methods and content, reading and dispatching
+ * frames, heartbeats. The thread's state is a struct upstream_link and, per channel, a struct upstream_link_chan; the
+ * client loop never reads either. It hears from the loop only through its inbox (commands) and speaks only through the
+ * upstream's outbox (results).
+ *
+ * Every command names its channel; the link keeps a FIFO of pending operations per channel and runs at most one
+ * synchronous method (queue.declare, bind, consume...) per channel at a time, so replies match requests in order (AMQP
+ * 0-9-1 §2.3.5.2: replies on a channel come in request order) while other channels go on. RPCs are asynchronous
+ * (amqp_send_method + a reply matched in the frame loop), never rabbitmq-c's synchronous calls: those would queue other
+ * channels' frames inside rabbitmq-c and block this connection's other channels. Content (basic.deliver + header + body
+ * frames) is assembled per channel here, because frames of different channels interleave.
+ *
+ * A channel's thread-side half is handed over in its OPEN command and freed here when the channel is done: released by
+ * the loop (RELEASE is the last command naming it) and closed at the broker, or released after it died. Its CHAN_DONE
+ * result, preallocated, is the last result naming the channel. When the connection dies the link reports CONN_DOWN, fails
+ * every channel and keeps serving releases; after the loop's SHUTDOWN it exits once every channel is done (closing the
+ * connection if it is still open, for an idle one) and reports CONN_EXIT.
+ *
+ * Every rabbitmq-c failure of a send or a read is, today, taken as the connection's: the link fails (link_failed()) and
+ * tears the connection down at the top of its loop. op_failed() is where one operation's own failure is reported, the
+ * place to tell an encoding error of that operation from a socket error. Sends may block on a full socket; the wait
+ * between rounds is link_wait(), which polls the inbox and the socket together.
+ */
+#include "bridge/upstream-int.h"
+
+#include "bridge/clock.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef WARREN_RABBITMQ_C_NEW_HEADERS
+#include <rabbitmq-c/amqp.h>
+#include <rabbitmq-c/tcp_socket.h>
+#else
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#endif
+
+#define LINK_READ_BUDGET     256    /* frames read per round before commands are looked at again */
+#define LINK_DEFAULT_FRAME   131072 /* AMQP frame_max when the config says 0 */
+#define LINK_CLOSE_TIMEOUT_S 2      /* connection.close on the way out */
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Types
+ */
+
+enum link_state {
+    LINK_CONNECTING = 0, /* connecting and logging in (blocking, cut by upstream_inbox_stop()) */
+    LINK_OPEN = 1,
+    LINK_DEAD = 2, /* lost, refused or unreachable: every channel fails; releases are still served */
+};
+
+enum link_chan_state {
+    LCH_NEW = 0,       /* given to the link, no channel.open sent */
+    LCH_OPENING = 1,   /* channel.open sent */
+    LCH_SELECTING = 2, /* confirm.select sent */
+    LCH_OPEN = 3,      /* usable */
+    LCH_CLOSING = 4,   /* released: channel.close sent */
+    LCH_DEAD = 5,      /* failed or closed by the broker; waiting for the release */
+};
+
+/* A publish awaiting the broker's confirm. */
+struct confirm {
+    struct list link;
+    uint64_t seq;
+    uint64_t op_tag;
+};
+
+/* A queue deleted when the channel is released (UPSTREAM_Q_OWNED). */
+struct owned_queue {
+    struct list link;
+    char name[];
+};
+
+struct upstream_link_chan {
+    struct upstream_chan *owner; /* the loop's handle, stamped on results */
+    struct list link;            /* in link->chans, from its OPEN to its CHAN_DONE */
+    enum link_chan_state st;
+    uint16_t id;
+    bool open_failed;                  /* died before it was open: later operations fail with fail_err */
+    struct upstream_error fail_err;    /* why it died */
+    char fail_text[UPSTREAM_TEXT_MAX]; /* fail_err.text */
+    struct list ops;                   /* upstream_cmds waiting for the channel to be open and rpc to be answered */
+    struct upstream_cmd *rpc;          /* the synchronous method waiting for its reply */
+    bool rpc_qos_ok;                   /* rpc is a CONSUME whose basic.qos-ok came: basic.consume-ok is next */
+    uint64_t pub_seq;                  /* basic.publish count, for confirms */
+    struct list confirms;              /* struct confirm, by seq */
+    struct list owned;                 /* struct owned_queue, newest first */
+    struct {
+        bool want_header;                    /* basic.deliver/return seen, header frame next */
+        bool discard;                        /* basic.return, or a delivery for a channel no longer open */
+        const amqp_basic_deliver_t *deliver; /* in rabbitmq-c's channel pool, kept until the header frame */
+        struct upstream_res *res;            /* the delivery being filled */
+        uint8_t *body;                       /* res's body, writable */
+        uint64_t left;
+        size_t got;
+    } in;
+    /* Terminal results, preallocated (see upstream-int.h); each is used once at most, and set to NULL when sent. */
+    struct upstream_res *res_open; /* RES_OPEN, success */
+    struct upstream_res *res_end;  /* RES_OPEN with an error, or RES_CLOSED */
+    struct upstream_res *res_done; /* RES_CHAN_DONE */
+};
+
+struct upstream_link {
+    const struct upstream_config *cfg;
+    struct upstream_backoff *backoff;
+    struct upstream_inbox *inbox;
+    struct upstream_outbox *outbox;
+    struct upstream_conn *owner;
+    const char *vhost, *user, *pass, *name; /* copies, in the link's allocation; name may be NULL */
+    enum link_state st;
+    amqp_connection_state_t amqp;
+    struct upstream_link_chan **slots; /* by channel number, chan_max + 1 */
+    unsigned chan_max;
+    struct list chans; /* every channel given to the link and not done, newest first */
+    bool shutdown;     /* SHUTDOWN came: exit once chans is empty */
+    bool failed;       /* a send or read failed: die at the top of the loop */
+    struct upstream_error err;
+    char err_text[UPSTREAM_TEXT_MAX];
+    struct upstream_res *res_up, *res_down, *res_exit; /* preallocated */
+};
+
+/* AMQP 0-9-1 reply codes (spec §1.4.2) to the lower-case names used in STOMP `message` headers. */
+static const char *reply_code_name(int code)
+{
+    static const struct {
+        int code;
+        const char *name;
+    } names[] = {
+        {311, "content_too_large"},   {312, "no_route"},         {313, "no_consumers"},   {320, "connection_forced"},
+        {402, "invalid_path"},        {403, "access_refused"},   {404, "not_found"},      {405, "resource_locked"},
+        {406, "precondition_failed"}, {501, "frame_error"},      {502, "syntax_error"},   {503, "command_invalid"},
+        {504, "channel_error"},       {505, "unexpected_frame"}, {506, "resource_error"}, {530, "not_allowed"},
+        {540, "not_implemented"},     {541, "internal_error"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].code == code)
+            return names[i].name;
+    return "amqp_error";
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Results
+ */
+
+/* Lays out a result's trailing data: measuring with r == NULL, then copying. */
+static struct upstream_bump res_bump(struct upstream_res *r)
+{
+    return (struct upstream_bump){(char *)r, offsetof(struct upstream_res, text)};
+}
+
+static const char *bump_bytes(struct upstream_bump *b, amqp_bytes_t s)
+{
+    return upstream_bump_mem(b, s.bytes, s.len);
+}
+
+static void emit(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_res *r)
+{
+    r->conn = link->owner;
+    r->ch = ch ? ch->owner : NULL;
+    upstream_outbox_push(link->outbox, r);
+}
+
+/* An operation's completion. Lost when out of memory: the channel's end (on_closed, or the failed on_open before it)
+ * still tells the session that whatever did not complete failed. */
+static void emit_done(struct upstream_link *link, struct upstream_link_chan *ch, uint64_t op_tag, const struct upstream_error *err,
+                      const char *queue)
+{
+    struct upstream_bump b = res_bump(NULL);
+    struct upstream_res *r;
+
+    if (err)
+        upstream_bump_str(&b, err->text);
+    upstream_bump_str(&b, queue);
+    r = upstream_res_new(link->outbox, b.off - offsetof(struct upstream_res, text));
+    if (!r)
+        return;
+    b = res_bump(r);
+    r->kind = UPSTREAM_RES_DONE;
+    r->u.done.op_tag = op_tag;
+    if (err) {
+        r->has_err = true;
+        r->err = *err;
+        r->err.text = upstream_bump_str(&b, err->text);
+    }
+    r->u.done.queue = upstream_bump_str(&b, queue);
+    emit(link, ch, r);
+}
+
+static void emit_cancel(struct upstream_link *link, struct upstream_link_chan *ch, amqp_bytes_t tag)
+{
+    struct upstream_bump b = res_bump(NULL);
+    struct upstream_res *r;
+
+    bump_bytes(&b, tag);
+    r = upstream_res_new(link->outbox, b.off - offsetof(struct upstream_res, text));
+    if (!r)
+        return;
+    b = res_bump(r);
+    r->kind = UPSTREAM_RES_CANCEL;
+    r->u.consumer_tag = bump_bytes(&b, tag);
+    emit(link, ch, r);
+}
+
+static void emit_blocked(struct upstream_link *link, bool blocked)
+{
+    struct upstream_res *r = upstream_res_new(link->outbox, 0);
+
+    if (!r)
+        return;
+    r->kind = UPSTREAM_RES_BLOCKED;
+    r->u.blocked = blocked;
+    emit(link, NULL, r);
+}
+
+/* Sends one of the channel's preallocated results (*slot, used once). */
+static void emit_terminal(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_res **slot,
+                          enum upstream_res_kind kind, const struct upstream_error *err)
+{
+    struct upstream_res *r = *slot;
+
+    assert(r);
+    *slot = NULL;
+    r->kind = kind;
+    upstream_res_set_err(r, err);
+    emit(link, ch, r);
+}
+
+/* Sends one of the link's preallocated results (*slot, used once). */
+static void emit_conn(struct upstream_link *link, struct upstream_res **slot)
+{
+    struct upstream_res *r = *slot;
+
+    assert(r);
+    *slot = NULL;
+    emit(link, NULL, r);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Conversions between rabbitmq-c and upstream.h types
+ */
+
+static amqp_bytes_t bytes_of(const char *s)
+{
+    return s ? amqp_cstring_bytes(s) : amqp_empty_bytes;
+}
+
+/* Builds a field table from upstream_args; t->entries must be freed by the caller. */
+static int args_to_table(const struct upstream_arg *args, size_t n, amqp_table_t *t)
+{
+    amqp_table_entry_t *e = NULL;
+
+    if (n) {
+        e = calloc(n, sizeof *e);
+        if (!e)
+            return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        e[i].key = amqp_cstring_bytes(args[i].key);
+        switch (args[i].type) {
+        case UPSTREAM_ARG_STR:
+            e[i].value.kind = AMQP_FIELD_KIND_UTF8;
+            e[i].value.value.bytes = bytes_of(args[i].str);
+            break;
+        case UPSTREAM_ARG_INT:
+            e[i].value.kind = AMQP_FIELD_KIND_I64;
+            e[i].value.value.i64 = args[i].num;
+            break;
+        case UPSTREAM_ARG_BOOL:
+            e[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+            e[i].value.value.boolean = args[i].num != 0;
+            break;
+        }
+    }
+    t->num_entries = (int)n;
+    t->entries = e;
+    return 0;
+}
+
+#define PROP_STR(field, flag)                                                                                                      \
+    do {                                                                                                                           \
+        if (src->field) {                                                                                                          \
+            dst->_flags |= (flag);                                                                                                 \
+            dst->field = amqp_cstring_bytes(src->field);                                                                           \
+        }                                                                                                                          \
+    } while (0)
+
+/* upstream_props -> amqp_basic_properties_t; headers become longstr entries in *entries (caller frees). */
+static int props_to_amqp(const struct upstream_props *src, amqp_basic_properties_t *dst, amqp_table_entry_t **entries)
+{
+    memset(dst, 0, sizeof *dst);
+    *entries = NULL;
+    PROP_STR(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG);
+    PROP_STR(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG);
+    PROP_STR(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG);
+    PROP_STR(reply_to, AMQP_BASIC_REPLY_TO_FLAG);
+    PROP_STR(expiration, AMQP_BASIC_EXPIRATION_FLAG);
+    PROP_STR(message_id, AMQP_BASIC_MESSAGE_ID_FLAG);
+    PROP_STR(type, AMQP_BASIC_TYPE_FLAG);
+    PROP_STR(user_id, AMQP_BASIC_USER_ID_FLAG);
+    PROP_STR(app_id, AMQP_BASIC_APP_ID_FLAG);
+    if (src->delivery_mode > 0) {
+        dst->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        dst->delivery_mode = (uint8_t)src->delivery_mode;
+    }
+    if (src->priority >= 0 && src->priority <= 255) {
+        dst->_flags |= AMQP_BASIC_PRIORITY_FLAG;
+        dst->priority = (uint8_t)src->priority;
+    }
+    if (src->has_timestamp) {
+        dst->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+        dst->timestamp = src->timestamp;
+    }
+    if (src->n_headers) {
+        amqp_table_entry_t *e = calloc(src->n_headers, sizeof *e);
+        if (!e)
+            return -ENOMEM;
+        for (size_t i = 0; i < src->n_headers; i++) {
+            e[i].key = (amqp_bytes_t){src->headers[i].name_len, (void *)src->headers[i].name};
+            e[i].value.kind = AMQP_FIELD_KIND_UTF8;
+            e[i].value.value.bytes = (amqp_bytes_t){src->headers[i].value_len, (void *)src->headers[i].value};
+        }
+        dst->_flags |= AMQP_BASIC_HEADERS_FLAG;
+        dst->headers = (amqp_table_t){(int)src->n_headers, e};
+        *entries = e;
+    }
+    return 0;
+}
+
+/* One table value as the text upstream.h promises, or false when the type is dropped. */
+static bool field_to_text(const amqp_field_value_t *v, char *num, size_t num_size, const void **p, size_t *n)
+{
+    int len = -1;
+
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        *p = v->value.bytes.bytes;
+        *n = v->value.bytes.len;
+        return true;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        *p = v->value.boolean ? "true" : "false";
+        *n = strlen(*p);
+        return true;
+    case AMQP_FIELD_KIND_I8:
+        len = snprintf(num, num_size, "%d", v->value.i8);
+        break;
+    case AMQP_FIELD_KIND_U8:
+        len = snprintf(num, num_size, "%u", v->value.u8);
+        break;
+    case AMQP_FIELD_KIND_I16:
+        len = snprintf(num, num_size, "%d", v->value.i16);
+        break;
+    case AMQP_FIELD_KIND_U16:
+        len = snprintf(num, num_size, "%u", v->value.u16);
+        break;
+    case AMQP_FIELD_KIND_I32:
+        len = snprintf(num, num_size, "%" PRId32, v->value.i32);
+        break;
+    case AMQP_FIELD_KIND_U32:
+        len = snprintf(num, num_size, "%" PRIu32, v->value.u32);
+        break;
+    case AMQP_FIELD_KIND_I64:
+        len = snprintf(num, num_size, "%" PRId64, v->value.i64);
+        break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        len = snprintf(num, num_size, "%" PRIu64, v->value.u64);
+        break;
+    default:
+        return false;
+    }
+    *p = num;
+    *n = (size_t)len;
+    return len >= 0;
+}
+
+#define PROP_IN(field, flag) dst->field = (p->_flags & (flag)) ? bump_bytes(b, p->field) : NULL
+
+static void props_from_amqp(struct upstream_bump *b, struct upstream_props *dst, const amqp_basic_properties_t *p)
+{
+    struct upstream_header *h = NULL;
+    size_t n = 0;
+
+    PROP_IN(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG);
+    PROP_IN(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG);
+    PROP_IN(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG);
+    PROP_IN(reply_to, AMQP_BASIC_REPLY_TO_FLAG);
+    PROP_IN(expiration, AMQP_BASIC_EXPIRATION_FLAG);
+    PROP_IN(message_id, AMQP_BASIC_MESSAGE_ID_FLAG);
+    PROP_IN(type, AMQP_BASIC_TYPE_FLAG);
+    PROP_IN(user_id, AMQP_BASIC_USER_ID_FLAG);
+    PROP_IN(app_id, AMQP_BASIC_APP_ID_FLAG);
+    dst->delivery_mode = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) ? p->delivery_mode : 0;
+    dst->priority = (p->_flags & AMQP_BASIC_PRIORITY_FLAG) ? p->priority : -1;
+    dst->has_timestamp = (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) != 0;
+    dst->timestamp = dst->has_timestamp ? p->timestamp : 0;
+    if (p->_flags & AMQP_BASIC_HEADERS_FLAG && p->headers.num_entries > 0) {
+        h = upstream_bump_take(b, (size_t)p->headers.num_entries * sizeof *h, alignof(struct upstream_header));
+        for (int i = 0; i < p->headers.num_entries; i++) {
+            const amqp_table_entry_t *e = &p->headers.entries[i];
+            char num[32];
+            const void *v;
+            size_t vlen;
+            if (!field_to_text(&e->value, num, sizeof num, &v, &vlen))
+                continue;
+            const char *name = bump_bytes(b, e->key);
+            const char *value = upstream_bump_mem(b, v, vlen);
+            if (h)
+                h[n] = (struct upstream_header){name, e->key.len, value, vlen};
+            n++;
+        }
+    }
+    dst->headers = n ? h : NULL;
+    dst->n_headers = n;
+}
+
+/* The delivery result: struct, strings, headers and room for the body in one allocation. Returns the body's room. */
+static uint8_t *delivery_fill(struct upstream_bump *b, struct upstream_res *r, const amqp_basic_deliver_t *m,
+                              const amqp_basic_properties_t *p, size_t body_len)
+{
+    struct upstream_delivery *d = &r->u.delivery;
+    uint8_t *body;
+
+    r->kind = UPSTREAM_RES_DELIVERY;
+    d->consumer_tag = bump_bytes(b, m->consumer_tag);
+    d->delivery_tag = m->delivery_tag;
+    d->redelivered = m->redelivered != 0;
+    d->exchange = bump_bytes(b, m->exchange);
+    d->routing_key = bump_bytes(b, m->routing_key);
+    props_from_amqp(b, &d->props, p);
+    body = upstream_bump_take(b, body_len ? body_len : 1, 1);
+    d->body = body;
+    d->body_len = body_len;
+    return body;
+}
+
+/* Starts assembling a delivery whose body is `body_len` bytes; false when out of memory. */
+static bool delivery_start(struct upstream_link *link, struct upstream_link_chan *ch, const amqp_basic_properties_t *p,
+                           uint64_t body_len)
+{
+    struct upstream_res scratch;
+    struct upstream_bump b = res_bump(NULL);
+    struct upstream_res *r;
+
+    if (body_len > SIZE_MAX / 2)
+        return false;
+    memset(&scratch, 0, sizeof scratch);
+    delivery_fill(&b, &scratch, ch->in.deliver, p, (size_t)body_len);
+    r = upstream_res_new(link->outbox, b.off - offsetof(struct upstream_res, text));
+    if (!r)
+        return false;
+    b = res_bump(r);
+    ch->in.body = delivery_fill(&b, r, ch->in.deliver, p, (size_t)body_len);
+    ch->in.res = r;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Sending, and what a failure means
+ */
+
+static void link_set_err(struct upstream_link *link, enum upstream_err kind, int code, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void link_set_err(struct upstream_link *link, enum upstream_err kind, int code, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(link->err_text, sizeof link->err_text, fmt, ap);
+    va_end(ap);
+    link->err = (struct upstream_error){kind, code, name, link->err_text};
+}
+
+/* A rabbitmq-c call failed on the socket: the link loop tears the connection down before doing anything else. */
+static void link_failed(struct upstream_link *link, int status)
+{
+    if (link->failed)
+        return;
+    link->failed = true;
+    link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost: %s", amqp_error_string2(status));
+}
+
+/*
+ * The rabbitmq-c call that carries `op` on `ch` failed with `status`. Every status is taken as the socket's today, so the
+ * connection fails; an encoding error of this one operation (a property too long for a shortstr, a table too big) is
+ * where failing only `op`, or `ch`, would be decided.
+ */
+static void op_failed(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_cmd *op, int status)
+{
+    link_failed(link, status);
+}
+
+static bool link_send(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *method)
+{
+    int status = amqp_send_method(link->amqp, ch ? ch->id : 0, id, method);
+
+    if (status != AMQP_STATUS_OK)
+        link_failed(link, status);
+    return status == AMQP_STATUS_OK;
+}
+
+/* Sends a method that carries `op`. */
+static bool op_send(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_cmd *op,
+                    amqp_method_number_t id, void *method)
+{
+    int status = amqp_send_method(link->amqp, ch->id, id, method);
+
+    if (status != AMQP_STATUS_OK)
+        op_failed(link, ch, op, status);
+    return status == AMQP_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Channels
+ */
+
+int upstream_link_chan_new(struct upstream_chan *owner, struct upstream_link_chan **out)
+{
+    struct upstream_link_chan *ch = calloc(1, sizeof *ch);
+
+    if (!ch)
+        return -ENOMEM;
+    ch->owner = owner;
+    list_init(&ch->ops);
+    list_init(&ch->confirms);
+    list_init(&ch->owned);
+    ch->res_open = upstream_res_prealloc(UPSTREAM_RES_OPEN, false);
+    ch->res_end = upstream_res_prealloc(UPSTREAM_RES_CLOSED, true);
+    ch->res_done = upstream_res_prealloc(UPSTREAM_RES_CHAN_DONE, false);
+    if (!ch->res_open || !ch->res_end || !ch->res_done) {
+        upstream_link_chan_free(ch);
+        return -ENOMEM;
+    }
+    *out = ch;
+    return 0;
+}
+
+/* Frees what the channel holds while it lives: operations, confirms, owned queue names, a delivery being assembled. */
+static void chan_free_state(struct upstream_link_chan *ch)
+{
+    struct confirm *k, *knext;
+    struct owned_queue *q, *qnext;
+
+    upstream_cmd_free(ch->rpc);
+    ch->rpc = NULL;
+    upstream_cmd_free_list(&ch->ops);
+    LIST_FOR_EACH_ENTRY_SAFE (k, knext, &ch->confirms, link) {
+        list_unlink(&k->link);
+        free(k);
+    }
+    LIST_FOR_EACH_ENTRY_SAFE (q, qnext, &ch->owned, link) {
+        list_unlink(&q->link);
+        free(q);
+    }
+    free(ch->in.res);
+    ch->in.res = NULL;
+    ch->in.want_header = false;
+    ch->in.left = 0;
+}
+
+void upstream_link_chan_free(struct upstream_link_chan *ch)
+{
+    if (!ch)
+        return;
+    chan_free_state(ch);
+    free(ch->res_open);
+    free(ch->res_end);
+    free(ch->res_done);
+    free(ch);
+}
+
+static void chan_unslot(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    if (ch->id && link->slots && link->slots[ch->id] == ch)
+        link->slots[ch->id] = NULL;
+    ch->id = 0;
+}
+
+/* Fails every pending operation with `err` (ack/nack have no completion to fail). */
+static void chan_fail_ops(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
+{
+    struct confirm *k;
+    struct upstream_cmd *op;
+
+    if (ch->rpc)
+        emit_done(link, ch, ch->rpc->op_tag, err, NULL);
+    LIST_FOR_EACH_ENTRY (k, &ch->confirms, link) {
+        emit_done(link, ch, k->op_tag, err, NULL);
+    }
+    LIST_FOR_EACH_ENTRY (op, &ch->ops, link) {
+        if (upstream_cmd_has_completion(op->kind))
+            emit_done(link, ch, op->op_tag, err, NULL);
+    }
+}
+
+/* The channel died (broker channel.close, connection lost, open refused): report it and wait for the release. */
+static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
+{
+    bool was_open = ch->st == LCH_OPEN;
+
+    if (ch->st >= LCH_CLOSING)
+        return;
+    /* A failed open comes first, then the failures of the operations queued behind it (and of those queued later, see
+     * link_on_cmd). A closed channel reports its pending operations first, because nothing follows on_closed. */
+    ch->open_failed = !was_open;
+    ch->fail_err = *err;
+    snprintf(ch->fail_text, sizeof ch->fail_text, "%s", err->text ? err->text : "");
+    ch->fail_err.text = ch->fail_text;
+    if (!was_open)
+        emit_terminal(link, ch, &ch->res_end, UPSTREAM_RES_OPEN, err);
+    chan_fail_ops(link, ch, err);
+    if (was_open)
+        emit_terminal(link, ch, &ch->res_end, UPSTREAM_RES_CLOSED, err);
+    chan_free_state(ch);
+    chan_unslot(link, ch);
+    ch->st = LCH_DEAD;
+}
+
+/* The channel is released and closed: its last result goes to the loop, which frees its handle; this half goes now. */
+static void chan_done(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    chan_unslot(link, ch);
+    list_unlink(&ch->link);
+    emit_terminal(link, ch, &ch->res_done, UPSTREAM_RES_CHAN_DONE, NULL);
+    upstream_link_chan_free(ch);
+}
+
+static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    amqp_channel_open_t open = {amqp_empty_bytes};
+    unsigned id;
+
+    for (id = 1; id <= link->chan_max && link->slots[id]; id++)
+        ;
+    if (id > link->chan_max) {
+        struct upstream_error err = {UPSTREAM_ERR_CHANNEL, 0, "channel_max",
+                                     "no free channel on the broker connection (channel_max reached)"};
+        chan_fail(link, ch, &err);
+        return;
+    }
+    link->slots[id] = ch;
+    ch->id = (uint16_t)id;
+    ch->st = LCH_OPENING;
+    link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+}
+
+static void chan_release(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes("released"), 0, 0};
+    struct owned_queue *q;
+
+    if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) {
+        chan_done(link, ch);
+        return;
+    }
+    /* Owned queues go first, nowait: queue.delete is idempotent in RabbitMQ, and channel.close right after it is
+     * processed in order by the broker. */
+    LIST_FOR_EACH_ENTRY (q, &ch->owned, link) {
+        amqp_queue_delete_t del = {0, amqp_cstring_bytes(q->name), 0, 0, 1};
+        if (link->failed)
+            break;
+        link_send(link, ch, AMQP_QUEUE_DELETE_METHOD, &del);
+    }
+    chan_free_state(ch);
+    ch->st = LCH_CLOSING;
+    if (!link->failed)
+        link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
+}
+
+static void chan_add_owned(struct upstream_link_chan *ch, const char *name, size_t len)
+{
+    struct owned_queue *q = malloc(sizeof *q + len + 1);
+
+    if (!q)
+        return; /* the queue outlives the session; exclusive/auto-delete ones still go with the connection */
+    memcpy(q->name, name, len);
+    q->name[len] = '\0';
+    list_link_front(&ch->owned, &q->link);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Operations
+ */
+
+static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+{
+    amqp_basic_properties_t props;
+    amqp_table_entry_t *entries;
+    struct confirm *k = malloc(sizeof *k);
+    int status;
+
+    if (!k || props_to_amqp(&op->u.publish.props, &props, &entries) < 0) {
+        struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"};
+        free(k);
+        emit_done(link, ch, op->op_tag, &err, NULL);
+        return;
+    }
+    status = amqp_basic_publish(link->amqp, ch->id, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0,
+                                &props, (amqp_bytes_t){op->u.publish.body_len, (void *)op->u.publish.body});
+    free(entries);
+    if (status != AMQP_STATUS_OK) {
+        free(k);
+        op_failed(link, ch, op, status);
+        return;
+    }
+    /* Confirm sequence numbers count every basic.publish on the channel from 1 (RabbitMQ confirms extension). */
+    *k = (struct confirm){.seq = ++ch->pub_seq, .op_tag = op->op_tag};
+    list_link_tail(&ch->confirms, &k->link);
+}
+
+static void op_ack(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+{
+    int status;
+
+    if (op->kind == UPSTREAM_CMD_ACK)
+        status = amqp_basic_ack(link->amqp, ch->id, op->u.ack.delivery_tag, op->u.ack.multiple);
+    else
+        status = amqp_basic_nack(link->amqp, ch->id, op->u.ack.delivery_tag, op->u.ack.multiple, op->u.ack.requeue);
+    if (status != AMQP_STATUS_OK)
+        op_failed(link, ch, op, status);
+}
+
+static void op_consume(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
+{
+    unsigned prefetch = op->u.consume.prefetch;
+    amqp_basic_qos_t qos = {0, (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0};
+    amqp_basic_consume_t consume = {0,
+                                    bytes_of(op->u.consume.queue),
+                                    bytes_of(op->u.consume.consumer_tag),
+                                    0,
+                                    op->u.consume.no_ack,
+                                    op->u.consume.exclusive,
+                                    0,
+                                    *args};
+
+    /* Both are pipelined: the broker answers qos-ok then consume-ok, in order. */
+    ch->rpc_qos_ok = false;
+    if (op_send(link, ch, op, AMQP_BASIC_QOS_METHOD, &qos))
+        op_send(link, ch, op, AMQP_BASIC_CONSUME_METHOD, &consume);
+}
+
+static void op_declare(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
+{
+    unsigned f = op->u.declare.flags;
+    amqp_queue_declare_t m = {0,
+                              bytes_of(op->u.declare.queue),
+                              (f & UPSTREAM_Q_PASSIVE) != 0,
+                              (f & UPSTREAM_Q_DURABLE) != 0,
+                              (f & UPSTREAM_Q_EXCLUSIVE) != 0,
+                              (f & UPSTREAM_Q_AUTO_DELETE) != 0,
+                              (f & UPSTREAM_Q_NOWAIT) != 0,
+                              *args};
+
+    op_send(link, ch, op, AMQP_QUEUE_DECLARE_METHOD, &m);
+}
+
+/* Sends a synchronous method; returns true when it was sent (a reply is awaited unless it was nowait). */
+static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+{
+    const struct upstream_arg *args = NULL;
+    size_t n_args = 0;
+    amqp_table_t table;
+
+    if (op->kind == UPSTREAM_CMD_DECLARE) {
+        args = op->u.declare.args;
+        n_args = op->u.declare.n_args;
+    } else if (op->kind == UPSTREAM_CMD_CONSUME) {
+        args = op->u.consume.args;
+        n_args = op->u.consume.n_args;
+    }
+    if (args_to_table(args, n_args, &table) < 0) {
+        struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"};
+        emit_done(link, ch, op->op_tag, &err, NULL);
+        return false;
+    }
+    if (op->kind == UPSTREAM_CMD_DECLARE) {
+        op_declare(link, ch, op, &table);
+    } else if (op->kind == UPSTREAM_CMD_BIND) {
+        amqp_queue_bind_t m = {0,    bytes_of(op->u.bind.queue), bytes_of(op->u.bind.exchange), bytes_of(op->u.bind.routing_key), 0,
+                               table};
+        op_send(link, ch, op, AMQP_QUEUE_BIND_METHOD, &m);
+    } else if (op->kind == UPSTREAM_CMD_DELETE) {
+        amqp_queue_delete_t m = {0, bytes_of(op->u.del.queue), 0, 0, 0};
+        op_send(link, ch, op, AMQP_QUEUE_DELETE_METHOD, &m);
+    } else if (op->kind == UPSTREAM_CMD_CONSUME) {
+        op_consume(link, ch, op, &table);
+    } else if (op->kind == UPSTREAM_CMD_CANCEL) {
+        amqp_basic_cancel_t m = {bytes_of(op->u.cancel.consumer_tag), 0};
+        op_send(link, ch, op, AMQP_BASIC_CANCEL_METHOD, &m);
+    }
+    free(table.entries);
+    return true;
+}
+
+/* Runs one operation; returns true when it became ch->rpc (it awaits a reply, and owns the command). */
+static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+{
+    switch (op->kind) {
+    case UPSTREAM_CMD_PUBLISH:
+        op_publish(link, ch, op);
+        return false;
+    case UPSTREAM_CMD_ACK:
+    case UPSTREAM_CMD_NACK:
+        op_ack(link, ch, op);
+        return false;
+    default:
+        break;
+    }
+    if (!op_send_rpc(link, ch, op))
+        return false;
+    if (op->kind == UPSTREAM_CMD_DECLARE && (op->u.declare.flags & UPSTREAM_Q_NOWAIT)) {
+        if (op->u.declare.flags & UPSTREAM_Q_OWNED)
+            chan_add_owned(ch, op->u.declare.queue, strlen(op->u.declare.queue));
+        emit_done(link, ch, op->op_tag, NULL, op->u.declare.queue);
+        return false;
+    }
+    ch->rpc = op;
+    return true;
+}
+
+/* Runs the channel's queued operations in order until one awaits a reply. */
+static void chan_pump(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_cmd *op;
+
+    while (ch->st == LCH_OPEN && !ch->rpc && !link->failed && (op = list_first_entry(&ch->ops, struct upstream_cmd, link))) {
+        list_unlink(&op->link);
+        if (!op_run(link, ch, op))
+            upstream_cmd_free(op);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Frames from the broker
+ */
+
+/* Whether `id` is the reply ch->rpc waits for. */
+static bool rpc_is_reply(const struct upstream_cmd *op, amqp_method_number_t id)
+{
+    switch (op->kind) {
+    case UPSTREAM_CMD_DECLARE:
+        return id == AMQP_QUEUE_DECLARE_OK_METHOD;
+    case UPSTREAM_CMD_BIND:
+        return id == AMQP_QUEUE_BIND_OK_METHOD;
+    case UPSTREAM_CMD_DELETE:
+        return id == AMQP_QUEUE_DELETE_OK_METHOD;
+    case UPSTREAM_CMD_CONSUME:
+        return id == AMQP_BASIC_CONSUME_OK_METHOD;
+    case UPSTREAM_CMD_CANCEL:
+        return id == AMQP_BASIC_CANCEL_OK_METHOD;
+    default:
+        return false;
+    }
+}
+
+/* A reply to ch->rpc (AMQP replies on a channel arrive in request order). */
+static void chan_on_reply(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *decoded)
+{
+    struct upstream_cmd *op = ch->rpc;
+    const char *queue = NULL;
+    char *qbuf = NULL;
+
+    if (!op)
+        return;
+    if (op->kind == UPSTREAM_CMD_CONSUME && !ch->rpc_qos_ok && id == AMQP_BASIC_QOS_OK_METHOD) {
+        ch->rpc_qos_ok = true;
+        return;
+    }
+    if (!rpc_is_reply(op, id))
+        return; /* not the reply we wait for (a broker bug); keep waiting */
+    if (id == AMQP_QUEUE_DECLARE_OK_METHOD) {
+        const amqp_queue_declare_ok_t *ok = decoded;
+        qbuf = malloc(ok->queue.len + 1);
+        if (qbuf) {
+            memcpy(qbuf, ok->queue.bytes, ok->queue.len);
+            qbuf[ok->queue.len] = '\0';
+            if (op->u.declare.flags & UPSTREAM_Q_OWNED)
+                chan_add_owned(ch, qbuf, ok->queue.len);
+        }
+        queue = qbuf ? qbuf : "";
+    }
+    emit_done(link, ch, op->op_tag, NULL, queue);
+    free(qbuf);
+    upstream_cmd_free(op);
+    ch->rpc = NULL;
+    chan_pump(link, ch);
+}
+
+/* basic.ack / basic.nack from the broker in confirm mode: settle one or all sequence numbers up to `tag`. */
+static void chan_on_confirm(struct upstream_link *link, struct upstream_link_chan *ch, uint64_t tag, bool multiple, bool nack)
+{
+    struct upstream_error err = {UPSTREAM_ERR_NACK, 0, "nack", "the broker refused the message (basic.nack)"};
+    struct confirm *k, *next;
+
+    LIST_FOR_EACH_ENTRY_SAFE (k, next, &ch->confirms, link) {
+        if (k->seq > tag)
+            break;
+        if (!multiple && k->seq != tag)
+            continue;
+        emit_done(link, ch, k->op_tag, nack ? &err : NULL, NULL);
+        list_unlink(&k->link);
+        free(k);
+        if (!multiple)
+            break;
+    }
+}
+
+static void chan_on_close(struct upstream_link *link, struct upstream_link_chan *ch, const amqp_channel_close_t *m)
+{
+    amqp_channel_close_ok_t ok = {0};
+    char text[UPSTREAM_TEXT_MAX];
+    struct upstream_error err;
+
+    snprintf(text, sizeof text, "%.*s", (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+    err = (struct upstream_error){UPSTREAM_ERR_CHANNEL, m->reply_code, reply_code_name(m->reply_code), text};
+    link_send(link, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    if (ch->st == LCH_CLOSING)
+        chan_done(link, ch);
+    else
+        chan_fail(link, ch, &err);
+}
+
+static void chan_on_cancel(struct upstream_link *link, struct upstream_link_chan *ch, const amqp_basic_cancel_t *m)
+{
+    if (!m->nowait) {
+        amqp_basic_cancel_ok_t ok = {m->consumer_tag};
+        link_send(link, ch, AMQP_BASIC_CANCEL_OK_METHOD, &ok);
+    }
+    if (ch->st == LCH_OPEN)
+        emit_cancel(link, ch, m->consumer_tag);
+}
+
+/* channel.open-ok, then confirm.select-ok: the channel is usable. */
+static void chan_on_opened(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id)
+{
+    if (id == AMQP_CHANNEL_OPEN_OK_METHOD && ch->st == LCH_OPENING) {
+        amqp_confirm_select_t select = {0};
+        ch->st = LCH_SELECTING;
+        link_send(link, ch, AMQP_CONFIRM_SELECT_METHOD, &select);
+    } else if (id == AMQP_CONFIRM_SELECT_OK_METHOD && ch->st == LCH_SELECTING) {
+        ch->st = LCH_OPEN;
+        emit_terminal(link, ch, &ch->res_open, UPSTREAM_RES_OPEN, NULL);
+        chan_pump(link, ch);
+    }
+}
+
+/* May free `ch` (chan_done): nothing may touch it after. */
+static void chan_on_method(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *m)
+{
+    switch (id) {
+    case AMQP_CHANNEL_OPEN_OK_METHOD:
+    case AMQP_CONFIRM_SELECT_OK_METHOD:
+        chan_on_opened(link, ch, id);
+        break;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        chan_on_close(link, ch, m);
+        break;
+    case AMQP_CHANNEL_CLOSE_OK_METHOD:
+        if (ch->st == LCH_CLOSING)
+            chan_done(link, ch);
+        break;
+    case AMQP_BASIC_ACK_METHOD:
+        if (ch->st == LCH_OPEN)
+            chan_on_confirm(link, ch, ((amqp_basic_ack_t *)m)->delivery_tag, ((amqp_basic_ack_t *)m)->multiple, false);
+        break;
+    case AMQP_BASIC_NACK_METHOD:
+        if (ch->st == LCH_OPEN)
+            chan_on_confirm(link, ch, ((amqp_basic_nack_t *)m)->delivery_tag, ((amqp_basic_nack_t *)m)->multiple, true);
+        break;
+    case AMQP_BASIC_DELIVER_METHOD:
+    case AMQP_BASIC_RETURN_METHOD:
+        ch->in.want_header = true;
+        ch->in.discard = id == AMQP_BASIC_RETURN_METHOD || ch->st != LCH_OPEN;
+        ch->in.deliver = id == AMQP_BASIC_DELIVER_METHOD ? m : NULL;
+        break;
+    case AMQP_BASIC_CANCEL_METHOD:
+        chan_on_cancel(link, ch, m);
+        break;
+    default:
+        if (ch->st == LCH_OPEN)
+            chan_on_reply(link, ch, id, m);
+        break;
+    }
+}
+
+static void chan_delivery_complete(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_res *r = ch->in.res;
+
+    ch->in.res = NULL;
+    ch->in.body = NULL;
+    if (r)
+        emit(link, ch, r);
+}
+
+static void chan_on_header(struct upstream_link *link, struct upstream_link_chan *ch, const amqp_frame_t *f)
+{
+    if (!ch->in.want_header)
+        return;
+    ch->in.want_header = false;
+    ch->in.left = f->payload.properties.body_size;
+    ch->in.got = 0;
+    if (!ch->in.discard && !delivery_start(link, ch, f->payload.properties.decoded, ch->in.left)) {
+        /* Dropping it would leave an unacked delivery nobody knows about: give up the connection instead. */
+        link->failed = true;
+        link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory for a %" PRIu64 "-byte delivery", ch->in.left);
+        return;
+    }
+    ch->in.deliver = NULL;
+    if (ch->in.left == 0)
+        chan_delivery_complete(link, ch);
+}
+
+static void chan_on_body(struct upstream_link *link, struct upstream_link_chan *ch, const amqp_frame_t *f)
+{
+    size_t n = f->payload.body_fragment.len;
+
+    if (n > ch->in.left)
+        n = (size_t)ch->in.left; /* more than announced: protocol error on the broker's side, ignore the excess */
+    if (ch->in.res)
+        memcpy(ch->in.body + ch->in.got, f->payload.body_fragment.bytes, n);
+    ch->in.got += n;
+    ch->in.left -= n;
+    if (ch->in.left == 0)
+        chan_delivery_complete(link, ch);
+}
+
+static void link_on_method0(struct upstream_link *link, amqp_method_number_t id, void *m)
+{
+    if (id == AMQP_CONNECTION_CLOSE_METHOD) {
+        const amqp_connection_close_t *close = m;
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(link->amqp, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        link_set_err(link, UPSTREAM_ERR_CONNECTION, close->reply_code, reply_code_name(close->reply_code), "%.*s",
+                     (int)close->reply_text.len, (const char *)close->reply_text.bytes);
+        link->failed = true;
+    } else if (id == AMQP_CONNECTION_BLOCKED_METHOD || id == AMQP_CONNECTION_UNBLOCKED_METHOD) {
+        emit_blocked(link, id == AMQP_CONNECTION_BLOCKED_METHOD);
+    }
+}
+
+static struct upstream_link_chan *link_chan_at(struct upstream_link *link, amqp_channel_t id)
+{
+    return id <= link->chan_max ? link->slots[id] : NULL;
+}
+
+static void link_on_frame(struct upstream_link *link, const amqp_frame_t *f)
+{
+    struct upstream_link_chan *ch;
+
+    if (f->channel == 0) {
+        if (f->frame_type == AMQP_FRAME_METHOD)
+            link_on_method0(link, f->payload.method.id, f->payload.method.decoded);
+        return;
+    }
+    ch = link_chan_at(link, f->channel);
+    if (ch && f->frame_type == AMQP_FRAME_METHOD)
+        chan_on_method(link, ch, f->payload.method.id, f->payload.method.decoded);
+    else if (ch && f->frame_type == AMQP_FRAME_HEADER)
+        chan_on_header(link, ch, f);
+    else if (ch && f->frame_type == AMQP_FRAME_BODY)
+        chan_on_body(link, ch, f);
+    /* The channel's pool holds basic.deliver until its header frame arrives. Look the channel up again: once done it is
+     * freed (chan_done). */
+    ch = link_chan_at(link, f->channel);
+    if (!ch || !ch->in.want_header)
+        amqp_maybe_release_buffers_on_channel(link->amqp, f->channel);
+}
+
+/* Reads what is available without blocking (this also sends due heartbeats). Returns true when more may be pending. */
+static bool link_read(struct upstream_link *link)
+{
+    struct timeval zero = {0, 0};
+
+    for (int i = 0; i < LINK_READ_BUDGET; i++) {
+        amqp_frame_t f;
+        int status = amqp_simple_wait_frame_noblock(link->amqp, &f, &zero);
+        if (status == AMQP_STATUS_TIMEOUT)
+            return false;
+        if (status != AMQP_STATUS_OK) {
+            link_failed(link, status);
+            return false;
+        }
+        link_on_frame(link, &f);
+        if (link->failed)
+            return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Connection life
+ */
+
+/* The connection is gone (or never came up): every channel on it learns it, and the loop stops using it. */
+static void link_die(struct upstream_link *link)
+{
+    struct upstream_link_chan *ch, *next;
+
+    if (link->st == LINK_DEAD)
+        return;
+    link->st = LINK_DEAD;
+    if (link->err.kind == UPSTREAM_OK)
+        link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost");
+    emit_conn(link, &link->res_down);
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+        if (ch->st == LCH_CLOSING)
+            chan_done(link, ch);
+        else
+            chan_fail(link, ch, &link->err);
+    }
+    if (link->amqp) {
+        amqp_destroy_connection(link->amqp);
+        link->amqp = NULL;
+    }
+}
+
+/* Splits "host:port" ("[v6]:port" too); port 5672 when absent. */
+static void broker_split(const char *broker, char *host, size_t host_size, int *port)
+{
+    const char *colon = strrchr(broker, ':');
+    size_t len = strlen(broker);
+
+    *port = 5672;
+    if (colon && !strchr(colon, ']') && (broker[0] != '[' || colon[-1] == ']')) {
+        *port = atoi(colon + 1);
+        len = (size_t)(colon - broker);
+    }
+    if (len >= 2 && broker[0] == '[' && broker[len - 1] == ']') {
+        broker++;
+        len -= 2;
+    }
+    snprintf(host, host_size, "%.*s", (int)len, broker);
+}
+
+/* Maps a failed login reply to the error of every channel waiting on this connection. */
+static int link_login_failed(struct upstream_link *link, amqp_rpc_reply_t reply, const char *broker)
+{
+    if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        const amqp_connection_close_t *m = reply.reply.decoded;
+        bool refused = m->reply_code == 403 || m->reply_code == 530; /* bad login; vhost access (not_allowed) */
+        link_set_err(link, refused ? UPSTREAM_ERR_ACCESS_REFUSED : UPSTREAM_ERR_CONNECTION, m->reply_code,
+                     refused ? "access_refused" : reply_code_name(m->reply_code), "%.*s", (int)m->reply_text.len,
+                     (const char *)m->reply_text.bytes);
+        return refused ? UPSTREAM_ERR_ACCESS_REFUSED : UPSTREAM_ERR_UNREACHABLE;
+    }
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        (reply.library_error == AMQP_STATUS_CONNECTION_CLOSED || reply.library_error == AMQP_STATUS_SOCKET_ERROR)) {
+        /* A broker without authentication_failure_close just drops the socket on a bad password. */
+        link_set_err(link, UPSTREAM_ERR_ACCESS_REFUSED, 403, "access_refused",
+                     "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN");
+        return UPSTREAM_ERR_ACCESS_REFUSED;
+    }
+    link_set_err(link, UPSTREAM_ERR_UNREACHABLE, 0, "broker_unreachable", "login to %s failed: %s", broker,
+                 reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(reply.library_error)
+                                                                     : "unexpected reply");
+    return UPSTREAM_ERR_UNREACHABLE;
+}
+
+static amqp_rpc_reply_t link_login_send(struct upstream_link *link)
+{
+    const struct upstream_config *cfg = link->cfg;
+    amqp_table_entry_t caps[] = {
+        {amqp_cstring_bytes("authentication_failure_close"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+        {amqp_cstring_bytes("connection.blocked"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+        {amqp_cstring_bytes("consumer_cancel_notify"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+        {amqp_cstring_bytes("publisher_confirms"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+    };
+    amqp_table_entry_t props[4] = {
+        {amqp_cstring_bytes("capabilities"), {AMQP_FIELD_KIND_TABLE, {.table = {4, caps}}}},
+        {amqp_cstring_bytes("product"), {AMQP_FIELD_KIND_UTF8, {.bytes = bytes_of(cfg->product ? cfg->product : "warren")}}},
+        {amqp_cstring_bytes("version"), {AMQP_FIELD_KIND_UTF8, {.bytes = bytes_of(cfg->version ? cfg->version : "")}}},
+        {amqp_cstring_bytes("connection_name"), {AMQP_FIELD_KIND_UTF8, {.bytes = bytes_of(link->name)}}},
+    };
+    amqp_table_t table = {link->name ? 4 : 3, props};
+    int channel_max = cfg->channel_max && cfg->channel_max < 65535 ? (int)cfg->channel_max : 0;
+    int frame_max = cfg->frame_max_bytes ? (int)cfg->frame_max_bytes : LINK_DEFAULT_FRAME;
+
+    return amqp_login_with_properties(link->amqp, link->vhost, channel_max, frame_max, (int)cfg->heartbeat_s, &table,
+                                      AMQP_SASL_METHOD_PLAIN, link->user, link->pass);
+}
+
+/* One broker: TCP connect and login. Returns 0, UPSTREAM_ERR_UNREACHABLE (try the next one) or ..._ACCESS_REFUSED. */
+static int link_try_broker(struct upstream_link *link, const char *broker)
+{
+    unsigned ms = link->cfg->connect_timeout_ms;
+    struct timeval tv = clock_timeval(ms);
+    char host[256];
+    int port, status, r;
+    amqp_socket_t *sock;
+    amqp_rpc_reply_t reply;
+
+    broker_split(broker, host, sizeof host, &port);
+    link->amqp = amqp_new_connection();
+    if (!link->amqp) {
+        link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory");
+        return UPSTREAM_ERR_UNREACHABLE;
+    }
+    sock = amqp_tcp_socket_new(link->amqp);
+    status = sock ? amqp_socket_open_noblock(sock, host, port, ms ? &tv : NULL) : AMQP_STATUS_NO_MEMORY;
+    if (status != AMQP_STATUS_OK) {
+        link_set_err(link, UPSTREAM_ERR_UNREACHABLE, 0, "broker_unreachable", "cannot connect to %s: %s", broker,
+                     amqp_error_string2(status));
+        r = UPSTREAM_ERR_UNREACHABLE;
+        goto fail;
+    }
+    if (ms)
+        amqp_set_handshake_timeout(link->amqp, &tv);
+    if (!upstream_inbox_set_login_fd(link->inbox, amqp_get_sockfd(link->amqp))) {
+        link_set_err(link, UPSTREAM_ERR_UNREACHABLE, 0, "broker_unreachable", "warren is shutting down");
+        r = UPSTREAM_ERR_UNREACHABLE;
+        goto fail;
+    }
+    reply = link_login_send(link);
+    upstream_inbox_set_login_fd(link->inbox, -1);
+    if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
+        r = link_login_failed(link, reply, broker);
+        goto fail;
+    }
+    return 0;
+fail:
+    amqp_destroy_connection(link->amqp);
+    link->amqp = NULL;
+    return r;
+}
+
+void upstream_backoff_init(struct upstream_backoff *b)
+{
+    pthread_mutex_init(&b->lock, NULL);
+    b->backoff_ms = 0;
+    b->next_attempt_ms = 0;
+    b->broker_next = 0;
+}
+
+void upstream_backoff_deinit(struct upstream_backoff *b)
+{
+    pthread_mutex_destroy(&b->lock);
+}
+
+static void backoff_failed(struct upstream_backoff *b, const struct upstream_config *cfg)
+{
+    pthread_mutex_lock(&b->lock);
+    b->backoff_ms = b->backoff_ms ? b->backoff_ms * 2 : cfg->reconnect_min_ms;
+    if (b->backoff_ms > cfg->reconnect_max_ms)
+        b->backoff_ms = cfg->reconnect_max_ms;
+    b->next_attempt_ms = clock_now_ms() + b->backoff_ms;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void backoff_succeeded(struct upstream_backoff *b, size_t broker)
+{
+    pthread_mutex_lock(&b->lock);
+    b->broker_next = broker;
+    b->backoff_ms = 0;
+    b->next_attempt_ms = 0;
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Waits until `deadline`, returning false if upstream_free() asked the thread to stop meanwhile. */
+static bool link_sleep_until(struct upstream_link *link, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = clock_now_ms();
+        if (upstream_inbox_stopping(link->inbox))
+            return false;
+        if (now >= deadline)
+            return true;
+        struct pollfd p = {link->inbox->wake_fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(deadline - now)) > 0)
+            upstream_inbox_drain(link->inbox);
+    }
+}
+
+/* Waits out the backoff, then tries each broker once, from the last good one. Returns 0 or an upstream_err. */
+static int link_connect(struct upstream_link *link)
+{
+    const struct upstream_config *cfg = link->cfg;
+    uint64_t deadline;
+    size_t start;
+    int r = UPSTREAM_ERR_UNREACHABLE;
+
+    pthread_mutex_lock(&link->backoff->lock);
+    deadline = link->backoff->next_attempt_ms;
+    start = link->backoff->broker_next;
+    pthread_mutex_unlock(&link->backoff->lock);
+    if (!link_sleep_until(link, deadline)) {
+        link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "warren is shutting down");
+        return UPSTREAM_ERR_CONNECTION;
+    }
+    for (size_t i = 0; i < cfg->n_brokers && r == UPSTREAM_ERR_UNREACHABLE && !upstream_inbox_stopping(link->inbox); i++) {
+        size_t idx = (start + i) % cfg->n_brokers;
+        r = link_try_broker(link, cfg->brokers[idx]);
+        if (r == 0)
+            backoff_succeeded(link->backoff, idx);
+    }
+    if (r == UPSTREAM_ERR_UNREACHABLE)
+        backoff_failed(link->backoff, cfg);
+    return r;
+}
+
+/* Logged in: the channel numbers it may use, and CONN_UP with how many. */
+static int link_up(struct upstream_link *link)
+{
+    unsigned negotiated = (unsigned)amqp_get_channel_max(link->amqp);
+    unsigned cap = link->cfg->channel_max ? link->cfg->channel_max : 65535;
+
+    if (negotiated == 0 || negotiated > 65535)
+        negotiated = 65535;
+    link->chan_max = cap < negotiated ? cap : negotiated;
+    link->slots = calloc(link->chan_max + 1, sizeof *link->slots);
+    if (!link->slots) {
+        link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory");
+        return -ENOMEM;
+    }
+    link->st = LINK_OPEN;
+    link->res_up->u.chan_max = link->chan_max;
+    emit_conn(link, &link->res_up);
+    return 0;
+}
+
+/* Runs one command from the loop. */
+static void link_on_cmd(struct upstream_link *link, struct upstream_cmd *cmd)
+{
+    struct upstream_link_chan *ch = cmd->ch;
+
+    switch (cmd->kind) {
+    case UPSTREAM_CMD_SHUTDOWN:
+        link->shutdown = true; /* dead, or idle: upstream_link_main exits once no channel is left */
+        return;
+    case UPSTREAM_CMD_OPEN: /* embedded in the loop's channel; `ch` is ours from now on */
+        list_link_front(&link->chans, &ch->link);
+        if (link->st == LINK_OPEN)
+            chan_start(link, ch);
+        else
+            chan_fail(link, ch, &link->err);
+        return;
+    case UPSTREAM_CMD_RELEASE: /* embedded in the loop's channel, which may be freed once chan_done() sent CHAN_DONE */
+        chan_release(link, ch);
+        return;
+    default:
+        if (ch->st >= LCH_CLOSING) {
+            /* After a failed open every operation fails with its error; after on_closed the loop drops them anyway. */
+            if (ch->st == LCH_DEAD && ch->open_failed && upstream_cmd_has_completion(cmd->kind))
+                emit_done(link, ch, cmd->op_tag, &ch->fail_err, NULL);
+            upstream_cmd_free(cmd);
+            return;
+        }
+        list_link_tail(&ch->ops, &cmd->link);
+        chan_pump(link, ch);
+        return;
+    }
+}
+
+/* Disposes of a command the link will not run because it is stopping: an OPEN's channel was never taken. */
+static void link_drop_cmd(struct upstream_cmd *cmd)
+{
+    if (cmd->kind == UPSTREAM_CMD_OPEN)
+        upstream_link_chan_free(cmd->ch);
+    upstream_cmd_free(cmd);
+}
+
+/* Runs queued commands; returns true when upstream_free() asked the thread to stop. Each command is unlinked before it
+ * runs: a RELEASE may be freed by the loop as soon as it has run. */
+static bool link_run_cmds(struct upstream_link *link)
+{
+    struct list cmds = LIST_INIT(cmds);
+    struct upstream_cmd *cmd;
+    bool stopping = upstream_inbox_take(link->inbox, &cmds);
+
+    while ((cmd = list_first_entry(&cmds, struct upstream_cmd, link))) {
+        list_unlink(&cmd->link);
+        if (stopping)
+            link_drop_cmd(cmd);
+        else
+            link_on_cmd(link, cmd);
+    }
+    return stopping;
+}
+
+/* Waits for a command, broker data or the heartbeat tick. */
+static void link_wait(struct upstream_link *link, bool more)
+{
+    struct pollfd p[2] = {{link->inbox->wake_fd, POLLIN, 0}, {-1, POLLIN, 0}};
+    int timeout = -1;
+
+    if (link->st == LINK_OPEN) {
+        int hb = amqp_get_heartbeat(link->amqp);
+        p[1].fd = amqp_get_sockfd(link->amqp);
+        /* rabbitmq-c only sends heartbeats from inside its read calls: wake at half the interval. */
+        timeout = hb > 0 ? hb * 500 : -1;
+        if (more || amqp_frames_enqueued(link->amqp) || amqp_data_in_buffer(link->amqp))
+            timeout = 0;
+    }
+    if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN))
+        upstream_inbox_drain(link->inbox);
+}
+
+/* On the way out: closes a connection still open, frees the channels left (only when stopping), reports CONN_EXIT.
+ * After that push the loop may free the link at any time. */
+static void link_finish(struct upstream_link *link, bool stopping)
+{
+    struct upstream_link_chan *ch, *next;
+
+    if (link->st == LINK_OPEN) {
+        struct timeval tv = {LINK_CLOSE_TIMEOUT_S, 0};
+        amqp_set_rpc_timeout(link->amqp, &tv);
+        amqp_connection_close(link->amqp, AMQP_REPLY_SUCCESS);
+    }
+    if (link->amqp)
+        amqp_destroy_connection(link->amqp);
+    link->amqp = NULL;
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+        list_unlink(&ch->link);
+        upstream_link_chan_free(ch);
+    }
+    free(link->slots);
+    link->slots = NULL;
+    if (!stopping)
+        emit_conn(link, &link->res_exit);
+}
+
+void *upstream_link_main(void *arg)
+{
+    struct upstream_link *link = arg;
+    bool stopping = false;
+
+    if (link_connect(link) != 0 || link_up(link) != 0)
+        link_die(link);
+    for (;;) {
+        bool more = false;
+        stopping = link_run_cmds(link);
+        if (link->failed && link->st == LINK_OPEN)
+            link_die(link);
+        if (stopping || (link->shutdown && list_is_empty(&link->chans)))
+            break;
+        if (link->st == LINK_OPEN) {
+            more = link_read(link);
+            if (link->failed)
+                continue;
+        }
+        link_wait(link, more);
+    }
+    link_finish(link, stopping);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
+ * Making and freeing a link (on the loop, before its thread starts and after it was joined)
+ */
+
+static void link_fill(struct upstream_bump *b, struct upstream_link *link, const struct upstream_login *login)
+{
+    link->vhost = upstream_bump_str(b, login->vhost ? login->vhost : "/");
+    link->user = upstream_bump_str(b, login->user ? login->user : "");
+    link->pass = upstream_bump_str(b, login->pass ? login->pass : "");
+    link->name = upstream_bump_str(b, login->conn_name);
+}
+
+int upstream_link_new(const struct upstream_link_params *p, struct upstream_link **out)
+{
+    struct upstream_link scratch;
+    struct upstream_bump b = {NULL, sizeof(struct upstream_link)};
+    struct upstream_link *link;
+
+    link_fill(&b, &scratch, p->login);
+    link = calloc(1, b.off);
+    if (!link)
+        return -ENOMEM;
+    b = (struct upstream_bump){(char *)link, sizeof(struct upstream_link)};
+    link_fill(&b, link, p->login);
+    link->cfg = p->cfg;
+    link->backoff = p->backoff;
+    link->inbox = p->inbox;
+    link->outbox = p->outbox;
+    link->owner = p->owner;
+    list_init(&link->chans);
+    link->res_up = upstream_res_prealloc(UPSTREAM_RES_CONN_UP, false);
+    link->res_down = upstream_res_prealloc(UPSTREAM_RES_CONN_DOWN, false);
+    link->res_exit = upstream_res_prealloc(UPSTREAM_RES_CONN_EXIT, false);
+    if (!link->res_up || !link->res_down || !link->res_exit) {
+        upstream_link_free(link);
+        return -ENOMEM;
+    }
+    *out = link;
+    return 0;
+}
+
+void upstream_link_free(struct upstream_link *link)
+{
+    struct upstream_link_chan *ch, *next;
+
+    if (!link)
+        return;
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+        list_unlink(&ch->link);
+        upstream_link_chan_free(ch);
+    }
+    if (link->amqp)
+        amqp_destroy_connection(link->amqp);
+    free(link->slots);
+    free(link->res_up);
+    free(link->res_down);
+    free(link->res_exit);
+    free(link);
+}
