@@ -151,7 +151,7 @@ async function startWarren(options = {}) {
         }
       }
       const clean = exited.code === 0 || (exited.code === null && exited.sig === 'SIGTERM');
-      if (!clean || /AddressSanitizer|LeakSanitizer|runtime error:/.test(output)) {
+      if (!clean || /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/.test(output)) {
         throw new Error(`warren ended badly (${JSON.stringify(exited)}):\n${output.slice(-20000)}`);
       }
       return exited;
