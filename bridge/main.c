@@ -8,10 +8,10 @@
  * (defaults, each -c FILE read again, each -o, validation) and, when it is valid and differs from the running one only in
  * reloadable keys (conf_reload_check()), it applies to connections accepted from then on (open ones keep theirs, see
  * server_conf_update()) and log_level applies at once; otherwise an ERROR names the reason (file:line: key: reason, or
- * the restart-only key that changed) and the running configuration stays. SIGINT/SIGTERM shut down gracefully: in every worker the
- * listeners close, every WebSocket client gets close 1001 (going away), and the worker's loop stops once they are gone or after
- * MAIN_SHUTDOWN_GRACE_MS, whichever comes first (a second signal stops them at once). Then what is left is freed, the
- * AMQP connections are closed and their threads joined, so a clean exit is leak-free under ASan.
+ * the restart-only key that changed) and the running configuration stays. SIGINT/SIGTERM shut down gracefully: the
+ * listeners close, every WebSocket client of every worker gets close 1001 (going away), and each worker's loop stops once
+ * its clients are gone or after MAIN_SHUTDOWN_GRACE_MS, whichever comes first (a second signal stops them at once). Then what is
+ * left is freed, the AMQP connections are closed and their threads joined, so a clean exit is leak-free under ASan.
  *
  * Threads: the main thread owns the signals, the configuration and the listeners (bridge/acceptor.h); it creates
  * `workers` workers (bridge/worker.h), each an event loop with its own upstream and its own clients, hands every
@@ -162,9 +162,23 @@ static void worker_exited(void *arg)
     event_active(m->exit_ev, 0, 0);
 }
 
+static void stop_all(struct main_ctx *m, bool now)
+{
+    if (!m->stopping) {
+        m->stopping = true;
+        acceptor_close(m->acc);
+    }
+    for (unsigned i = 0; i < m->n_workers; i++)
+        worker_stop(m->workers[i], now, MAIN_SHUTDOWN_GRACE_MS);
+}
+
 static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
 {
     struct main_ctx *m = arg;
+    if (!m->stopping) { /* a worker's loop failed on its own: the process cannot serve as it should */
+        log_msg(LOG_ERROR, NULL, "a worker stopped unexpectedly; shutting down");
+        stop_all(m, false);
+    }
     if (atomic_load(&m->n_exited) == m->n_workers)
         event_base_loopexit(m->base, NULL);
 }
@@ -188,15 +202,34 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct main_ctx *m = arg;
     bool now = m->stopping;
-    if (now) {
+    if (now)
         log_msg(LOG_INFO, NULL, "signal %d: stopping now", (int)sig);
-    } else {
+    else
         log_msg(LOG_INFO, NULL, "signal %d: shutting down (%zu clients)", (int)sig, (size_t)atomic_load(&m->group.conns));
-        m->stopping = true;
-        acceptor_close(m->acc);
+    stop_all(m, now);
+}
+
+/* `n` heap copies of `conf`, all or none (NULL when out of memory). */
+static struct conf **conf_copies_new(const struct conf *conf, unsigned n)
+{
+    struct conf **v = calloc(n, sizeof(*v));
+    unsigned made = 0;
+    for (; v && made < n; made++) {
+        struct conf *c = malloc(sizeof(*c));
+        if (!c || conf_copy(c, conf) != 0) { /* conf_copy() frees what it copied when it fails */
+            free(c);
+            break;
+        }
+        v[made] = c;
     }
-    for (unsigned i = 0; i < m->n_workers; i++)
-        worker_stop(m->workers[i], now, MAIN_SHUTDOWN_GRACE_MS);
+    if (v && made == n)
+        return v;
+    for (unsigned i = 0; v && i < made; i++) {
+        conf_deinit(v[i]);
+        free(v[i]);
+    }
+    free(v);
+    return NULL;
 }
 
 /* SIGHUP: build the configuration again; apply it to new connections, or keep the running one and say why. */
@@ -206,7 +239,6 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     struct conf next;
     char err[512];
     const struct conf_key *changed = NULL;
-    bool ok = true;
     if (m->stopping)
         return;
     if (conf_build(m->srcs, &next, err, sizeof(err)) != 0) {
@@ -220,12 +252,15 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
         conf_deinit(&next);
         return;
     }
-    acceptor_conf_update(m->acc, &next);
-    for (unsigned i = 0; i < m->n_workers; i++)
-        ok = worker_reload(m->workers[i], &next) == 0 && ok;
-    if (!ok) {
+    /* Every worker's copy is made before any is posted: a reload applies everywhere or nowhere. */
+    struct conf **copies = conf_copies_new(&next, m->n_workers);
+    if (!copies) {
         log_msg(LOG_ERROR, NULL, "reload refused: out of memory; keeping the running configuration");
     } else {
+        acceptor_conf_update(m->acc, &next);
+        for (unsigned i = 0; i < m->n_workers; i++)
+            worker_reload(m->workers[i], copies[i]); /* each worker takes its copy over */
+        free(copies);
         log_msg(LOG_INFO, NULL, "configuration reloaded");
         log_set_level((enum log_level)next.log_level);
     }
@@ -237,8 +272,10 @@ static int workers_create(struct main_ctx *m, const struct conf *conf)
 {
     m->n_workers = worker_count(conf);
     m->workers = calloc(m->n_workers, sizeof(*m->workers));
-    if (!m->workers)
+    if (!m->workers) {
+        log_msg(LOG_ERROR, NULL, "out of memory creating %u workers", m->n_workers);
         return -ENOMEM;
+    }
     for (unsigned i = 0; i < m->n_workers; i++) {
         int r = worker_new(i, conf, &m->group, worker_exited, m, &m->workers[i]);
         if (r != 0)
@@ -262,9 +299,12 @@ static int run(const struct conf *conf, const struct main_srcs *srcs)
     unsigned started = 0;
 
     m.base = event_base_new();
-    if (!m.base || !(m.exit_ev = event_new(m.base, -1, 0, on_worker_exit, &m)) || workers_create(&m, conf) != 0 ||
-        acceptor_new(m.base, conf, &m.group, dispatch, &m, &m.acc) != 0)
+    if (!m.base || !(m.exit_ev = event_new(m.base, -1, 0, on_worker_exit, &m))) {
+        log_msg(LOG_ERROR, NULL, "cannot create the main event loop");
         goto out;
+    }
+    if (workers_create(&m, conf) != 0 || acceptor_new(m.base, conf, &m.group, dispatch, &m, &m.acc) != 0)
+        goto out; /* logged where it failed */
     sigint = evsignal_new(m.base, SIGINT, stop_cb, &m);
     sigterm = evsignal_new(m.base, SIGTERM, stop_cb, &m);
     sighup = evsignal_new(m.base, SIGHUP, reload_cb, &m);

@@ -16,7 +16,7 @@
 #define ERROR_BODY_MAX 1024
 
 static const struct session_err_row rows[SESSION_ERR_COUNT] = {
-#define SESSION_ERR_ROW(id, message, body, n) [SESSION_ERR_##id] = {#id, message, body, n},
+#define SESSION_ERR_ROW(id, message, body, n, max) [SESSION_ERR_##id] = {#id, message, body, n, max},
     SESSION_ERRORS(SESSION_ERR_ROW)
 #undef SESSION_ERR_ROW
 };
@@ -45,8 +45,8 @@ struct session_arg session_arg_int(char *buf, size_t cap, long long v)
     return (struct session_arg){buf, n > 0 ? (size_t)n : 0};
 }
 
-/* Expands template `t` with `args` into out (NUL-terminated, truncated at cap). */
-static void expand(const char *t, const struct session_arg *args, size_t n, char *out, size_t cap)
+/* Expands template `t` with `args` (each cut at arg_max bytes when non-zero) into out (NUL-terminated, truncated at cap). */
+static void expand(const char *t, const struct session_arg *args, size_t n, size_t arg_max, char *out, size_t cap)
 {
     size_t o = 0;
     for (; *t && o + 1 < cap; t++) {
@@ -55,7 +55,7 @@ static void expand(const char *t, const struct session_arg *args, size_t n, char
             out[o++] = *t;
             continue;
         }
-        size_t len = args[i].n < SESSION_ERR_ARG_MAX ? args[i].n : SESSION_ERR_ARG_MAX;
+        size_t len = arg_max && args[i].n > arg_max ? arg_max : args[i].n;
         if (len > cap - 1 - o)
             len = cap - 1 - o;
         memcpy(out + o, args[i].p, len);
@@ -78,8 +78,8 @@ enum session_rc session_error_frame(struct session *s, const struct session_arg 
     assert(n == row->n_args);
     if (s->state == SESSION_ST_CLOSED)
         return SESSION_CLOSED;
-    expand(row->message, args, n, message, sizeof(message));
-    expand(row->body, args, n, body, sizeof(body));
+    expand(row->message, args, n, row->arg_max, message, sizeof(message));
+    expand(row->body, args, n, row->arg_max, body, sizeof(body));
     struct stomp_header h[5];
     size_t nh = 0;
     h[nh++] = hdr("message", message, strlen(message));
@@ -106,9 +106,14 @@ enum session_rc session_error(struct session *s, const struct stomp_frame *f, en
     return session_error_frame(s, &receipt, e, args, n, NULL);
 }
 
-enum session_rc session_fatal_at(struct session *s, const char *what, const char *func, int line)
+enum session_rc session_fatal_at(struct session *s, const char *what, int err, const char *func, int line)
 {
-    session_log(s, LOG_WARN, "internal error in %s:%d: %s", func, line, what);
-    struct session_arg a = {what, strlen(what)};
+    char detail[256];
+    if (err < 0)
+        snprintf(detail, sizeof(detail), "%s (%s)", what, strerror(-err));
+    else
+        snprintf(detail, sizeof(detail), "%s", what);
+    session_log(s, LOG_WARN, "internal error in %s:%d: %s", func, line, detail);
+    struct session_arg a = {detail, strlen(detail)};
     return session_error_frame(s, NULL, SESSION_ERR_INTERNAL, &a, 1, NULL);
 }

@@ -1,9 +1,10 @@
 /*
- * bridge/session-errors.h — every ERROR frame a session sends, in one table: id, `message` header, body template, and
- * the number of arguments the templates take. `%1` and `%2` in a template are replaced by the arguments (bytes as given,
- * each capped at SESSION_ERR_ARG_MAX); nothing else in a template is special. Every ERROR is followed by closing the
+ * bridge/session-errors.h — every ERROR frame a session sends, in one table: id, `message` header, body template, the
+ * number of arguments the templates take, and the most bytes of each argument that are quoted (0: all of it; a client's
+ * header value is cut so that the body stays readable). `%1` and `%2` in a template are replaced by the arguments;
+ * nothing else in a template is special, and the whole body is bounded (1 KiB). Every ERROR is followed by closing the
  * connection (DESIGN.md: the spec, not Web-STOMP), so the table has no "closes" column. session_error*() in
- * bridge/session.c builds the frame from a row: `message`, `content-type:text/plain`, `version` (the versions warren
+ * bridge/session-error.c builds the frame from a row: `message`, `content-type:text/plain`, `version` (the versions warren
  * speaks, as Web-STOMP sends on every ERROR), `receipt-id` when the offending frame had `receipt`.
  *
  * The wording follows RabbitMQ's STOMP plugin where it has one (see doc/compatibility.md); a test walks the table
@@ -12,55 +13,56 @@
  */
 #pragma once
 
-/* X(id, message, body, n_args) */
+/* X(id, message, body, n_args, arg_max) */
 #define SESSION_ERRORS(X)                                                                                                          \
     /* internal failures (the error_origin of the failure is logged) */                                                            \
-    X(INTERNAL, "Processing error", "%1", 1)                                                                                       \
+    X(INTERNAL, "Processing error", "%1", 1, 0)                                                                                    \
     /* CONNECT */                                                                                                                  \
-    X(VERSION_MISMATCH, "Version mismatch", "Supported versions are %1", 1)                                                        \
-    X(BAD_HEARTBEAT, "Bad CONNECT", "%1", 1)                                                                                       \
-    X(ALREADY_CONNECTED, "Bad CONNECT", "Already connected", 0)                                                                    \
-    X(ACCESS_REFUSED, "Bad CONNECT", "Access refused for user '%1'%2", 2)                                                          \
-    X(VHOST_DENIED, "Bad CONNECT", "Virtual host '%1' access denied%2", 2)                                                         \
-    X(NOT_LOGGED_IN, "Illegal command", "You must log in using CONNECT first", 0)                                                  \
+    X(VERSION_MISMATCH, "Version mismatch", "Supported versions are %1", 1, 0)                                                     \
+    X(BAD_HEARTBEAT, "Bad CONNECT", "%1", 1, 0)                                                                                    \
+    X(ALREADY_CONNECTED, "Bad CONNECT", "Already connected", 0, 0)                                                                 \
+    X(ACCESS_REFUSED, "Bad CONNECT", "Access refused for user '%1'%2", 2, 0)                                                       \
+    X(VHOST_DENIED, "Bad CONNECT", "Virtual host '%1' access denied%2", 2, 0)                                                      \
+    X(NOT_LOGGED_IN, "Illegal command", "You must log in using CONNECT first", 0, 0)                                               \
     /* framing */                                                                                                                  \
-    X(BAD_COMMAND, "Bad command", "Could not interpret command \"%1\"", 1)                                                         \
-    X(FRAME_TOO_BIG, "%1", "The frame is over a limit (%1; max_frame_bytes %2)", 2)                                                \
-    X(FRAME_INVALID, "%1", "Could not parse the frame: %1", 1)                                                                     \
-    X(TOO_MUCH_INPUT, "Too much input", "The client sent more than %1 bytes that could not be processed yet", 1)                   \
+    X(BAD_COMMAND, "Bad command", "Could not interpret command \"%1\"", 1, 0)                                                      \
+    X(FRAME_TOO_BIG, "%1", "The frame is over a limit (%1; max_frame_bytes %2)", 2, 0)                                             \
+    X(FRAME_INVALID, "%1", "Could not parse the frame: %1", 1, 0)                                                                  \
+    X(TOO_MUCH_INPUT, "Too much input", "The client sent more than %1 bytes that could not be processed yet", 1, 0)                \
     /* headers and destinations */                                                                                                 \
-    X(DEST, "%1", "%2", 2)                                                                                                         \
-    X(HEADER_VALUE, "%1", "Invalid value for header '%2'", 2)                                                                      \
-    X(INVALID_HEADER, "Invalid header", "Invalid value for header '%1'", 1)                                                        \
-    X(BAD_PRIORITY, "Invalid header", "'priority' must be an integer from 0 to 255, not '%1'", 1)                                  \
-    X(BAD_TIMESTAMP, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%1'", 1)                        \
-    X(SEND_NO_DEST, "Missing destination", "SEND must include a 'destination' header", 0)                                          \
-    X(SEND_MESSAGE_ID, "Invalid header", "'message-id' is not allowed on 'SEND'.", 0)                                              \
+    X(DEST, "%1", "%2", 2, 0)                                                                                                      \
+    X(HEADER_VALUE, "%1", "Invalid value for header '%2'", 2, 0)                                                                   \
+    X(INVALID_HEADER, "Invalid header", "Invalid value for header '%1'", 1, 0)                                                     \
+    X(BAD_PRIORITY, "Invalid header", "'priority' must be an integer from 0 to 255, not '%1'", 1, 64)                              \
+    X(BAD_TIMESTAMP, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%1'", 1, 64)                    \
+    X(SEND_NO_DEST, "Missing destination", "SEND must include a 'destination' header", 0, 0)                                       \
+    X(SEND_MESSAGE_ID, "Invalid header", "'message-id' is not allowed on 'SEND'.", 0, 0)                                           \
     /* subscriptions and acks */                                                                                                   \
-    X(SUB_NO_DEST, "Missing destination", "SUBSCRIBE must include a 'destination' header", 0)                                      \
-    X(SUB_NO_ID, "Missing header", "SUBSCRIBE must include an 'id' header", 0)                                                     \
-    X(SUB_DUPLICATE, "Duplicated subscription identifier", "A subscription identified by '%1' already exists.", 1)                 \
-    X(SUB_TOO_MANY, "Too many subscriptions", "At most %1 subscriptions per session", 1)                                           \
-    X(SUB_DURABLE_NO_ID, "Missing Header", "Header 'id' is required for durable subscriptions", 0)                                 \
-    X(UNSUB_NO_ID, "Missing destination or id", "UNSUBSCRIBE must include a 'destination' or 'id' header", 0)                      \
-    X(UNSUB_NOT_FOUND, "No subscription found", "Subscription to '%1' not found.", 1)                                              \
-    X(UNSUB_TEMP, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/", 0)                                             \
-    X(SUB_CANCELLED, "Server cancelled subscription", "The server has cancelled a subscription (queue deleted or node down).", 0)  \
-    X(ACK_NO_ID, "Missing header", "%1 must include the '%2' header", 2)                                                           \
-    X(ACK_NOT_FOUND, "Message not found", "No unacknowledged message with %1 '%2' in this session", 2)                             \
+    X(SUB_NO_DEST, "Missing destination", "SUBSCRIBE must include a 'destination' header", 0, 0)                                   \
+    X(SUB_NO_ID, "Missing header", "SUBSCRIBE must include an 'id' header", 0, 0)                                                  \
+    X(SUB_DUPLICATE, "Duplicated subscription identifier", "A subscription identified by '%1' already exists.", 1, 200)            \
+    X(SUB_TOO_MANY, "Too many subscriptions", "At most %1 subscriptions per session", 1, 0)                                        \
+    X(SUB_DURABLE_NO_ID, "Missing Header", "Header 'id' is required for durable subscriptions", 0, 0)                              \
+    X(UNSUB_NO_ID, "Missing destination or id", "UNSUBSCRIBE must include a 'destination' or 'id' header", 0, 0)                   \
+    X(UNSUB_NOT_FOUND, "No subscription found", "Subscription to '%1' not found.", 1, 200)                                         \
+    X(UNSUB_TEMP, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/", 0, 0)                                          \
+    X(SUB_CANCELLED, "Server cancelled subscription", "The server has cancelled a subscription (queue deleted or node down).", 0,  \
+      0)                                                                                                                           \
+    X(ACK_NO_ID, "Missing header", "%1 must include the '%2' header", 2, 0)                                                        \
+    X(ACK_NOT_FOUND, "Message not found", "No unacknowledged message with %1 '%2' in this session", 2, 300)                        \
     /* transactions */                                                                                                             \
-    X(TX_MISSING, "Missing transaction", "%1 must include a 'transaction' header", 1)                                              \
-    X(TX_UNKNOWN, "Bad transaction", "Invalid transaction identifier: %1", 1)                                                      \
-    X(TX_OPEN, "Bad transaction", "Transaction '%1' is already open", 1)                                                           \
-    X(TX_TOO_MANY, "Too many transactions", "At most %1 open transactions per session", 1)                                         \
-    X(TX_TOO_LARGE, "Transaction too large", "At most %1 frames per transaction", 1)                                               \
+    X(TX_MISSING, "Missing transaction", "%1 must include a 'transaction' header", 1, 0)                                           \
+    X(TX_UNKNOWN, "Bad transaction", "Invalid transaction identifier: %1", 1, 200)                                                 \
+    X(TX_OPEN, "Bad transaction", "Transaction '%1' is already open", 1, 200)                                                      \
+    X(TX_TOO_MANY, "Too many transactions", "At most %1 open transactions per session", 1, 0)                                      \
+    X(TX_TOO_LARGE, "Transaction too large", "At most %1 frames per transaction", 1, 0)                                            \
     /* the broker */                                                                                                               \
-    X(BROKER_LOST, "Broker connection lost", "%1", 1)                                                                              \
-    X(BROKER, "%1", "%2", 2)                                                                                                       \
-    X(NACK, "nack", "The broker refused the message (basic.nack)%1", 1)
+    X(BROKER_LOST, "Broker connection lost", "%1", 1, 0)                                                                           \
+    X(BROKER, "%1", "%2", 2, 0)                                                                                                    \
+    X(NACK, "nack", "The broker refused the message (basic.nack)%1", 1, 0)
 
 enum session_err {
-#define SESSION_ERR_ENUM(id, message, body, n) SESSION_ERR_##id,
+#define SESSION_ERR_ENUM(id, message, body, n, max) SESSION_ERR_##id,
     SESSION_ERRORS(SESSION_ERR_ENUM)
 #undef SESSION_ERR_ENUM
         SESSION_ERR_COUNT,
@@ -71,10 +73,8 @@ struct session_err_row {
     const char *message;
     const char *body;
     unsigned n_args;
+    unsigned arg_max; /* bytes of an argument quoted at most; 0 = all */
 };
 
 /* The row of `e` (the table is indexed by enum session_err). */
 const struct session_err_row *session_err_row(enum session_err e);
-
-/* Longest argument put into an ERROR (a header value or destination is cut there). */
-#define SESSION_ERR_ARG_MAX 300

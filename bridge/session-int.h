@@ -1,8 +1,10 @@
 /*
  * bridge/session-int.h — private to bridge/session*.c: the session object and the helpers its files share.
  *
- * session.c        lifecycle, input loop and command dispatch, CONNECT, DISCONNECT, heart-beats, ERROR/RECEIPT,
- *                  the upstream operation log (op tags → receipts) and the upstream callbacks;
+ * session.c        lifecycle, input loop and command dispatch, output, CONNECT, DISCONNECT, heart-beats and timeouts,
+ *                  the upstream callbacks;
+ * session-ops.c    the upstream operation log (op tags → receipts), RECEIPT after confirms, flow pause;
+ * session-error.c  every ERROR frame, from the table in session-errors.h;
  * session-sub.c    SUBSCRIBE, UNSUBSCRIBE, ACK/NACK, deliveries (MESSAGE) and consumer cancellation;
  * session-map.c    SEND: STOMP headers → AMQP properties, /queue/ declare cache, /temp-queue/ reply queues;
  *                  AMQP properties → MESSAGE headers;
@@ -221,14 +223,15 @@ enum session_rc session_error_frame(struct session *s, const struct session_arg 
 /* The same with `receipt-id` from f's `receipt` header (f may be NULL). */
 enum session_rc session_error(struct session *s, const struct stomp_frame *f, enum session_err e, const struct session_arg *args,
                               size_t n);
-enum session_rc session_fatal_at(struct session *s, const char *what, const char *func, int line);
+enum session_rc session_fatal_at(struct session *s, const char *what, int err, const char *func, int line);
 #define SESSION_FAIL0(s, f, id) session_error((s), (f), SESSION_ERR_##id, NULL, 0)
 #define SESSION_FAIL(s, f, id, ...)                                                                                                \
     session_error((s), (f), SESSION_ERR_##id, (const struct session_arg[]){__VA_ARGS__},                                           \
                   sizeof((const struct session_arg[]){__VA_ARGS__}) / sizeof(struct session_arg))
-/* An internal failure (`what`: a static description such as "out of memory"): logged with its origin, then ERROR
- * "Processing error" and close. */
-#define SESSION_FATAL(s, what) session_fatal_at((s), (what), __func__, __LINE__)
+/* An internal failure (`what`: a static description such as "out of memory"; SESSION_FATAL_RC adds the negative errno
+ * that caused it): logged with its origin, then ERROR "Processing error" saying what, and close. */
+#define SESSION_FATAL(s, what)         session_fatal_at((s), (what), 0, __func__, __LINE__)
+#define SESSION_FATAL_RC(s, what, err) session_fatal_at((s), (what), (err), __func__, __LINE__)
 
 /* session.c */
 void session_log(struct session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -255,7 +258,8 @@ enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);
 void session_ops_done(struct session *s, uint64_t op_tag, const struct upstream_error *err);
 /* The receipt of the oldest pending op (the one an ERROR about the channel's death answers), or NULL. */
 const char *session_ops_first_receipt(const struct session *s);
-/* A RECEIPT for `receipt` (NULL: none) once every op issued so far has completed; `close` after it (DISCONNECT). */
+/* A RECEIPT for `receipt` (NULL: none) once every op issued so far has completed; `close` after it (DISCONNECT).
+ * SESSION_OK (the session may be closed by now: DISCONNECT), or SESSION_CLOSED when out of memory. */
 enum session_rc session_receipt_add(struct session *s, const struct stomp_header *receipt, bool close);
 void session_ops_blocked(struct session *s, bool blocked);
 /* Pauses or resumes reading from the client as CONNECTING, a blocked broker and max_unconfirmed say. */
@@ -270,6 +274,9 @@ enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, 
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
 void session_sub_cancelled(struct session *s, const char *ctag);
 void session_subs_drain(struct session *s);
+/* SESSION_OK while the session may hold one more subscription (max_subscriptions, /temp-queue/ consumers included),
+ * else ERROR `Too many subscriptions` (with f's receipt-id). */
+enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f);
 /* Adds the consumer of a temp reply queue (already declared). */
 enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
 

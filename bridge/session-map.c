@@ -74,17 +74,14 @@ enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame
 }
 
 /* The real queue behind /temp-queue/<id>: declared (exclusive, auto-delete, owned) and consumed on first use. */
-static const char *temp_queue(struct session *s, const char *id, size_t id_len)
+static const char *temp_queue(struct session *s, const struct stomp_frame *f, const char *id, size_t id_len)
 {
     struct session_temp *t;
     LIST_FOR_EACH_ENTRY (t, &s->map.temps, link)
         if (strlen(t->id) == id_len && memcmp(t->id, id, id_len) == 0)
             return t->queue;
-    if (s->subs.n >= (size_t)s->conf->max_subscriptions) { /* each one is a queue and a consumer at the broker */
-        char num[24];
-        (void)SESSION_FAIL(s, NULL, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
+    if (session_sub_room(s, f) != SESSION_OK) /* each one is a queue and a consumer at the broker */
         return NULL;
-    }
     t = calloc(1, sizeof(*t));
     uint8_t rnd[16];
     if (!t || !(t->id = session_strndup(id, id_len)) || session_random(rnd, sizeof(rnd)) != 0) {
@@ -195,21 +192,22 @@ static void map_table(struct send_ctx *c, const struct stomp_frame *f)
 
 /* reply-to: /temp-queue/N becomes the name of the session's real reply queue, which AMQP repliers publish to as is (through
  * the default exchange); a STOMP replier sees it as /reply-queue/<name> (put_props). */
-static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_header *h)
+static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
 {
+    const struct stomp_header *h = stomp_frame_header(f, "reply-to");
     struct dest d;
     if (!h)
-        return 0;
+        return SESSION_OK;
     if (dest_parse(h->value, h->value_len, &d, NULL) == 0 && d.kind == DEST_TEMP_QUEUE) {
-        const char *q = temp_queue(s, d.name, strlen(d.name));
+        const char *q = temp_queue(s, f, d.name, strlen(d.name));
         if (!q)
-            return -1;
+            return SESSION_CLOSED;
         snprintf(c->reply_to, sizeof(c->reply_to), "%s", q);
         c->props.reply_to = c->reply_to;
-        return 0;
+        return SESSION_OK;
     }
     c->props.reply_to = arena_dup(c, h);
-    return 0;
+    return SESSION_OK;
 }
 
 static enum session_rc map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
@@ -239,7 +237,7 @@ static enum session_rc map_props(struct session *s, struct send_ctx *c, const st
         p->timestamp = (uint64_t)v;
     }
     map_table(c, f);
-    return map_reply_to(s, c, stomp_frame_header(f, "reply-to"));
+    return map_reply_to(s, c, f);
 }
 
 /* Exchange and routing key for a SEND destination (declaring a /queue/ on first use). */
@@ -250,11 +248,11 @@ static enum session_rc send_route(struct session *s, const struct stomp_frame *f
     case DEST_EXCHANGE:
         *x = d->name;
         *key = d->pattern;
-        return 0;
+        return SESSION_OK;
     case DEST_TOPIC:
         *x = s->conf->default_topic_exchange;
         *key = d->name;
-        return 0;
+        return SESSION_OK;
     case DEST_QUEUE:
         *x = "";
         *key = d->name;
@@ -263,7 +261,7 @@ static enum session_rc send_route(struct session *s, const struct stomp_frame *f
     case DEST_REPLY_QUEUE:
         *x = "";
         *key = d->name;
-        return 0;
+        return SESSION_OK;
     case DEST_TEMP_QUEUE: /* refused by send_check() */
         break;
     }
@@ -283,7 +281,7 @@ static enum session_rc send_check(struct session *s, const struct stomp_frame *f
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
         r = DEST_E_INVALID, reason = "Invalid destination";
     if (r == 0)
-        return 0;
+        return SESSION_OK;
     dest_error_body(r, d->kind, dh->value, dh->value_len, body, sizeof(body));
     return SESSION_FAIL(s, f, DEST, SARG(reason), SARG(body));
 }

@@ -90,7 +90,7 @@ enum session_rc session_op_check(struct session *s, uint64_t tag, int rc)
     op_free(op_take(s, tag));
     if (rc == UPSTREAM_ERR_CLOSED)
         return SESSION_FAIL(s, NULL, BROKER_LOST, SARG("the AMQP channel is closed"));
-    return SESSION_FATAL(s, "cannot queue the AMQP operation");
+    return SESSION_FATAL_RC(s, "cannot queue the AMQP operation", rc);
 }
 
 const char *session_ops_first_receipt(const struct session *s)
@@ -128,8 +128,8 @@ enum session_rc session_receipt_add(struct session *s, const struct stomp_header
     w->tag = s->ops.last_tag;
     w->close = close;
     list_link_tail(&s->ops.waiters, &w->link);
-    waiters_run(s);
-    return s->state == SESSION_ST_CLOSED ? SESSION_CLOSED : SESSION_OK;
+    waiters_run(s); /* may close the session: DISCONNECT's close, which is not a failure */
+    return SESSION_OK;
 }
 
 void session_ops_done(struct session *s, uint64_t op_tag, const struct upstream_error *err)

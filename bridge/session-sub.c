@@ -205,16 +205,23 @@ static enum session_rc consume(struct session *s, const struct stomp_frame *f, s
     return session_op_check(s, tag, upstream_chan_consume(s->ch, tag, sub->queue, sub->ctag, prefetch, false, false, a.v, a.n));
 }
 
+enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f)
+{
+    char num[24];
+    if (s->subs.n < (size_t)s->conf->max_subscriptions)
+        return SESSION_OK;
+    return SESSION_FAIL(s, f, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
+}
+
 /* Validates SUBSCRIBE's headers; fills *d, *ack, *prefetch. */
 static enum session_rc subscribe_check(struct session *s, const struct stomp_frame *f, const struct stomp_header *dh,
                                        const char *id, size_t id_len, struct dest *d, enum session_ack *ack, unsigned *prefetch)
 {
     const char *reason = NULL;
-    char num[24];
     if (sub_find(s, id, id_len))
         return SESSION_FAIL(s, f, SUB_DUPLICATE, ((struct session_arg){id, id_len}));
-    if (s->subs.n >= (size_t)s->conf->max_subscriptions)
-        return SESSION_FAIL(s, f, SUB_TOO_MANY, session_arg_int(num, sizeof(num), s->conf->max_subscriptions));
+    if (session_sub_room(s, f) != SESSION_OK)
+        return SESSION_CLOSED;
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
         r = DEST_E_INVALID, reason = "Invalid destination";

@@ -364,7 +364,7 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
     free(pass);
     free(vhost);
     if (r != 0)
-        return SESSION_FATAL(s, "cannot open an AMQP channel");
+        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", r);
     session_flow_update(s);
     return SESSION_HELD;
 }

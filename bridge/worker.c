@@ -136,7 +136,9 @@ int worker_new(unsigned id, const struct conf *conf, struct server_group *group,
     w->base = event_base_new();
     if (w->base)
         w->cmd_ev = event_new(w->base, -1, 0, on_cmd, w);
-    if (w->cmd_ev && (r = upstream_open(w, conf)) == 0)
+    if (!w->cmd_ev)
+        log_msg(LOG_ERROR, NULL, "worker %u: cannot create its event loop", id);
+    else if ((r = upstream_open(w, conf)) == 0)
         r = server_new(w->base, conf, w->up, group, &w->srv);
     if (r != 0) {
         worker_free(w);
@@ -179,23 +181,17 @@ void worker_stop(struct worker *w, bool now, unsigned grace_ms)
     event_active(w->cmd_ev, 0, 0);
 }
 
-int worker_reload(struct worker *w, const struct conf *conf)
+void worker_reload(struct worker *w, struct conf *conf)
 {
-    struct conf *copy = malloc(sizeof(*copy));
-    if (!copy || conf_copy(copy, conf) != 0) {
-        free(copy);
-        return -ENOMEM;
-    }
     pthread_mutex_lock(&w->lock);
     struct conf *old = w->reload;
-    w->reload = copy;
+    w->reload = conf;
     pthread_mutex_unlock(&w->lock);
     if (old) {
         conf_deinit(old);
         free(old);
     }
     event_active(w->cmd_ev, 0, 0);
-    return 0;
 }
 
 int worker_adopt(struct worker *w, evutil_socket_t fd, const char *peer, enum server_port port)

@@ -39,10 +39,11 @@ int worker_start(struct worker *w);
 void worker_stop(struct worker *w, bool now, unsigned grace_ms);
 
 /*
- * Hands a reloaded configuration to the worker (any thread): connections it accepts from then on use it
- * (server_conf_update()). `conf` is copied. Returns 0 or -ENOMEM (the worker keeps its configuration).
+ * Hands a reloaded configuration to the worker (any thread), which takes `conf` over (heap-allocated, filled by
+ * conf_copy()): connections it adopts from then on use it (server_conf_update(); if that runs out of memory the worker
+ * logs it and keeps its configuration).
  */
-int worker_reload(struct worker *w, const struct conf *conf);
+void worker_reload(struct worker *w, struct conf *conf);
 
 /*
  * Hands the worker an accepted socket (any thread; the acceptor's): its loop adopts it (server_adopt()). Returns 0, or

@@ -520,9 +520,37 @@ static void test_temp_queues_bounded(void)
     CHECK(!r.closed && fake_count(r.up, FAKE_CONSUME) == 3);
     rig_feed(&r, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r0\n\nagain"); /* a known one is fine */
     CHECK(!r.closed);
-    rig_feed(&r, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r3\n\nq");
-    CHECK(frame_has(rig_last(&r), "message:Too many subscriptions") && r.closed);
+    rig_feed(&r, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r3\nreceipt:tq\n\nq");
+    CHECK(frame_has(rig_last(&r), "message:Too many subscriptions") && frame_has(rig_last(&r), "receipt-id:tq") && r.closed);
     CHECK_EQ_INT(fake_count(r.up, FAKE_CONSUME), 3);
+    rig_deinit(&r);
+}
+
+/* ERROR bodies quote what the client sent: a long destination whole (the body is bounded as a whole), a header value
+ * cut where its row says. */
+static void test_error_quotes(void)
+{
+    char f[1024], dest[300];
+    memset(dest, 'd', sizeof(dest) - 1);
+    dest[sizeof(dest) - 1] = '\0';
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    snprintf(f, sizeof(f), "SEND\ndestination:/foo/%s\n\nx", dest);
+    rig_feed(&r, f);
+    const char *body = strstr(rig_last(&r), "\n\n");
+    CHECK(body && strstr(body, dest) != NULL && r.closed);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\npriority:%s\n\nx", dest);
+    rig_feed(&r, f);
+    CHECK(frame_has(rig_last(&r), "message:Invalid header") && strstr(rig_last(&r), dest) == NULL);
+    dest[64] = '\0';
+    CHECK(strstr(rig_last(&r), dest) != NULL); /* the first 64 bytes of the value */
     rig_deinit(&r);
 }
 
@@ -546,6 +574,7 @@ int main(void)
     RUN(test_upstream_call_fails);
     RUN(test_split_input);
     RUN(test_temp_queues_bounded);
+    RUN(test_error_quotes);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
