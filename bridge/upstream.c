@@ -71,6 +71,7 @@ struct upstream_conn {
     unsigned cap;                /* most channels it takes: its channel_max once up, a guess until then */
     struct list waiting;         /* given to it before it was up, in order; nothing of them sent yet */
     bool live;                   /* CONN_UP came and CONN_DOWN did not */
+    uint64_t auth_ms;            /* when CONN_UP came: the broker authenticated the credential then */
     bool retired;                /* given no more channels; shutdown_cmd queued (once) */
     struct event *idle_ev;       /* armed while n_chans == 0, if cfg.idle_close_ms */
     struct upstream_inbox inbox; /* the mailbox to its link */
@@ -207,11 +208,27 @@ static void on_conn_idle(evutil_socket_t fd, short what, void *arg)
         conn_retire(c);
 }
 
-/* Arms the idle timer of a connection whose last channel is done. A failed evtimer_add keeps the connection open. */
+/*
+ * true while new channels may join `c`: logging in now (the login being made is fresh), or logged in less than
+ * auth_reuse_ms ago. A connection past it keeps its channels but takes no new one, so a password changed or a user
+ * deleted at the broker stops working for new sessions within auth_reuse_ms (DESIGN.md invariant 5).
+ */
+static bool conn_fresh(const struct upstream_conn *c)
+{
+    return !c->live || clock_now_ms() - c->auth_ms < c->up->cfg.auth_reuse_ms;
+}
+
+/* Arms the idle timer of a connection whose last channel is done, or retires it at once when no session may join it
+ * any more (conn_fresh()). A failed evtimer_add keeps the connection open. */
 static void conn_idle_arm(struct upstream_conn *c)
 {
     unsigned ms = c->up->cfg.idle_close_ms;
     struct timeval tv = clock_timeval(ms);
+
+    if (c->n_chans == 0 && !c->retired && !conn_fresh(c)) {
+        conn_retire(c);
+        return;
+    }
 
     if (c->idle_ev && c->n_chans == 0 && !c->retired && evtimer_add(c->idle_ev, &tv) != 0) {
         /* nothing to do: the connection just stays, as with idle_close_ms = 0 */
@@ -304,7 +321,7 @@ static int conn_pick(struct upstream *up, const struct upstream_login *login, st
     struct upstream_conn *c;
 
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        if (!c->retired && c->n_chans < c->cap && conn_matches(c, login)) {
+        if (!c->retired && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
             *out = c;
             return 0;
         }
@@ -325,6 +342,7 @@ static void conn_on_up(struct upstream *up, struct upstream_conn *c, unsigned ca
     unsigned sent = 0;
 
     c->live = true;
+    c->auth_ms = clock_now_ms();
     c->cap = cap;
     up->chan_cap = cap;
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &c->waiting, link) {

@@ -62,6 +62,7 @@ static int upstream_open(struct worker *w, const struct conf *conf)
         .reconnect_min_ms = (unsigned)conf->amqp_reconnect_min_ms,
         .reconnect_max_ms = (unsigned)conf->amqp_reconnect_max_ms,
         .idle_close_ms = (unsigned)conf->amqp_idle_close_ms,
+        .auth_reuse_ms = (unsigned)conf->amqp_auth_reuse_ms,
         .product = "warren",
         .version = WARREN_VERSION,
     };

@@ -87,6 +87,7 @@ struct conf {
     int amqp_reconnect_max_ms;
     size_t amqp_frame_max_bytes;
     int amqp_idle_close_ms;
+    int amqp_auth_reuse_ms;
 
     /* STOMP heart-beats and timeouts. */
     int heartbeat_send_min_ms;

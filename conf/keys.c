@@ -111,6 +111,8 @@ static const struct conf_key keys[] = {
            "largest AMQP frame proposed to the broker (the broker may lower it)"),
     K_INT(amqp_idle_close_ms, RESTART, 30000, 0, MS_DAY,
           "close an AMQP connection this long after its last channel closed, unless a session reuses it; 0 = never"),
+    K_INT(amqp_auth_reuse_ms, RESTART, 15000, 0, MS_DAY,
+          "a new session reuses an AMQP connection of its credential only this long after the broker authenticated it"),
 
     /* STOMP heart-beats and timeouts. */
     K_INT(heartbeat_send_min_ms, RELOAD, 1000, 0, MS_HOUR,

@@ -209,7 +209,7 @@ static bool nothing_closing(const void *arg)
     return st.closing == 0;
 }
 
-static struct upstream *new_upstream_idle(unsigned channel_max, unsigned idle_close_ms)
+static struct upstream *new_upstream_auth(unsigned channel_max, unsigned idle_close_ms, unsigned auth_reuse_ms)
 {
     struct upstream_config cfg = {
         .brokers = brokers,
@@ -221,12 +221,19 @@ static struct upstream *new_upstream_idle(unsigned channel_max, unsigned idle_cl
         .reconnect_min_ms = 100,
         .reconnect_max_ms = 1000,
         .idle_close_ms = idle_close_ms,
+        .auth_reuse_ms = auth_reuse_ms,
         .product = "warren-test",
         .version = "0",
     };
     struct upstream *up = NULL;
     CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
     return up;
+}
+
+/* Logins are reused for an hour: every case but the auth_reuse_ms one shares connections. */
+static struct upstream *new_upstream_idle(unsigned channel_max, unsigned idle_close_ms)
+{
+    return new_upstream_auth(channel_max, idle_close_ms, 3600000);
 }
 
 /* Idle connections are kept (idle_close_ms = 0), as every case but the idle ones expects. */
@@ -721,7 +728,8 @@ static void test_broker_channel_max(void)
                                   .frame_max_bytes = 131072,
                                   .connect_timeout_ms = 5000,
                                   .reconnect_min_ms = 100,
-                                  .reconnect_max_ms = 1000};
+                                  .reconnect_max_ms = 1000,
+                                  .auth_reuse_ms = 3600000};
     struct upstream *up = NULL;
     struct upstream_stats st;
     struct burst *b = calloc(1, sizeof *b), *b2 = calloc(1, sizeof *b2);
@@ -857,6 +865,11 @@ static int connections_of(const struct upstream *up)
     return (int)st.connections;
 }
 
+static bool one_connection(const void *arg)
+{
+    return connections_of(arg) == 1;
+}
+
 /* Opens and releases a channel on a witness upstream (idle_close_ms = IDLE_WITNESS_MS), then runs the loop until the
  * witness's idle connection is closed: at least IDLE_WITNESS_MS have passed on the loop since this call. */
 static void idle_witness_run(void)
@@ -981,6 +994,33 @@ static void test_idle_keep(void)
         CHECK_EQ_INT(connections_of(up), 1);
         upstream_chan_release(b.ch);
     }
+out:
+    upstream_free(up);
+}
+
+/*
+ * auth_reuse_ms = 0: a connection takes no session after the one its login was made for, so the second session of the
+ * credential logs in on a connection of its own; and the first connection, which nobody may join any more, closes as
+ * soon as its session is released, although idle_close_ms is long.
+ */
+static void test_auth_reuse(void)
+{
+    struct upstream *up = new_upstream_auth(0, 3600000, 0);
+    struct upstream_login login = guest;
+    char name[96];
+    struct sess a, b;
+
+    snprintf(name, sizeof name, "%s-auth-reuse", conn_name);
+    login.conn_name = name;
+    if (!open_sess(up, &login, &a) || !open_sess(up, &login, &b))
+        goto out;
+    CHECK_EQ_INT(connections_of(up), 2);
+    ctl_agrees(name, 2);
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "the first channel to close");
+    if (wait_for(one_connection, up, "the first connection to close at once"))
+        ctl_agrees(name, 1);
+    upstream_chan_release(b.ch);
 out:
     upstream_free(up);
 }
@@ -1470,6 +1510,7 @@ int main(void)
     RUN(test_idle_close);
     RUN(test_idle_reuse);
     RUN(test_idle_keep);
+    RUN(test_auth_reuse);
     RUN(test_unreachable);
     RUN(test_chan_states);
     RUN(test_oom_channel_closed);
