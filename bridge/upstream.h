@@ -51,7 +51,7 @@ struct upstream_config {
     unsigned reconnect_min_ms;   /* backoff after a broker connection failure (doubles up to max) */
     unsigned reconnect_max_ms;
     unsigned idle_close_ms; /* close a connection this long after its last channel closed (none reopened); 0 = never */
-    unsigned auth_reuse_ms; /* new channels join a connection only this long after its login; 0 = never */
+    unsigned auth_reuse_ms; /* new channels join a connection only during its login and this long after it */
     const char *product;    /* client property "product", e.g. "warren" */
     const char *version;    /* client property "version" */
 };
