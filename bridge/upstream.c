@@ -72,6 +72,7 @@ struct upstream_conn {
     struct list waiting;         /* given to it before it was up, in order; nothing of them sent yet */
     bool live;                   /* CONN_UP came and CONN_DOWN did not */
     uint64_t auth_ms;            /* when CONN_UP came: the broker authenticated the credential then */
+    bool blocked;                /* the broker blocks publishers on it (connection.blocked): it takes no new channel */
     bool retired;                /* given no more channels; shutdown_cmd queued (once) */
     struct event *idle_ev;       /* armed while n_chans == 0, if cfg.idle_close_ms */
     struct upstream_inbox inbox; /* the mailbox to its link */
@@ -321,7 +322,7 @@ static int conn_pick(struct upstream *up, const struct upstream_login *login, st
     struct upstream_conn *c;
 
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        if (!c->retired && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
+        if (!c->retired && !c->blocked && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
             *out = c;
             return 0;
         }
@@ -396,6 +397,8 @@ static void on_conn_result(struct upstream *up, struct upstream_res *r)
         conn_free(c);
         break;
     case UPSTREAM_RES_BLOCKED:
+        /* A blocked connection's socket is not read by the broker: a channel.open sent there would wait with it. */
+        c->blocked = r->u.blocked;
         LIST_FOR_EACH_ENTRY (ch, &up->chans, link) {
             if (ch->conn == c && ch->st == UPSTREAM_CHAN_OPEN && ch->cb.on_blocked)
                 ch->cb.on_blocked(ch->ud, r->u.blocked);

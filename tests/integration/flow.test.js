@@ -136,7 +136,8 @@ describe('flow control towards the broker', { skip }, () => {
   const brokerOpts = () => ({ brokers: `127.0.0.1:${/WARREN_TEST_AMQP_PORT=(\d+)/.exec(fs.readFileSync(path.join(nodeDir, 'env'), 'utf8'))[1]}` });
 
   it('connection.blocked: no frame is read until the broker unblocks, then every RECEIPT comes and the messages are queued', async (t) => {
-    const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug' });
+    // One worker: the new session below must meet the blocked connection's upstream.
+    const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug', workers: 1 });
     let c;
     let lifted = false;
     try {
@@ -178,6 +179,10 @@ describe('flow control towards the broker', { skip }, () => {
       assert.equal(p.got, false, 'warren answered a ping while the broker blocks publishers');
       takeReceipts();
       assert.ok(confirmed.length < sent.length, 'the SEND that met the block awaits its confirm');
+      // A new session of the same login is not given the blocked connection, whose socket the broker does not read:
+      // it logs in on a new one and gets CONNECTED while the block lasts.
+      const fresh = await RawStomp.connect(target.url);
+      fresh.close();
       t.diagnostic(`SENDs until connection.blocked: ${sent.length}, confirmed before it: ${confirmed.length}`);
 
       await setWatermark(watermark);
