@@ -396,8 +396,8 @@ int dest_queue_opts_parse(enum dest_kind kind, const struct stomp_header *h, siz
         exclusive = false;
         auto_delete = false;
     }
-    out->flags = (durable ? UPSTREAM_Q_DURABLE : 0u) | (exclusive ? UPSTREAM_Q_EXCLUSIVE : 0u) |
-                 (auto_delete ? UPSTREAM_Q_AUTO_DELETE : 0u) | (exclusive || auto_delete ? UPSTREAM_Q_OWNED : 0u);
+    out->flags =
+        (durable ? UPSTREAM_Q_DURABLE : 0u) | (exclusive ? UPSTREAM_Q_EXCLUSIVE : 0u) | (auto_delete ? UPSTREAM_Q_AUTO_DELETE : 0u);
     return queue_args_parse(h, n, &out->args, reason, bad);
 }
 

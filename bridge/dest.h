@@ -118,7 +118,8 @@ struct dest_args {
 
 /* How a queue is declared. */
 struct dest_queue_opts {
-    unsigned flags; /* UPSTREAM_Q_DURABLE / _EXCLUSIVE / _AUTO_DELETE, plus UPSTREAM_Q_OWNED when exclusive or auto-delete */
+    unsigned flags; /* UPSTREAM_Q_DURABLE / _EXCLUSIVE / _AUTO_DELETE; never UPSTREAM_Q_OWNED: a name from the client may
+                     * be anyone's queue, so only the session that made the name up may own it (bridge/session-sub.c) */
     struct dest_args args;
 };
 

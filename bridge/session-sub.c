@@ -161,6 +161,7 @@ static enum session_rc setup_exchange_queue(struct session *s, const struct stom
         if (session_random(rnd, sizeof(rnd)) != 0)
             return SESSION_FATAL(s, "no randomness");
         dest_sub_queue_name_random(rnd, sub->queue);
+        o.flags |= UPSTREAM_Q_OWNED; /* a name only this session knows: deleted with its channel (issue 7) */
     }
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, sub->queue, o.flags, o.args.v, o.args.n)))

@@ -554,6 +554,29 @@ static void test_error_quotes(void)
     rig_deinit(&r);
 }
 
+/* Own only what you created: the queue behind a subscription whose name this session made up is deleted with it; a
+ * /queue/ or x-queue-name the client named may be anyone's, so the broker's auto-delete decides. */
+static void test_owned_queues(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/queue/room\ndurable:false\n\nx");
+    long d = fake_find(r.up, FAKE_DECLARE, 0);
+    CHECK(d >= 0 && (r.up->cmds[d].flags & UPSTREAM_Q_AUTO_DELETE) && !(r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    rig_feed(&r, "SUBSCRIBE\nid:t\ndestination:/topic/news\n\n");
+    d = fake_find(r.up, FAKE_DECLARE, (size_t)d + 1);
+    CHECK(d >= 0 && strncmp(r.up->cmds[d].a, "stomp-subscription-", 19) == 0 && (r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    rig_feed(&r, "SUBSCRIBE\nid:n\ndestination:/topic/news\nx-queue-name:named\n\n");
+    d = fake_find(r.up, FAKE_DECLARE, (size_t)d + 1);
+    CHECK(d >= 0 && strcmp(r.up->cmds[d].a, "named") == 0 && !(r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    rig_feed(&r, "SUBSCRIBE\nid:e\ndestination:/queue/q\nexclusive:true\n\n");
+    d = fake_find(r.up, FAKE_DECLARE, (size_t)d + 1);
+    CHECK(d >= 0 && !(r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -575,6 +598,7 @@ int main(void)
     RUN(test_split_input);
     RUN(test_temp_queues_bounded);
     RUN(test_error_quotes);
+    RUN(test_owned_queues);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
