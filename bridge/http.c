@@ -32,7 +32,7 @@
 
 /* Largest static file served from http_root. */
 #define HTTP_MAX_STATIC_BYTES (16u << 20)
-/* Header lines kept for one request (max_http_headers is capped to this). */
+/* Header lines kept for one request: max_http_headers' upper bound in conf/keys.c. */
 #define HTTP_MAX_HEADERS 256
 
 /* One row of the route table (see the file comment). */

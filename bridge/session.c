@@ -466,7 +466,8 @@ static void process_input(struct session *s)
     }
     if (s->state == SESSION_ST_CLOSED)
         off = s->in.len;
-    memmove(s->in.buf, s->in.buf + off, s->in.len - off);
+    if (s->in.len > off) /* never memmove(NULL, ...): the buffer may have been given back */
+        memmove(s->in.buf, s->in.buf + off, s->in.len - off);
     s->in.len -= off;
     if (s->in.len == 0 && s->in.cap > SESSION_KEEP_BYTES) {
         free(s->in.buf);

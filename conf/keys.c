@@ -129,7 +129,7 @@ static const struct conf_key keys[] = {
     /* Input limits. */
     K_SIZE(max_handshake_bytes, RELOAD, 8192, 1024, 1 * MIB,
            "largest HTTP upgrade request (request line and headers)"),
-    K_INT(max_http_headers, RELOAD, 64, 8, 1024,
+    K_INT(max_http_headers, RELOAD, 64, 8, 256,
           "most header lines in the HTTP upgrade request"),
     K_SIZE(max_message_bytes, RELOAD, 4198400, 1 * KIB, 1 * GIB,
            "largest WebSocket message, all fragments together and after decompression"),

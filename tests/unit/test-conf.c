@@ -109,6 +109,10 @@ static void test_int(void)
     CHECK_EQ_INT(conf_set(&c, "listen_port", "65535", err, sizeof(err)), 0);
     CHECK_EQ_INT(conf_set(&c, "listen_port", "65536", err, sizeof(err)), CONF_E_INVALID);
     CHECK(has(err, "listen_port: out of range (0..65535)"));
+    /* max_http_headers stops at the HTTP parser's array (256 lines), not beyond it */
+    CHECK_EQ_INT(conf_set(&c, "max_http_headers", "256", err, sizeof(err)), 0);
+    CHECK_EQ_INT(conf_set(&c, "max_http_headers", "257", err, sizeof(err)), CONF_E_INVALID);
+    CHECK(has(err, "max_http_headers: out of range (8..256)"));
     CHECK_EQ_INT(conf_set(&c, "listen_port", "-1", err, sizeof(err)), CONF_E_INVALID);
     CHECK_EQ_INT(conf_set(&c, "listen_port", "99999999999999999999999", err, sizeof(err)), CONF_E_INVALID);
     CHECK_EQ_INT(conf_set(&c, "listen_port", "-9223372036854775808", err, sizeof(err)), CONF_E_INVALID);
