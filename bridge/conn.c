@@ -33,6 +33,7 @@ struct conn {
     struct list node; /* on the owner's list: the owner links and unlinks it */
     void (*gone)(void *owner, struct conn *c);
     void *owner;
+    void *owner_tag;
     struct conn_conf *cc; /* a reference, fixed at accept */
     struct bufferevent *bev;
     struct event *reaper;   /* deferred free */
@@ -181,7 +182,6 @@ int conn_send_check(struct conn *c, size_t len)
     if (queued + len <= limit)
         return 0;
     log_msg(LOG_WARN, c->peer, "client too slow: %zu bytes queued, limit %zu; closing", queued, limit);
-    conn_kill(c);
     return CONN_E_TOO_SLOW;
 }
 
@@ -324,6 +324,7 @@ int conn_new(const struct conn_accept *a, struct conn **out)
         goto fail;
     c->gone = a->gone;
     c->owner = a->owner;
+    c->owner_tag = a->owner_tag;
     c->cc = a->cc;
     c->cc->refs++;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
@@ -386,6 +387,11 @@ void conn_set_frontend(struct conn *c, const struct conn_ops *ops, void *fe)
 {
     c->ops = ops;
     c->fe = fe;
+}
+
+void *conn_owner_tag(const struct conn *c)
+{
+    return c->owner_tag;
 }
 
 enum conn_state conn_state(const struct conn *c)

@@ -67,7 +67,7 @@ const char *conn_state_str(enum conn_state st);
 
 /* Expected outcomes (positive, STYLE.md §3.4). */
 enum conn_error {
-    CONN_E_TOO_SLOW = 1, /* conn_send_check(): the output would pass client_send_limit_bytes; the connection is killed */
+    CONN_E_TOO_SLOW = 1, /* conn_send_check(): the output would pass client_send_limit_bytes; the caller ends it */
 };
 
 /* The front-end of a connection (see the callback contract above). `fe` is what was given to conn_set_frontend(). */
@@ -107,6 +107,7 @@ struct conn_accept {
     /* Called by conn_free() before anything is freed, so the owner can take the connection off its list. */
     void (*gone)(void *owner, struct conn *c);
     void *owner;
+    void *owner_tag; /* the owner's per-connection datum, kept for it (conn_owner_tag()) */
 };
 
 /*
@@ -132,6 +133,9 @@ void conn_set_frontend(struct conn *c, const struct conn_ops *ops, void *fe);
 
 /* The server shuts down: ops->shutdown when CONN_OPEN; a closing connection goes on closing. Never frees. */
 void conn_shutdown(struct conn *c);
+
+/* conn_accept.owner_tag. */
+void *conn_owner_tag(const struct conn *c);
 
 enum conn_state conn_state(const struct conn *c);
 const char *conn_peer(const struct conn *c);
@@ -174,7 +178,9 @@ size_t conn_pending(const struct conn *c);
 
 /*
  * Before queueing `len` more bytes of data the peer can make pile up by not reading: returns 0 when they fit within
- * client_send_limit_bytes, else logs, conn_kill()s and returns CONN_E_TOO_SLOW.
+ * client_send_limit_bytes, else logs and returns CONN_E_TOO_SLOW, and the caller must end the connection: a short
+ * goodbye (a WebSocket close frame, well under a control frame's 125 bytes, goes past the limit) then conn_close(),
+ * whose linger bounds how long the peer gets to read it, or conn_kill(). Nothing of the refused `len` is queued.
  */
 int conn_send_check(struct conn *c, size_t len);
 

@@ -184,17 +184,18 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The acceptor's socket goes to the worker holding the fewest (the first of them on a tie). */
-static void dispatch(void *arg, evutil_socket_t fd, const char *peer, enum server_port port)
+static void dispatch(void *arg, const struct server_socket *s)
 {
     struct main_ctx *m = arg;
     struct worker *best = m->workers[0];
     for (unsigned i = 1; i < m->n_workers; i++)
         if (worker_load(m->workers[i]) < worker_load(best))
             best = m->workers[i];
-    if (worker_adopt(best, fd, peer, port) != 0) {
-        log_msg(LOG_ERROR, peer, "out of memory handing a connection to a worker");
-        evutil_closesocket(fd);
+    if (worker_adopt(best, s) != 0) {
+        log_msg(LOG_ERROR, s->peer, "out of memory handing a connection to a worker");
+        evutil_closesocket(s->fd);
         atomic_fetch_sub(&m->group.conns, 1);
+        server_ip_release(s->ip);
     }
 }
 
@@ -322,8 +323,8 @@ out:
     /* Workers that started and were not stopped by a signal (a failed start) stop now, before they are joined. */
     for (unsigned i = 0; i < started && atomic_load(&m.n_exited) < started; i++)
         worker_stop(m.workers[i], true, 0);
+    workers_free(&m); /* first: freeing their connections gives their addresses' counts back to the acceptor */
     acceptor_free(m.acc);
-    workers_free(&m);
     if (sigint)
         event_free(sigint);
     if (sigterm)

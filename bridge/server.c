@@ -21,9 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "bridge/conn.h"
@@ -43,9 +45,11 @@ struct port_kind {
     void (*reject)(evutil_socket_t fd, int status, const char *reason); /* past max_connections */
 };
 
+static void tls_reject_fd(evutil_socket_t fd, int status, const char *reason);
+
 static const struct port_kind ports[SERVER_PORT_COUNT] = {
     [SERVER_PORT_WS] = {.scheme = "ws", .start = http_conn_start, .reject = http_reject_fd},
-    [SERVER_PORT_WSS] = {.scheme = "wss", .tls = true, .start = http_conn_start, .reject = http_reject_fd},
+    [SERVER_PORT_WSS] = {.scheme = "wss", .tls = true, .start = http_conn_start, .reject = tls_reject_fd},
 };
 
 struct server {
@@ -67,31 +71,39 @@ static void conn_gone(void *owner, struct conn *c)
     struct server *srv = owner;
     list_unlink(conn_node(c));
     srv->n_conns--;
-    server_dropped(srv);
+    server_dropped(srv, conn_owner_tag(c));
     if (srv->n_conns == 0 && srv->on_empty)
         srv->on_empty(srv->on_empty_arg);
 }
 
-void server_dropped(struct server *srv)
+void server_dropped(struct server *srv, struct server_ip *ip)
 {
     atomic_fetch_sub(&srv->load, 1);
     atomic_fetch_sub(&srv->group->conns, 1);
+    server_ip_release(ip);
 }
 
-void server_adopt(struct server *srv, evutil_socket_t fd, const char *peer, enum server_port port)
+void server_adopt(struct server *srv, const struct server_socket *s)
 {
-    const struct port_kind *k = &ports[port];
+    const struct port_kind *k = &ports[s->port];
     SSL *ssl = k->tls ? SSL_new(srv->ssl_ctx) : NULL;
-    struct conn_accept a = {.base = srv->base, .cc = srv->cc, .fd = fd, .ssl = ssl, .peer = peer, .gone = conn_gone, .owner = srv};
+    struct conn_accept a = {.base = srv->base,
+                            .cc = srv->cc,
+                            .fd = s->fd,
+                            .ssl = ssl,
+                            .peer = s->peer,
+                            .gone = conn_gone,
+                            .owner = srv,
+                            .owner_tag = s->ip};
     struct conn *c = NULL;
     if (k->tls && !ssl) {
-        evutil_closesocket(fd);
-        server_dropped(srv);
+        evutil_closesocket(s->fd);
+        server_dropped(srv, s->ip);
         return;
     }
     if (conn_new(&a, &c) != 0) {
-        server_dropped(srv);
-        log_msg(LOG_ERROR, peer, "out of memory accepting a connection");
+        server_dropped(srv, s->ip);
+        log_msg(LOG_ERROR, s->peer, "out of memory accepting a connection");
         return;
     }
     list_link_tail(&srv->conns, conn_node(c));
@@ -100,9 +112,24 @@ void server_adopt(struct server *srv, evutil_socket_t fd, const char *peer, enum
         conn_kill(c);
 }
 
-void server_reject(enum server_port port, evutil_socket_t fd)
+/*
+ * port_kind.reject of the TLS port: no reply (see server_reject()), but a FIN rather than a RST: what the client sent
+ * already (its ClientHello) is read first, since close() with unread input resets the connection.
+ */
+static void tls_reject_fd(evutil_socket_t fd, int status, const char *reason)
 {
-    ports[port].reject(fd, 503, "connection limit reached");
+    (void)status;
+    (void)reason;
+    char buf[2048];
+    shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 8 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+        ;
+    evutil_closesocket(fd);
+}
+
+void server_reject(enum server_port port, evutil_socket_t fd, const char *reason)
+{
+    ports[port].reject(fd, 503, reason);
 }
 
 const char *server_port_scheme(enum server_port port)
@@ -120,6 +147,22 @@ static int tls_setup(struct server *srv)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /*
+     * The context a session may be resumed in. Without it OpenSSL refuses to resume any session once peers are verified
+     * (tls_ca_file: SSL_R_SESSION_ID_CONTEXT_UNINITIALIZED), failing the handshake of every client that offers one.
+     */
+    static const unsigned char sid_ctx[] = "warren";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    struct server_group *g = srv->group;
+    if (!g->tls_ticket_keys_set && RAND_bytes(g->tls_ticket_keys, sizeof(g->tls_ticket_keys)) != 1) {
+        log_msg(LOG_ERROR, NULL, "tls: cannot draw session-ticket keys");
+        return -EIO;
+    }
+    g->tls_ticket_keys_set = true;
+    if (SSL_CTX_set_tlsext_ticket_keys(ctx, g->tls_ticket_keys, sizeof(g->tls_ticket_keys)) != 1) {
+        log_msg(LOG_ERROR, NULL, "tls: cannot set session-ticket keys");
+        return -EINVAL;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, conf->tls_cert_file) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, conf->tls_key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         log_msg(LOG_ERROR, NULL, "tls: cannot load %s / %s: %s", conf->tls_cert_file, conf->tls_key_file,

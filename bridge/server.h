@@ -34,12 +34,36 @@ enum server_port {
 const char *server_port_scheme(enum server_port port);
 
 /*
+ * A peer address's count of open connections (max_connections_per_ip), owned by the acceptor (bridge/acceptor.c):
+ * counted in on the main thread at accept, given back with server_ip_release() from whichever thread frees the
+ * connection (an atomic: the acceptor frees an entry only once it has fallen to 0).
+ */
+struct server_ip;
+
+/* Gives one connection of `ip` back. NULL (no per-address limit) is a no-op. Any thread. */
+void server_ip_release(struct server_ip *ip);
+
+/* One accepted socket on its way from the acceptor to a worker's server (copied by each hand-over). */
+struct server_socket {
+    evutil_socket_t fd;
+    enum server_port port;
+    struct server_ip *ip; /* its address's count, given back when the socket is closed; NULL when not counted */
+    char peer[64];        /* "1.2.3.4:5678", "[::1]:5678" */
+};
+
+/*
  * What every server of the process shares: the number of connections open over all workers, which max_connections
  * bounds. The acceptor counts a socket in before handing it over; the server counts it out when it is freed. Outlives
  * its servers.
  */
 struct server_group {
     atomic_size_t conns;
+    /*
+     * The TLS session-ticket keys of every worker's SSL_CTX, drawn by the first server_new() (main thread, before any
+     * worker runs), so that a session resumes on whichever worker the acceptor picks.
+     */
+    unsigned char tls_ticket_keys[80];
+    bool tls_ticket_keys_set;
 };
 
 /*
@@ -50,17 +74,21 @@ int server_new(struct event_base *base, const struct conf *conf, struct upstream
                struct server **out);
 
 /*
- * Takes over the accepted socket `fd` from `peer` ("1.2.3.4:5678") that arrived on `port`, counted in the group and by
- * server_handed() already: it becomes a connection with the port's first front-end. On failure the socket is closed and
- * the counts given back. Loop thread.
+ * Takes over the accepted socket `s->fd`, counted in the group (and its address in `s->ip`) and by server_handed()
+ * already: it becomes a connection with the port's first front-end, and its counts are given back when it is freed. On
+ * failure the socket is closed and the counts given back. Loop thread.
  */
-void server_adopt(struct server *srv, evutil_socket_t fd, const char *peer, enum server_port port);
+void server_adopt(struct server *srv, const struct server_socket *s);
 
 /* A socket handed to this server will not be adopted after all (closed by the caller): its counts are given back. */
-void server_dropped(struct server *srv);
+void server_dropped(struct server *srv, struct server_ip *ip);
 
-/* What a socket refused at max_connections gets on `port` (HTTP 503), then it is closed. Any thread. */
-void server_reject(enum server_port port, evutil_socket_t fd);
+/*
+ * What a socket refused at a connection limit gets on `port`, then it is closed: HTTP 503 with `reason` on the plain
+ * port; on the TLS port nothing (FIN, without a reply: a clear-text 503 inside the TLS handshake is garbage to the
+ * client, and a handshake to send it over TLS would cost an overloaded server a full handshake per refusal). Any thread.
+ */
+void server_reject(enum server_port port, evutil_socket_t fd, const char *reason);
 
 /* The acceptor hands this server one more socket (main thread), and reads how many it holds (any thread). */
 void server_handed(struct server *srv);

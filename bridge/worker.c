@@ -40,14 +40,8 @@ struct worker {
     bool stop, stop_now;
     unsigned grace_ms;
     struct conf *reload;         /* owned; NULL when none is pending */
-    struct worker_socket *socks; /* handed over by the acceptor, not adopted yet (bounded by the fd limit) */
+    struct server_socket *socks; /* handed over by the acceptor, not adopted yet (bounded by the fd limit) */
     size_t n_socks, cap_socks;
-};
-
-struct worker_socket {
-    evutil_socket_t fd;
-    enum server_port port;
-    char peer[64];
 };
 
 static int upstream_open(struct worker *w, const struct conf *conf)
@@ -79,14 +73,14 @@ static void stop_done(void *arg)
 }
 
 /* Adopts the sockets the acceptor handed over (swapped out under the lock, adopted outside it). */
-static void adopt_all(struct worker *w, struct worker_socket *v, size_t n)
+static void adopt_all(struct worker *w, struct server_socket *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (w->stopping) {
             evutil_closesocket(v[i].fd);
-            server_dropped(w->srv);
+            server_dropped(w->srv, v[i].ip);
         } else {
-            server_adopt(w->srv, v[i].fd, v[i].peer, v[i].port);
+            server_adopt(w->srv, &v[i]);
         }
     }
     free(v);
@@ -100,7 +94,7 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
     struct conf *reload = w->reload;
     bool stop = w->stop, now = w->stop_now;
     unsigned grace_ms = w->grace_ms;
-    struct worker_socket *socks = w->socks;
+    struct server_socket *socks = w->socks;
     size_t n_socks = w->n_socks;
     w->reload = NULL;
     w->socks = NULL;
@@ -195,12 +189,12 @@ void worker_reload(struct worker *w, struct conf *conf)
     event_active(w->cmd_ev, 0, 0);
 }
 
-int worker_adopt(struct worker *w, evutil_socket_t fd, const char *peer, enum server_port port)
+int worker_adopt(struct worker *w, const struct server_socket *s)
 {
     pthread_mutex_lock(&w->lock);
     if (w->n_socks == w->cap_socks) {
         size_t cap = w->cap_socks ? w->cap_socks * 2 : 16;
-        struct worker_socket *v = realloc(w->socks, cap * sizeof(*v));
+        struct server_socket *v = realloc(w->socks, cap * sizeof(*v));
         if (!v) {
             pthread_mutex_unlock(&w->lock);
             return -ENOMEM;
@@ -208,10 +202,7 @@ int worker_adopt(struct worker *w, evutil_socket_t fd, const char *peer, enum se
         w->socks = v;
         w->cap_socks = cap;
     }
-    struct worker_socket *ws = &w->socks[w->n_socks++];
-    ws->fd = fd;
-    ws->port = port;
-    snprintf(ws->peer, sizeof(ws->peer), "%s", peer);
+    w->socks[w->n_socks++] = *s;
     server_handed(w->srv);
     pthread_mutex_unlock(&w->lock);
     event_active(w->cmd_ev, 0, 0);
@@ -236,7 +227,7 @@ void worker_free(struct worker *w)
         pthread_join(w->thread, NULL);
     for (size_t i = 0; i < w->n_socks; i++) { /* handed over after the loop ended */
         evutil_closesocket(w->socks[i].fd);
-        server_dropped(w->srv);
+        server_dropped(w->srv, w->socks[i].ip);
     }
     free(w->socks);
     server_free(w->srv);

@@ -46,10 +46,10 @@ void worker_stop(struct worker *w, bool now, unsigned grace_ms);
 void worker_reload(struct worker *w, struct conf *conf);
 
 /*
- * Hands the worker an accepted socket (any thread; the acceptor's): its loop adopts it (server_adopt()). Returns 0, or
+ * Hands the worker an accepted socket, copied (any thread; the acceptor's): its loop adopts it (server_adopt()). Returns 0, or
  * -ENOMEM with nothing taken (the caller closes the socket and gives its count back).
  */
-int worker_adopt(struct worker *w, evutil_socket_t fd, const char *peer, enum server_port port);
+int worker_adopt(struct worker *w, const struct server_socket *s);
 
 /* Sockets handed to the worker and not freed yet (any thread): how the acceptor picks the least loaded worker. */
 size_t worker_load(struct worker *w);

@@ -11,7 +11,8 @@
  *
  * Back-pressure (DESIGN.md invariant 2): the session reads io->pending(); the transport calls conn_ops.drain when the
  * output falls to half of client_send_buffer_bytes, which becomes session_on_drain(); a message that would take the
- * output past client_send_limit_bytes closes the connection as too slow (conn_send_check()).
+ * output past client_send_limit_bytes closes the connection as too slow (conn_send_check(); close 1008 after what is
+ * queued).
  */
 #include "bridge/wsconn.h"
 
@@ -77,8 +78,18 @@ static bool send_compressed(struct wsconn *ws, enum ws_opcode op, const char *by
 static int io_send(void *ud, const char *bytes, size_t len)
 {
     struct wsconn *ws = ud;
-    if (conn_state(ws->conn) != CONN_OPEN || conn_send_check(ws->conn, len) != 0)
+    if (conn_state(ws->conn) != CONN_OPEN)
         return -1;
+    if (conn_send_check(ws->conn, len) != 0) {
+        /*
+         * Too slow: the limit is on queued bytes, so a STOMP ERROR would only wait behind them like this message; a
+         * close frame 1008 (policy violation) with its reason is what can still be said, queued past the limit (it
+         * is small), then the usual close, whose linger bounds how long the peer has to read what is queued.
+         */
+        conn_discard_input(ws->conn);
+        ws_close(ws, WS_CLOSE_POLICY, "client too slow");
+        return -1;
+    }
     /* A text message must be UTF-8 (RFC 6455 §5.6): anything else goes as binary. */
     enum ws_opcode op = WS_OP_BINARY;
     if (conn_config(ws->conn)->ws_frame == CONF_WS_FRAME_TEXT && ws_utf8_valid((const uint8_t *)bytes, len))

@@ -73,6 +73,7 @@ struct conf {
     const char *tls_key_file;
     const char *tls_ca_file;
     int max_connections;
+    int max_connections_per_ip;
     int workers;
 
     /* The AMQP side. */

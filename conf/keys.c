@@ -84,7 +84,9 @@ static const struct conf_key keys[] = {
     K_STR(tls_ca_file, RESTART, "",
           "PEM CA bundle; when set, TLS clients must present a certificate it verifies"),
     K_INT(max_connections, RELOAD, 0, 0, 10000000,
-          "most client connections open at once, over all listeners; further ones are refused; 0 = unlimited"),
+          "most client connections open at once, over all listeners; further ones are refused; 0 = derived from RLIMIT_NOFILE"),
+    K_INT(max_connections_per_ip, RELOAD, 0, 0, 10000000,
+          "most client connections open at once from one IP address, over all listeners; 0 = no per-address limit"),
     K_INT(workers, RESTART, 0, 0, 256,
           "event loops (threads) serving clients, each with its own AMQP connections; 0 = one per core"),
 

@@ -11,7 +11,7 @@
 // - TLS: wss:// with a self-signed certificate made by the openssl CLI at test
 //   time, and a plain-text peer on the TLS port that must not hurt the server;
 // - limits: max_connections (HTTP 503), a slow consumer closed past
-//   client_send_limit_bytes while another client keeps receiving, a STOMP frame
+//   client_send_limit_bytes (close 1008) while another client keeps receiving, a STOMP frame
 //   over max_frame_bytes (ERROR then close).
 //
 // Raw sockets (net/tls) are used wherever `ws` would hide the bytes: the HTTP
@@ -881,7 +881,7 @@ describe('transport: limits', { skip }, () => {
     b.close();
   });
 
-  it('a slow consumer is closed past client_send_limit_bytes while another client keeps receiving', async () => {
+  it('a slow consumer is closed past client_send_limit_bytes (close 1008 after what was queued) while another client keeps receiving', async () => {
     const t = await start({ client_send_buffer_bytes: '64k', client_send_limit_bytes: '256k' });
     const key = unique('slow');
     const N = 160;
@@ -905,7 +905,10 @@ describe('transport: limits', { skip }, () => {
       assert.equal(m.body.length, size, `message ${i}`);
     }
     slow.ws._socket.resume();
-    await slow.waitClose();
+    // What was queued within the limit, then a close frame saying why (no bare TCP close: a browser would see 1006).
+    const closed = await slow.waitClose();
+    assert.equal(closed.code, 1008, `close ${closed.code} ${closed.reason}`);
+    assert.equal(closed.reason, 'client too slow');
     // The fast client is still connected and served.
     const d = await subscribeTopic(fast, 'f2');
     fast.sendFrame('SEND', { destination: d }, 'still here');

@@ -91,10 +91,10 @@ function tryConnect(port) {
 
 /**
  * Starts warren with `-o key=value` for the defaults below merged with
- * options (null removes a default). Resolves when the port accepts a TCP
+ * options (null removes a default), under `ulimit -n nofile` when given. Resolves when the port accepts a TCP
  * connection; rejects with warren's output when it exits first.
  */
-async function startWarren(options = {}) {
+async function startWarren(options = {}, { nofile } = {}) {
   const port = await freePort();
   const opts = {
     listen_addr: '127.0.0.1',
@@ -110,7 +110,10 @@ async function startWarren(options = {}) {
   };
   const args = [];
   for (const [k, v] of Object.entries(opts)) if (v !== null && v !== undefined) args.push('-o', `${k}=${v}`);
-  const child = spawn(cfg.warrenBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // nofile: a descriptor limit (soft and hard) set by a shell that then execs warren (same pid).
+  const child = nofile
+    ? spawn('/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, cfg.warrenBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(cfg.warrenBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (d) => {
     output += d.toString();
@@ -163,7 +166,7 @@ async function startWarren(options = {}) {
  * The server under test: a fresh warren (with options) or Web-STOMP. The
  * result has url, kind and stop().
  */
-async function startTarget(options = {}) {
+async function startTarget(options = {}, spawnOpts = {}) {
   if (isWebStomp) {
     return {
       kind: 'webstomp',
@@ -173,7 +176,7 @@ async function startTarget(options = {}) {
       async stop() {},
     };
   }
-  return startWarren(options);
+  return startWarren(options, spawnOpts);
 }
 
 module.exports = { cfg, kind, isWarren, isWebStomp, suiteSkip, warrenOnly, webstompOnly, startTarget, freePort };
