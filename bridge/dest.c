@@ -409,8 +409,11 @@ static int stream_offset_parse(const struct stomp_header *x, struct dest_args *a
         return args_add_str(a, key, x->value, x->value_len);
     if (x->value_len > 7 && memcmp(x->value, "offset=", 7) == 0 && dest_parse_int(x->value + 7, x->value_len - 7, &v) == 0)
         return args_add_num(a, key, UPSTREAM_ARG_INT, v);
-    if (x->value_len > 10 && memcmp(x->value, "timestamp=", 10) == 0 && dest_parse_int(x->value + 10, x->value_len - 10, &v) == 0)
-        return args_add_num(a, key, UPSTREAM_ARG_INT, v);
+    /* A time, not an offset: RabbitMQ streams read x-stream-offset as a point in time only when it is an AMQP timestamp
+     * (field type 'T', seconds), as Web-STOMP sends it; an integer would be taken as the offset T. */
+    if (x->value_len > 10 && memcmp(x->value, "timestamp=", 10) == 0 && dest_parse_int(x->value + 10, x->value_len - 10, &v) == 0 &&
+        v >= 0)
+        return args_add_num(a, key, UPSTREAM_ARG_TIMESTAMP, v);
     return -1;
 }
 

@@ -23,6 +23,7 @@
 #include <openssl/rand.h>
 
 #include "bridge/log.h"
+#include "bridge/peer.h"
 #include "bridge/timer.h"
 #include "conf/conf.h"
 
@@ -328,6 +329,17 @@ static char *header_dup(const struct stomp_frame *f, const char *name, const cha
     return h ? session_strndup(h->value, h->value_len) : strdup(def ? def : "");
 }
 
+/* True when `user` is in loopback_users and the client is not on loopback: RabbitMQ's check_user_loopback, applied to
+ * the STOMP client's address as Web-STOMP does (the broker only ever sees warren's own, loopback, address). */
+static bool loopback_refused(const struct session *s, const char *user)
+{
+    const struct conf_list *l = &s->conf->loopback_users;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i], user) == 0)
+            return !peer_is_loopback(s->peer);
+    return false;
+}
+
 static enum session_rc negotiate(struct session *s, const struct stomp_frame *f)
 {
     const struct stomp_header *av = stomp_frame_header(f, "accept-version");
@@ -349,10 +361,20 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
         return SESSION_FAIL0(s, f, ALREADY_CONNECTED);
     if (negotiate(s, f) != SESSION_OK)
         return SESSION_CLOSED;
+    /* default_pass goes only with default_user: a CONNECT that names a login and no passcode logs in with an empty
+     * password, so the configured password is never tried for a user the client chose (doc/compatibility.md). */
+    bool named = stomp_frame_header(f, "login") != NULL;
     char *login = header_dup(f, "login", s->conf->default_user);
-    char *pass = header_dup(f, "passcode", s->conf->default_pass);
+    char *pass = header_dup(f, "passcode", named ? "" : s->conf->default_pass);
     char *vhost = header_dup(f, "host", s->conf->default_vhost);
     int r = -ENOMEM;
+    if (login && loopback_refused(s, login)) {
+        session_log(s, LOG_WARN, "login failed for user '%s': this user's access is restricted to localhost", login);
+        free(login);
+        free(pass);
+        free(vhost);
+        return SESSION_FAIL0(s, f, NOT_LOOPBACK);
+    }
     if (login && pass && vhost) {
         snprintf(s->user, sizeof(s->user), "%s", login);
         snprintf(s->vhost, sizeof(s->vhost), "%s", vhost);

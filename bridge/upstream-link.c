@@ -283,6 +283,10 @@ static int args_to_table(const struct upstream_arg *args, size_t n, amqp_table_t
             e[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
             e[i].value.value.boolean = args[i].num != 0;
             break;
+        case UPSTREAM_ARG_TIMESTAMP:
+            e[i].value.kind = AMQP_FIELD_KIND_TIMESTAMP;
+            e[i].value.value.u64 = (uint64_t)args[i].num;
+            break;
         }
     }
     t->num_entries = (int)n;

@@ -133,12 +133,13 @@ enum upstream_arg_type {
     UPSTREAM_ARG_STR = 0,
     UPSTREAM_ARG_INT = 1,
     UPSTREAM_ARG_BOOL = 2,
+    UPSTREAM_ARG_TIMESTAMP = 3, /* AMQP field type 'T': seconds since the epoch, in num (>= 0) */
 };
 struct upstream_arg {
     const char *key;
     enum upstream_arg_type type;
     const char *str;
-    int64_t num; /* INT value, or BOOL as 0/1 */
+    int64_t num; /* INT value, BOOL as 0/1, TIMESTAMP in seconds */
 };
 
 /* Flags for upstream_chan_declare_queue(). */

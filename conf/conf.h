@@ -80,6 +80,7 @@ struct conf {
     struct conf_list brokers;
     const char *default_user;
     const char *default_pass;
+    struct conf_list loopback_users;
     const char *default_vhost;
     int amqp_heartbeat_s;
     int amqp_channel_max;

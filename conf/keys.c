@@ -61,6 +61,7 @@
 static const char *const ws_frame_names[] = {"text", "binary", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const brokers_default[] = {"127.0.0.1:5672"};
+static const char *const loopback_users_default[] = {"guest"};
 
 /* clang-format off */
 static const struct conf_key keys[] = {
@@ -96,7 +97,9 @@ static const struct conf_key keys[] = {
     K_STR(default_user, RESTART, "guest",
           "AMQP user for STOMP clients that send no login header"),
     K_STR(default_pass, RESTART, "guest",
-          "AMQP password for STOMP clients that send no passcode header"),
+          "AMQP password for STOMP clients that send neither login nor passcode (a login without passcode gets none)"),
+    K_LIST(loopback_users, RELOAD, "guest", loopback_users_default, 1,
+           "comma-separated AMQP users who may log in only from a loopback client address; empty = no restriction"),
     K_STR(default_vhost, RESTART, "/",
           "AMQP virtual host for STOMP clients that send no host header"),
     K_INT(amqp_heartbeat_s, RESTART, 60, 0, 65535,

@@ -280,7 +280,9 @@ static void test_consume_args(void)
     CHECK(a.n == 1 && a.v[0].type == UPSTREAM_ARG_STR && strcmp(a.v[0].str, "first") == 0);
     struct stomp_header t[] = {hdr("x-stream-offset", "timestamp=1700000000")};
     CHECK_EQ_INT(dest_consume_args_parse(t, 1, &a, &reason, &bad), 0);
-    CHECK(a.n == 1 && a.v[0].num == 1700000000);
+    CHECK(a.n == 1 && a.v[0].type == UPSTREAM_ARG_TIMESTAMP && a.v[0].num == 1700000000); /* a time, not offset T */
+    struct stomp_header tn[] = {hdr("x-stream-offset", "timestamp=-1")};
+    CHECK_EQ_INT(dest_consume_args_parse(tn, 1, &a, &reason, &bad), DEST_E_HEADER);
     struct stomp_header b1[] = {hdr("x-stream-offset", "middle")};
     CHECK_EQ_INT(dest_consume_args_parse(b1, 1, &a, &reason, &bad), DEST_E_HEADER);
     CHECK(strcmp(bad, "x-stream-offset") == 0);
