@@ -38,6 +38,8 @@
     X(BAD_TIMESTAMP, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%1'", 1, 64)                    \
     X(SEND_NO_DEST, "Missing destination", "SEND must include a 'destination' header", 0, 0)                                       \
     X(SEND_MESSAGE_ID, "Invalid header", "'message-id' is not allowed on 'SEND'.", 0, 0)                                           \
+    X(HEADER_TOO_LONG, "Invalid header", "Header '%1' is longer than AMQP can carry (%2 bytes at most)", 2, 64)                    \
+    X(HEADERS_TOO_BIG, "Invalid header", "The headers take %1 bytes as AMQP properties, more than a frame carries (%2)", 2, 0)     \
     /* subscriptions and acks */                                                                                                   \
     X(SUB_NO_DEST, "Missing destination", "SUBSCRIBE must include a 'destination' header", 0, 0)                                   \
     X(SUB_NO_ID, "Missing header", "SUBSCRIBE must include an 'id' header", 0, 0)                                                  \

@@ -6,7 +6,11 @@
  * same-named properties; persistent:true → delivery_mode 2; priority and timestamp are integers; amqp-message-id →
  * message_id; `message-id` itself is refused; `destination` is not copied; every other header (receipt, transaction,
  * content-length included, as Web-STOMP does) goes into the headers table. A publish is confirmed by the broker before
- * its RECEIPT goes out (publisher confirms, op log in session.c).
+ * its RECEIPT goes out (publisher confirms, op log in session.c). What AMQP cannot carry is refused here, with ERROR
+ * `Invalid header` to this session only (send_fits_amqp()): a property over 255 bytes (a shortstr), a header name over
+ * 255 bytes (a table key is a shortstr too), properties and headers that do not fit in one content-header frame of
+ * amqp_frame_max_bytes. The connection thread refuses them too (a smaller frame_max negotiated with the broker), but
+ * only as a channel error.
  *
  * MESSAGE: subscription, destination (rebuilt from exchange and routing key), message-id, redelivered, ack (1.2, client
  * modes), then the properties mapped back and the AMQP headers. Headers the client's version cannot carry (e.g. a LF in
@@ -240,6 +244,49 @@ static enum session_rc map_props(struct session *s, struct send_ctx *c, const st
     return map_reply_to(s, c, f);
 }
 
+/*
+ * What AMQP can carry (0-9-1 §4.2.5.3, §4.2.6): every property is a shortstr (at most 255 bytes), and so is every key of
+ * the headers table; the content header (class, weight, body size, flags, properties: warren sends every header as a
+ * longstr, 1 + 4 + n bytes after its key) must fit in one frame of frame_max bytes, 8 of them for the frame itself.
+ */
+#define AMQP_SHORTSTR_MAX 255
+
+static enum session_rc send_fits_amqp(struct session *s, const struct stomp_frame *f, const struct upstream_props *p)
+{
+    const struct {
+        const char *header, *value;
+    } strs[] = {
+        {"content-type", p->content_type},
+        {"content-encoding", p->content_encoding},
+        {"correlation-id", p->correlation_id},
+        {"reply-to", p->reply_to},
+        {"expiration", p->expiration},
+        {"amqp-message-id", p->message_id},
+        {"type", p->type},
+        {"user-id", p->user_id},
+        {"app-id", p->app_id},
+    };
+    char max[24], got[24];
+    uint64_t size = 12 + 2 + 1 + 1 + 8 + 4; /* class, weight, body size; flags; delivery mode, priority, timestamp; table */
+    (void)session_arg_int(max, sizeof(max), AMQP_SHORTSTR_MAX);
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        size_t n = strs[i].value ? strlen(strs[i].value) : 0;
+        if (n > AMQP_SHORTSTR_MAX)
+            return SESSION_FAIL(s, f, HEADER_TOO_LONG, SARG(strs[i].header), SARG(max));
+        size += strs[i].value ? 1 + n : 0;
+    }
+    for (size_t i = 0; i < p->n_headers; i++) {
+        const struct upstream_header *h = &p->headers[i];
+        if (h->name_len > AMQP_SHORTSTR_MAX)
+            return SESSION_FAIL(s, f, HEADER_TOO_LONG, ((struct session_arg){h->name, h->name_len}), SARG(max));
+        size += 1 + (uint64_t)h->name_len + 1 + 4 + h->value_len;
+    }
+    if (size + 8 > s->conf->amqp_frame_max_bytes)
+        return SESSION_FAIL(s, f, HEADERS_TOO_BIG, session_arg_int(got, sizeof(got), (long long)size),
+                            session_arg_int(max, sizeof(max), (long long)s->conf->amqp_frame_max_bytes - 8));
+    return SESSION_OK;
+}
+
 /* Exchange and routing key for a SEND destination (declaring a /queue/ on first use). */
 static enum session_rc send_route(struct session *s, const struct stomp_frame *f, const struct dest *d, const char **x,
                                   const char **key)
@@ -301,7 +348,8 @@ enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f,
         return SESSION_FATAL(s, "out of memory");
     }
     r = SESSION_CLOSED;
-    if (map_props(s, &c, f) == SESSION_OK && send_route(s, f, &d, &x, &key) == SESSION_OK) {
+    if (map_props(s, &c, f) == SESSION_OK && send_fits_amqp(s, f, &c.props) == SESSION_OK &&
+        send_route(s, f, &d, &x, &key) == SESSION_OK) {
         uint64_t tag = session_op_begin(s, SESSION_OP_PUBLISH, stomp_frame_header(f, "receipt"));
         if (tag)
             r = session_op_check(s, tag,

@@ -21,10 +21,13 @@
  * every channel and keeps serving releases; after the loop's SHUTDOWN it exits once every channel is done (closing the
  * connection if it is still open, for an idle one) and reports CONN_EXIT.
  *
- * Every rabbitmq-c failure of a send or a read is, today, taken as the connection's: the link fails (link_failed()) and
- * tears the connection down at the top of its loop. op_failed() is where one operation's own failure is reported, the
- * place to tell an encoding error of that operation from a socket error. Sends may block on a full socket; the wait
- * between rounds is link_wait(), which polls the inbox and the socket together.
+ * A failed send or read of the socket is the connection's: the link fails (link_failed()) and tears the connection down
+ * at the top of its loop. An operation that cannot be encoded (a property longer than a shortstr, a table bigger than
+ * frame_max: what one session sent) is that operation's and its channel's alone (op_failed()): the channel fails with a
+ * channel-level error, is closed at the broker (chan_abort()) and the connection's other channels carry on. Nothing of
+ * such an operation may reach the socket first: amqp_basic_publish() writes the method frame before it encodes the
+ * content header, so a publish is encoded in full beforehand (publish_encodable()). Sends may block on a full socket;
+ * the wait between rounds is link_wait(), which polls the inbox and the socket together.
  */
 #include "bridge/upstream-int.h"
 
@@ -70,6 +73,8 @@ enum link_chan_state {
     LCH_OPEN = 3,      /* usable */
     LCH_CLOSING = 4,   /* released: channel.close sent */
     LCH_DEAD = 5,      /* failed or closed by the broker; waiting for the release */
+    LCH_ABORTING = 6,  /* failed here (an operation could not be encoded): reported, channel.close sent, the slot kept until
+                          the broker's close-ok */
 };
 
 /* A publish awaiting the broker's confirm. */
@@ -91,6 +96,7 @@ struct upstream_link_chan {
     enum link_chan_state st;
     uint16_t id;
     bool open_failed;                  /* died before it was open: later operations fail with fail_err */
+    bool released;                     /* LCH_ABORTING: the loop's RELEASE came; done at the close-ok */
     struct upstream_error fail_err;    /* why it died */
     char fail_text[UPSTREAM_TEXT_MAX]; /* fail_err.text */
     struct list ops;                   /* upstream_cmds waiting for the channel to be open and rpc to be answered */
@@ -128,6 +134,8 @@ struct upstream_link {
     struct list chans; /* every channel given to the link and not done, newest first */
     bool shutdown;     /* SHUTDOWN came: exit once chans is empty */
     bool failed;       /* a send or read failed: die at the top of the loop */
+    uint8_t *scratch;  /* frame_max bytes: a publish's content header is encoded here before anything is sent */
+    size_t scratch_len;
     struct upstream_error err;
     char err_text[UPSTREAM_TEXT_MAX];
     struct upstream_res *res_up, *res_down, *res_exit; /* preallocated */
@@ -500,13 +508,50 @@ static void link_failed(struct upstream_link *link, int status)
 }
 
 /*
- * The rabbitmq-c call that carries `op` on `ch` failed with `status`. Every status is taken as the socket's today, so the
- * connection fails; an encoding error of this one operation (a property too long for a shortstr, a table too big) is
- * where failing only `op`, or `ch`, would be decided.
+ * Whether `status` says that rabbitmq-c could not encode what it was given (checked before anything was written: a
+ * method or a content header is encoded whole into the outbound buffer, then sent), as opposed to a socket, timer or
+ * memory failure, after which the connection's state is unknown.
+ */
+static bool status_is_encoding(int status)
+{
+    switch (status) {
+    case AMQP_STATUS_BAD_AMQP_DATA:     /* a shortstr over 255 bytes, a field it cannot encode */
+    case AMQP_STATUS_TABLE_TOO_BIG:     /* a table (or the whole frame) over frame_max */
+    case AMQP_STATUS_INVALID_PARAMETER: /* a value the call refuses */
+    case AMQP_STATUS_UNKNOWN_CLASS:
+    case AMQP_STATUS_UNKNOWN_METHOD:
+    case AMQP_STATUS_UNSUPPORTED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void chan_abort(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err);
+
+/*
+ * The rabbitmq-c call that carries `op` on `ch` failed with `status`, or publish_encodable() refused it. An encoding
+ * error is this operation's: it fails, and its channel with it (a channel-level error for its session; channel.close to
+ * the broker), while the connection and its other channels carry on. Anything else is the socket's: the connection
+ * fails. Either way the operation's on_done says so now (it is in none of the channel's lists any more).
  */
 static void op_failed(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_cmd *op, int status)
 {
-    link_failed(link, status);
+    struct upstream_error err;
+    char text[UPSTREAM_TEXT_MAX];
+
+    if (!status_is_encoding(status)) {
+        link_failed(link, status);
+        if (upstream_cmd_has_completion(op->kind))
+            emit_done(link, ch, op->op_tag, &link->err, NULL);
+        return;
+    }
+    snprintf(text, sizeof text, "AMQP cannot carry this %s (%s); the channel was closed",
+             op->kind == UPSTREAM_CMD_PUBLISH ? "message" : "operation", amqp_error_string2(status));
+    err = (struct upstream_error){UPSTREAM_ERR_CHANNEL, 0, "frame_error", text};
+    if (upstream_cmd_has_completion(op->kind))
+        emit_done(link, ch, op->op_tag, &err, NULL);
+    chan_abort(link, ch, &err);
 }
 
 static bool link_send(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *method)
@@ -612,13 +657,11 @@ static void chan_fail_ops(struct upstream_link *link, struct upstream_link_chan 
     }
 }
 
-/* The channel died (broker channel.close, connection lost, open refused): report it and wait for the release. */
-static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
+/* Reports the death of `ch` to the loop (its open, its pending operations, its end) and drops what it held. */
+static void chan_report_failure(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
 {
     bool was_open = ch->st == LCH_OPEN;
 
-    if (ch->st >= LCH_CLOSING)
-        return;
     /* A failed open comes first, then the failures of the operations queued behind it (and of those queued later, see
      * link_on_cmd). A closed channel reports its pending operations first, because nothing follows on_closed. */
     ch->open_failed = !was_open;
@@ -630,6 +673,14 @@ static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch,
     chan_fail_ops(link, ch, err);
     if (was_open)
         emit_terminal(link, ch, &ch->res_end, UPSTREAM_RES_CLOSED, err);
+}
+
+/* The channel died (broker channel.close, connection lost, open refused): report it and wait for the release. */
+static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
+{
+    if (ch->st >= LCH_CLOSING)
+        return;
+    chan_report_failure(link, ch, err);
     chan_free_state(ch);
     chan_unslot(link, ch);
     ch->st = LCH_DEAD;
@@ -668,7 +719,11 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
     amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes("released"), 0, 0};
     struct owned_queue *q;
 
-    if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) {
+    if (ch->st == LCH_ABORTING && link->st == LINK_OPEN) {
+        ch->released = true; /* done at the broker's close-ok */
+        return;
+    }
+    if (ch->st == LCH_NEW || ch->st == LCH_DEAD || ch->st == LCH_ABORTING || link->st != LINK_OPEN) {
         chan_done(link, ch);
         return;
     }
@@ -686,6 +741,43 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
         link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
 }
 
+/*
+ * An operation of the open channel `ch` could not be encoded (op_failed()): the channel fails alone. Its session hears
+ * it as a channel error (on_closed, after the pending operations); the broker gets the deletes of the channel's owned
+ * queues, then channel.close, exactly as at a release. The channel number stays taken until the broker's close-ok (the
+ * broker still has the channel until then); deliveries meanwhile are discarded, and requeued by the broker at the close.
+ */
+static void chan_abort(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
+{
+    amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes("warren: an operation could not be encoded"), 0, 0};
+    struct owned_queue *q;
+
+    if (ch->st != LCH_OPEN)
+        return;
+    chan_report_failure(link, ch, err);
+    LIST_FOR_EACH_ENTRY (q, &ch->owned, link) {
+        amqp_queue_delete_t del = {0, amqp_cstring_bytes(q->name), 0, 0, 1};
+        if (link->failed)
+            break;
+        link_send(link, ch, AMQP_QUEUE_DELETE_METHOD, &del);
+    }
+    chan_free_state(ch);
+    ch->st = LCH_ABORTING;
+    if (!link->failed)
+        link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
+}
+
+/* The broker closed an aborted channel (close-ok, or its own channel.close crossing ours): its number is free again. */
+static void chan_abort_finished(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    if (ch->released) {
+        chan_done(link, ch);
+        return;
+    }
+    chan_unslot(link, ch);
+    ch->st = LCH_DEAD;
+}
+
 static void chan_add_owned(struct upstream_link_chan *ch, const char *name, size_t len)
 {
     struct owned_queue *q = malloc(sizeof *q + len + 1);
@@ -701,6 +793,29 @@ static void chan_add_owned(struct upstream_link_chan *ch, const char *name, size
  * Operations
  */
 
+/*
+ * Whether amqp_basic_publish() can encode this publish, checked without touching the socket: it sends the basic.publish
+ * method before it encodes the content header, so a header it then fails to encode would leave the broker waiting for
+ * one on that channel (a connection error, 505 UNEXPECTED_FRAME, at the next frame). rabbitmq-c refuses shortstr
+ * properties over 255 bytes and a header over frame_max, but silently truncates a table key's length to 8 bits, so the
+ * keys are checked here. AMQP_STATUS_OK, or the encoding status.
+ */
+static int publish_encodable(struct upstream_link *link, const struct upstream_cmd *op, amqp_basic_properties_t *props)
+{
+    /* The content header frame: 7 bytes of frame header, class, weight, body size (12), the properties, the frame end. */
+    size_t room = link->scratch_len > 20 ? link->scratch_len - 20 : 0;
+    int n;
+
+    if (strlen(op->u.publish.exchange ? op->u.publish.exchange : "") > 255 ||
+        strlen(op->u.publish.routing_key ? op->u.publish.routing_key : "") > 255)
+        return AMQP_STATUS_BAD_AMQP_DATA;
+    for (size_t i = 0; i < op->u.publish.props.n_headers; i++)
+        if (op->u.publish.props.headers[i].name_len > 255)
+            return AMQP_STATUS_BAD_AMQP_DATA;
+    n = amqp_encode_properties(AMQP_BASIC_CLASS, props, (amqp_bytes_t){room, link->scratch});
+    return n < 0 ? n : AMQP_STATUS_OK;
+}
+
 static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     amqp_basic_properties_t props;
@@ -714,12 +829,22 @@ static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch
         emit_done(link, ch, op->op_tag, &err, NULL);
         return;
     }
+    status = publish_encodable(link, op, &props);
+    if (status != AMQP_STATUS_OK) {
+        free(entries);
+        free(k);
+        op_failed(link, ch, op, status);
+        return;
+    }
     status = amqp_basic_publish(link->amqp, ch->id, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0,
                                 &props, (amqp_bytes_t){op->u.publish.body_len, (void *)op->u.publish.body});
     free(entries);
-    if (status != AMQP_STATUS_OK) {
+    if (status != AMQP_STATUS_OK) { /* part of it may be on the wire: whatever the status, the connection is lost */
+        struct upstream_error err;
         free(k);
-        op_failed(link, ch, op, status);
+        link_failed(link, status);
+        err = link->err;
+        emit_done(link, ch, op->op_tag, &err, NULL);
         return;
     }
     /* Confirm sequence numbers count every basic.publish on the channel from 1 (RabbitMQ confirms extension). */
@@ -739,7 +864,7 @@ static void op_ack(struct upstream_link *link, struct upstream_link_chan *ch, st
         op_failed(link, ch, op, status);
 }
 
-static void op_consume(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
+static bool op_consume(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
 {
     unsigned prefetch = op->u.consume.prefetch;
     amqp_basic_qos_t qos = {0, (uint16_t)(prefetch > 65535 ? 65535 : prefetch), 0};
@@ -754,11 +879,10 @@ static void op_consume(struct upstream_link *link, struct upstream_link_chan *ch
 
     /* Both are pipelined: the broker answers qos-ok then consume-ok, in order. */
     ch->rpc_qos_ok = false;
-    if (op_send(link, ch, op, AMQP_BASIC_QOS_METHOD, &qos))
-        op_send(link, ch, op, AMQP_BASIC_CONSUME_METHOD, &consume);
+    return op_send(link, ch, op, AMQP_BASIC_QOS_METHOD, &qos) && op_send(link, ch, op, AMQP_BASIC_CONSUME_METHOD, &consume);
 }
 
-static void op_declare(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
+static bool op_declare(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op, amqp_table_t *args)
 {
     unsigned f = op->u.declare.flags;
     amqp_queue_declare_t m = {0,
@@ -770,15 +894,17 @@ static void op_declare(struct upstream_link *link, struct upstream_link_chan *ch
                               (f & UPSTREAM_Q_NOWAIT) != 0,
                               *args};
 
-    op_send(link, ch, op, AMQP_QUEUE_DECLARE_METHOD, &m);
+    return op_send(link, ch, op, AMQP_QUEUE_DECLARE_METHOD, &m);
 }
 
-/* Sends a synchronous method; returns true when it was sent (a reply is awaited unless it was nowait). */
+/* Sends a synchronous method; returns true when it was sent (a reply is awaited unless it was nowait). When it was not,
+ * its on_done has been sent (op_failed()). */
 static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     const struct upstream_arg *args = NULL;
     size_t n_args = 0;
     amqp_table_t table;
+    bool sent = false;
 
     if (op->kind == UPSTREAM_CMD_DECLARE) {
         args = op->u.declare.args;
@@ -793,22 +919,22 @@ static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *c
         return false;
     }
     if (op->kind == UPSTREAM_CMD_DECLARE) {
-        op_declare(link, ch, op, &table);
+        sent = op_declare(link, ch, op, &table);
     } else if (op->kind == UPSTREAM_CMD_BIND) {
         amqp_queue_bind_t m = {0,    bytes_of(op->u.bind.queue), bytes_of(op->u.bind.exchange), bytes_of(op->u.bind.routing_key), 0,
                                table};
-        op_send(link, ch, op, AMQP_QUEUE_BIND_METHOD, &m);
+        sent = op_send(link, ch, op, AMQP_QUEUE_BIND_METHOD, &m);
     } else if (op->kind == UPSTREAM_CMD_DELETE) {
         amqp_queue_delete_t m = {0, bytes_of(op->u.del.queue), 0, 0, 0};
-        op_send(link, ch, op, AMQP_QUEUE_DELETE_METHOD, &m);
+        sent = op_send(link, ch, op, AMQP_QUEUE_DELETE_METHOD, &m);
     } else if (op->kind == UPSTREAM_CMD_CONSUME) {
-        op_consume(link, ch, op, &table);
+        sent = op_consume(link, ch, op, &table);
     } else if (op->kind == UPSTREAM_CMD_CANCEL) {
         amqp_basic_cancel_t m = {bytes_of(op->u.cancel.consumer_tag), 0};
-        op_send(link, ch, op, AMQP_BASIC_CANCEL_METHOD, &m);
+        sent = op_send(link, ch, op, AMQP_BASIC_CANCEL_METHOD, &m);
     }
     free(table.entries);
-    return true;
+    return sent;
 }
 
 /* Runs one operation; returns true when it became ch->rpc (it awaits a reply, and owns the command). */
@@ -935,6 +1061,8 @@ static void chan_on_close(struct upstream_link *link, struct upstream_link_chan 
     link_send(link, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
     if (ch->st == LCH_CLOSING)
         chan_done(link, ch);
+    else if (ch->st == LCH_ABORTING)
+        chan_abort_finished(link, ch);
     else
         chan_fail(link, ch, &err);
 }
@@ -977,6 +1105,8 @@ static void chan_on_method(struct upstream_link *link, struct upstream_link_chan
     case AMQP_CHANNEL_CLOSE_OK_METHOD:
         if (ch->st == LCH_CLOSING)
             chan_done(link, ch);
+        else if (ch->st == LCH_ABORTING)
+            chan_abort_finished(link, ch);
         break;
     case AMQP_BASIC_ACK_METHOD:
         if (ch->st == LCH_OPEN)
@@ -1125,6 +1255,8 @@ static void link_die(struct upstream_link *link)
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
         if (ch->st == LCH_CLOSING)
             chan_done(link, ch);
+        else if (ch->st == LCH_ABORTING) /* already reported */
+            chan_abort_finished(link, ch);
         else
             chan_fail(link, ch, &link->err);
     }
@@ -1327,7 +1459,9 @@ static int link_up(struct upstream_link *link)
         negotiated = 65535;
     link->chan_max = cap < negotiated ? cap : negotiated;
     link->slots = calloc(link->chan_max + 1, sizeof *link->slots);
-    if (!link->slots) {
+    link->scratch_len = (size_t)amqp_get_frame_max(link->amqp);
+    link->scratch = malloc(link->scratch_len ? link->scratch_len : 1);
+    if (!link->slots || !link->scratch) {
         link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory");
         return -ENOMEM;
     }
@@ -1434,6 +1568,8 @@ static void link_finish(struct upstream_link *link, bool stopping)
     }
     free(link->slots);
     link->slots = NULL;
+    free(link->scratch);
+    link->scratch = NULL;
     if (!stopping)
         emit_conn(link, &link->res_exit);
 }
@@ -1517,6 +1653,7 @@ void upstream_link_free(struct upstream_link *link)
     if (link->amqp)
         amqp_destroy_connection(link->amqp);
     free(link->slots);
+    free(link->scratch);
     free(link->res_up);
     free(link->res_down);
     free(link->res_exit);

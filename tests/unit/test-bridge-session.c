@@ -504,6 +504,62 @@ static void test_error_table(void)
     CHECK(session_err_row(SESSION_ERR_COUNT) == session_err_row(SESSION_ERR_INTERNAL));
 }
 
+/* What AMQP cannot carry is refused at the STOMP boundary, to this session only: a property over 255 bytes (a shortstr),
+ * a header name over 255 bytes, headers that do not fit in one frame of amqp_frame_max_bytes. Nothing is published (the
+ * connection thread would fail on it), the SEND gets no RECEIPT, the ERROR names the header. */
+static void test_send_amqp_limits(void)
+{
+    static const char *const props[] = {"correlation-id", "type",       "reply-to",        "content-type",    "app-id",
+                                        "user-id",        "expiration", "amqp-message-id", "content-encoding"};
+    char f[8192], big[5000];
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++) {
+        struct rig r;
+        rig_init(&r);
+        rig_start(&r);
+        rig_connect(&r, "1.2", "0,0");
+        memset(big, 'v', 255);
+        big[255] = '\0';
+        snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\n%s:%s\nreceipt:ok\n\nx", props[i], big); /* 255: fine */
+        rig_feed(&r, f);
+        CHECK(!r.closed && fake_count(r.up, FAKE_PUBLISH) == 1);
+        snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\n%s:%sv\nreceipt:r1\n\nx", props[i], big); /* 256 */
+        rig_feed(&r, f);
+        CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 1);
+        CHECK(frame_has(rig_last(&r), "message:Invalid header") && frame_has(rig_last(&r), "receipt-id:r1"));
+        snprintf(big, sizeof(big), "Header '%s' is longer than AMQP can carry (255 bytes at most)", props[i]);
+        CHECK(strstr(rig_last(&r), big) != NULL);
+        CHECK(r.closed && rig_count(&r, "RECEIPT") == 0);
+        rig_deinit(&r);
+    }
+
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    memset(big, 'k', 256);
+    big[256] = '\0';
+    snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\n%s:v\n\nx", big);
+    rig_feed(&r, f);
+    CHECK(frame_has(rig_last(&r), "message:Invalid header") && strstr(rig_last(&r), "Header 'kkkk") != NULL);
+    CHECK(r.closed && fake_count(r.up, FAKE_PUBLISH) == 0);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    r.conf.amqp_frame_max_bytes = 4096;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    memset(big, 'h', 4000);
+    big[4000] = '\0';
+    snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\nh1:%s\n\nx", big); /* fits */
+    rig_feed(&r, f);
+    CHECK(!r.closed && fake_count(r.up, FAKE_PUBLISH) == 1);
+    snprintf(f, sizeof(f), "SEND\ndestination:/topic/a\nh1:%s\nh2:%.100s\n\nx", big, big); /* does not */
+    rig_feed(&r, f);
+    CHECK(frame_has(rig_last(&r), "message:Invalid header") && strstr(rig_last(&r), "more than a frame carries (4088)"));
+    CHECK(r.closed && fake_count(r.up, FAKE_PUBLISH) == 1);
+    rig_deinit(&r);
+}
+
 /* /temp-queue/ reply queues count against max_subscriptions: each is a queue and a consumer at the broker. */
 static void test_temp_queues_bounded(void)
 {
@@ -599,6 +655,7 @@ int main(void)
     RUN(test_temp_queues_bounded);
     RUN(test_error_quotes);
     RUN(test_owned_queues);
+    RUN(test_send_amqp_limits);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
