@@ -67,6 +67,14 @@ struct session_sub {
     struct session_tags unacked;
 };
 
+/* The consumer tag of an UNSUBSCRIBEd subscription whose basic.cancel is not answered yet: its deliveries may still come
+ * (and are given back), so no new consumer of the session may take the tag until then. */
+struct session_retired {
+    struct list link;
+    uint64_t cancel_op; /* the op tag of its basic.cancel */
+    char ctag[];
+};
+
 /* One upstream operation awaiting on_done. */
 enum session_op_kind {
     SESSION_OP_PLAIN = 0,
@@ -147,7 +155,8 @@ struct session_oplog {
 struct session_subs {
     struct list all; /* struct session_sub */
     size_t n;
-    unsigned seq;         /* numbering of 1.0 subscriptions without `id` */
+    struct list retired;  /* struct session_retired: consumer tags still being cancelled */
+    unsigned seq;         /* numbering of consumer tags that need a suffix to be unique in the session */
     struct timer *settle; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 };
 

@@ -14,7 +14,9 @@
  *
  * MESSAGE: subscription, destination (rebuilt from exchange and routing key), message-id, redelivered, ack (1.2, client
  * modes), then the properties mapped back and the AMQP headers. Headers the client's version cannot carry (e.g. a LF in
- * 1.0) are dropped rather than corrupting the frame.
+ * 1.0) are dropped rather than corrupting the frame. So are AMQP headers named like one of warren's (any publisher may
+ * set `subscription` or `ack` in the table, a STOMP SEND included): warren's come first and are the only ones, so a
+ * client that keeps the last occurrence of a header is not misled either (STOMP 1.2 "Repeated Header Entries").
  */
 #include "bridge/session-int.h"
 
@@ -404,6 +406,27 @@ static int msg_ctx_init(struct msg_ctx *m, struct session *s, size_t n_custom)
     return 0;
 }
 
+/* Headers only warren sets on MESSAGE, whether or not this one carries them (1.0 has no `ack`, a 1.0 subscription may have
+ * no id). */
+static const char *const own_headers[] = {"subscription", "destination", "message-id", "redelivered", "ack"};
+
+static bool same_name(const struct stomp_header *h, const char *name, size_t len)
+{
+    return h->name_len == len && memcmp(h->name, name, len) == 0;
+}
+
+/* Whether AMQP header `h` would repeat one of warren's: a reserved name, or one of the first n_own headers of m. */
+static bool is_own_header(const struct msg_ctx *m, size_t n_own, const struct stomp_header *h)
+{
+    for (size_t i = 0; i < sizeof(own_headers) / sizeof(own_headers[0]); i++)
+        if (same_name(h, own_headers[i], strlen(own_headers[i])))
+            return true;
+    for (size_t i = 0; i < n_own; i++)
+        if (same_name(h, m->h[i].name, m->h[i].name_len))
+            return true;
+    return false;
+}
+
 static void put_props(struct msg_ctx *m, const struct upstream_props *p)
 {
     put_str(m, "content-type", p->content_type);
@@ -431,9 +454,12 @@ static void put_props(struct msg_ctx *m, const struct upstream_props *p)
         snprintf(m->ts, sizeof(m->ts), "%" PRIu64, p->timestamp);
         put_str(m, "timestamp", m->ts);
     }
+    size_t n_own = m->n;
     for (size_t i = 0; i < p->n_headers; i++) {
         const struct upstream_header *x = &p->headers[i];
         struct stomp_header h = {.name = x->name, .name_len = x->name_len, .value = x->value, .value_len = x->value_len};
+        if (is_own_header(m, n_own, &h))
+            continue;
         if (m->n < m->cap && stomp_header_check(&h, STOMP_CMD_MESSAGE, m->s->version, NULL) == 0)
             m->h[m->n++] = h;
     }

@@ -11,6 +11,12 @@
  * within ITS subscription only (STOMP 1.2 "SUBSCRIBE ack Header"), so each subscription keeps its own list of unsettled
  * tags; an ACK settles that subscription's tags up to the acked one, with one multiple=true basic.ack when no other
  * subscription holds an older tag, one basic.ack per tag otherwise.
+ *
+ * Consumer tags are unique in the session for as long as a delivery may name them: "T_<id>" as Web-STOMP names them
+ * (so message-ids read "T_<id>@@<session>@@<tag>"), with a "#<n>" suffix when that tag is taken, by a live
+ * subscription or by one UNSUBSCRIBEd whose basic.cancel-ok has not come (AMQP 0-9-1: deliveries for a consumer may
+ * arrive until then). A delivery whose tag names no live subscription is given back (basic.nack, requeue), so an
+ * UNSUBSCRIBE then SUBSCRIBE with the same id never takes the old consumer's in-flight messages for the new one.
  */
 #include "bridge/session-int.h"
 
@@ -87,16 +93,59 @@ static void sub_unlink(struct session *s, struct session_sub *sub)
     }
 }
 
+static bool op_pending(const struct session *s, uint64_t tag)
+{
+    const struct session_op *op;
+    LIST_FOR_EACH_ENTRY (op, &s->ops.ops, link)
+        if (op->tag == tag)
+            return true;
+    return false;
+}
+
+/* Forgets the retired tags whose basic.cancel completed: no delivery names them any more. */
+static void retired_prune(struct session *s)
+{
+    struct session_retired *r, *tmp;
+    LIST_FOR_EACH_ENTRY_SAFE (r, tmp, &s->subs.retired, link) {
+        if (!op_pending(s, r->cancel_op)) {
+            list_unlink(&r->link);
+            free(r);
+        }
+    }
+}
+
+static bool ctag_taken(struct session *s, const char *ctag)
+{
+    const struct session_retired *r;
+    if (sub_find_ctag(s, ctag))
+        return true;
+    LIST_FOR_EACH_ENTRY (r, &s->subs.retired, link)
+        if (strcmp(r->ctag, ctag) == 0)
+            return true;
+    return false;
+}
+
+/* A consumer tag for subscription `id` that no delivery still to come can name (see the top of the file). */
+static void ctag_choose(struct session *s, const char *id, size_t id_len, char *out, size_t cap)
+{
+    char base[208]; /* "T_" + an id of 200 bytes at most, so that the suffix always fits */
+    if (id_len <= 200)
+        snprintf(base, sizeof(base), "T_%.*s", (int)id_len, id);
+    else
+        snprintf(base, sizeof(base), "T_#%u", ++s->subs.seq);
+    retired_prune(s);
+    snprintf(out, cap, "%s", base);
+    while (ctag_taken(s, out))
+        snprintf(out, cap, "%s#%u", base, ++s->subs.seq);
+}
+
 static struct session_sub *sub_new(struct session *s, const char *id, size_t id_len, const char *dest, size_t dest_len)
 {
     struct session_sub *sub = calloc(1, sizeof(*sub));
     char ctag[DEST_NAME_MAX + 1];
     if (!sub)
         return NULL;
-    if (id_len <= 200)
-        snprintf(ctag, sizeof(ctag), "T_%.*s", (int)id_len, id);
-    else
-        snprintf(ctag, sizeof(ctag), "T_#%u", ++s->subs.seq);
+    ctag_choose(s, id, id_len, ctag, sizeof(ctag));
     sub->id = session_strndup(id, id_len);
     sub->dest = session_strndup(dest, dest_len);
     sub->ctag = strdup(ctag);
@@ -310,9 +359,19 @@ enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_fr
         return SESSION_FAIL(s, f, UNSUB_NOT_FOUND, SARG_HDR(h));
     if (sub->temp)
         return SESSION_FAIL0(s, f, UNSUB_TEMP);
+    size_t ctag_len = strlen(sub->ctag);
+    struct session_retired *retired = malloc(sizeof(*retired) + ctag_len + 1);
+    if (!retired)
+        return SESSION_FATAL(s, "out of memory");
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
-    if (!tag || session_op_check(s, tag, upstream_chan_cancel(s->ch, tag, sub->ctag)) != 0)
+    if (!tag || session_op_check(s, tag, upstream_chan_cancel(s->ch, tag, sub->ctag)) != 0) {
+        free(retired);
         return SESSION_CLOSED;
+    }
+    retired_prune(s);
+    retired->cancel_op = tag;
+    memcpy(retired->ctag, sub->ctag, ctag_len + 1);
+    list_link_front(&s->subs.retired, &retired->link);
     if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
         tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
         if (!tag || session_op_check(s, tag, upstream_chan_delete_queue(s->ch, tag, sub->queue)) != 0)
@@ -427,7 +486,7 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     if (s->state == SESSION_ST_CLOSED || !s->ch)
         return;
     struct session_sub *sub = sub_find_ctag(s, d->consumer_tag);
-    if (!sub) { /* raced with UNSUBSCRIBE: give it back */
+    if (!sub) { /* a consumer UNSUBSCRIBEd, its basic.cancel not answered yet: give it back */
         (void)settle(s, d->delivery_tag, false, true, true);
         return;
     }
@@ -510,6 +569,7 @@ static void settle_later(void *arg)
 int session_subs_init(struct session *s)
 {
     list_init(&s->subs.all);
+    list_init(&s->subs.retired);
     s->subs.settle = timer_new(s->env.base, settle_later, s);
     return s->subs.settle ? 0 : -ENOMEM;
 }
@@ -522,6 +582,11 @@ void session_subs_deinit(struct session *s)
         sub_free(sub);
     }
     s->subs.n = 0;
+    struct session_retired *r, *rtmp;
+    LIST_FOR_EACH_ENTRY_SAFE (r, rtmp, &s->subs.retired, link) {
+        list_unlink(&r->link);
+        free(r);
+    }
     timer_free(s->subs.settle);
     s->subs.settle = NULL;
 }

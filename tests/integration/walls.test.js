@@ -19,7 +19,7 @@ const assert = require('node:assert/strict');
 const T = require('./lib/target');
 const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
-const { RawStomp } = require('./lib/raw');
+const { RawStomp, encodeFrame } = require('./lib/raw');
 const { expectError } = require('./lib/check');
 const { unique, withTimeout } = require('./lib/util');
 
@@ -94,5 +94,72 @@ describe('walls: what only the broker frame_max refuses fails that channel only'
     }
     assert.equal(b.isClosed, false);
     b.close();
+  });
+});
+
+describe('walls: consumers and the headers of MESSAGE', { skip: T.suiteSkip() }, () => {
+  let target;
+  const { queueName } = useTarget((t) => (target = t), { workers: 1 });
+
+  it(
+    'UNSUBSCRIBE then SUBSCRIBE with the same id: the old consumer’s in-flight deliveries go back to their queue',
+    { skip: T.warrenOnly('Web-STOMP reuses T_<id> too') },
+    async () => {
+      const q = queueName('old');
+      const q2 = queueName('new');
+      await amqp.declareQueue(q, { durable: false });
+      await amqp.declareQueue(q2, { durable: false });
+      for (let i = 0; i < 20; i++) await amqp.publish('', q, `old-${i}`);
+      const c = await RawStomp.connect(target.url);
+      // One WebSocket message: the session handles all three before any delivery of the first consumer reaches it,
+      // and the broker sends its prefetch window right after basic.consume-ok, before it sees the basic.cancel.
+      c.sendRaw(
+        Buffer.concat([
+          encodeFrame('SUBSCRIBE', { id: 'x', destination: `/amq/queue/${q}`, ack: 'client', 'prefetch-count': '20' }),
+          encodeFrame('UNSUBSCRIBE', { id: 'x' }),
+          encodeFrame('SUBSCRIBE', { id: 'x', destination: `/amq/queue/${q2}`, ack: 'client', receipt: 'sub2' }),
+        ]),
+      );
+      const frames = [];
+      const marker = (async () => {
+        await amqp.publish('', q2, 'marker');
+      })();
+      for (;;) {
+        const f = await c.next(undefined, 'MESSAGE marker');
+        frames.push(f);
+        if (f.command === 'MESSAGE' && f.text === 'marker') break;
+        if (f.command === 'ERROR') break;
+      }
+      await marker;
+      const stolen = frames.filter((f) => f.command === 'MESSAGE' && f.text.startsWith('old-'));
+      assert.equal(stolen.length, 0, `the new subscription x got ${stolen.length} of the old consumer's messages`);
+      assert.ok(frames.some((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'sub2'));
+      // They were given back (basic.nack requeue), not lost or held.
+      await amqp.waitQueueCount(q, 20);
+      c.close();
+    },
+  );
+
+  it('AMQP headers named subscription, ack, message-id, destination, redelivered do not shadow warren’s', async () => {
+    const q = queueName('shadow');
+    await amqp.declareQueue(q, { durable: false });
+    await amqp.publish('', q, 'hello', {
+      headers: { subscription: 'evil', ack: 'evil', 'message-id': 'evil', destination: '/queue/evil', redelivered: 'true', mine: 'kept' },
+    });
+    const c = await RawStomp.connect(target.url);
+    c.sendFrame('SUBSCRIBE', { id: 's', destination: `/amq/queue/${q}`, ack: 'client' });
+    const m = await c.expect('MESSAGE');
+    const count = (name) => m.rawHeaders.filter(([k]) => k === name).length;
+    for (const name of ['subscription', 'ack', 'message-id', 'destination', 'redelivered']) {
+      assert.equal(count(name), 1, `${name} once in ${JSON.stringify(m.rawHeaders)}`);
+    }
+    assert.equal(m.headers.subscription, 's');
+    assert.equal(m.headers.redelivered, 'false');
+    assert.equal(m.headers.destination, `/queue/${q}`);
+    assert.notEqual(m.headers['message-id'], 'evil');
+    assert.equal(m.headers.ack, m.headers['message-id']);
+    assert.equal(m.headers.mine, 'kept');
+    await c.withReceipt('ACK', { id: m.headers.ack });
+    c.close();
   });
 });

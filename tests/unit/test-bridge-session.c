@@ -560,6 +560,94 @@ static void test_send_amqp_limits(void)
     rig_deinit(&r);
 }
 
+/* UNSUBSCRIBE then SUBSCRIBE with the same id: the new consumer gets a tag of its own while the old one's basic.cancel is
+ * unanswered, so the old consumer's in-flight deliveries are given back, not taken for the new subscription. */
+static void test_resubscribe_new_tag(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    struct upstream_chan *ch = fake_last_chan(r.up);
+    long c1 = subscribe(&r, "x", "client-individual");
+    CHECK(c1 >= 0 && strcmp(r.up->cmds[c1].b, "T_x") == 0); /* Web-STOMP's name for a first consumer */
+    fake_deliver(ch, "T_x", "old-1", NULL);
+    CHECK(strstr(rig_last(&r), "\nmessage-id:T_x@@session-") != NULL);
+    rig_feed(&r, "UNSUBSCRIBE\nid:x\n\n"); /* its basic.cancel stays unanswered */
+    size_t nacks = fake_count(r.up, FAKE_NACK);
+    char f[256];
+    snprintf(f, sizeof(f), "SUBSCRIBE\nid:x\ndestination:/queue/other\nack:client-individual\n\n");
+    size_t before = r.up->n_cmds;
+    rig_feed(&r, f);
+    long c2 = fake_find(r.up, FAKE_CONSUME, before);
+    CHECK(c2 >= 0 && strcmp(r.up->cmds[c2].b, "T_x") != 0);
+    char ctag2[256];
+    snprintf(ctag2, sizeof(ctag2), "%s", c2 >= 0 ? r.up->cmds[c2].b : "");
+    size_t msgs = rig_count(&r, "MESSAGE");
+    uint64_t late = fake_deliver(ch, "T_x", "old-2", NULL); /* the old consumer's, in flight before its cancel-ok */
+    CHECK_EQ_INT(rig_count(&r, "MESSAGE"), msgs);
+    long n = fake_find(r.up, FAKE_NACK, 0);
+    while (n >= 0 && r.up->cmds[n].dtag != late)
+        n = fake_find(r.up, FAKE_NACK, (size_t)n + 1);
+    CHECK(n >= 0 && r.up->cmds[n].requeue && fake_count(r.up, FAKE_NACK) == nacks + 1);
+    fake_deliver(ch, ctag2, "new-1", NULL);
+    CHECK(frame_has(rig_last(&r), "subscription:x") && strstr(rig_last(&r), "new-1") != NULL);
+    char id[256], ack[512];
+    last_ack_id(&r, id, sizeof(id));
+    CHECK(strncmp(id, ctag2, strlen(ctag2)) == 0 && strstr(id, "@@session-") != NULL);
+    snprintf(ack, sizeof(ack), "ACK\nid:%s\n\n", id);
+    rig_feed(&r, ack);
+    CHECK(!r.closed && fake_count(r.up, FAKE_ACK) == 1);
+    /* Once the old cancel is answered its tag is free again; the second one's is not. */
+    fake_done_all(r.up);
+    rig_feed(&r, "UNSUBSCRIBE\nid:x\n\n");
+    before = r.up->n_cmds;
+    rig_feed(&r, f);
+    long c3 = fake_find(r.up, FAKE_CONSUME, before);
+    CHECK(c3 >= 0 && strcmp(r.up->cmds[c3].b, "T_x") == 0 && strcmp(r.up->cmds[c3].b, ctag2) != 0);
+    CHECK(!r.closed);
+    rig_deinit(&r);
+}
+
+/* AMQP headers named like warren's own MESSAGE headers are dropped: warren's come first and are the only ones (STOMP 1.2:
+ * the first occurrence counts, so a copy after them would still mislead a client that keeps the last). */
+static void test_message_headers_not_shadowed(void)
+{
+    static const char *const own[] = {"subscription", "destination", "message-id", "redelivered", "ack", "content-type"};
+    struct upstream_header h[] = {
+        {"subscription", 12, "evil", 4}, {"destination", 11, "/queue/evil", 11},
+        {"message-id", 10, "evil", 4},   {"redelivered", 11, "true", 4},
+        {"ack", 3, "evil", 4},           {"content-type", 12, "evil/evil", 9},
+        {"x-mine", 6, "kept", 4},
+    };
+    struct upstream_props p = {.content_type = "text/plain", .priority = -1, .headers = h, .n_headers = 7};
+    const char *versions[] = {"1.2", "1.0"};
+    for (int v = 0; v < 2; v++) {
+        struct rig r;
+        rig_init(&r);
+        rig_start(&r);
+        rig_connect(&r, versions[v], "0,0");
+        subscribe(&r, "s", "client");
+        fake_deliver(fake_last_chan(r.up), "T_s", "m", &p);
+        const char *m = rig_last(&r);
+        CHECK(strncmp(m, "MESSAGE\n", 8) == 0);
+        for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+            char line[64];
+            snprintf(line, sizeof(line), "\n%s:", own[i]);
+            const char *first = strstr(m, line);
+            if (strcmp(own[i], "ack") == 0 && v == 1) {
+                CHECK(first == NULL); /* 1.0 has no ack header, and gets no publisher's either */
+                continue;
+            }
+            CHECK(first != NULL && strstr(first + 1, line) == NULL);
+            CHECK(first && strncmp(first + strlen(line), "evil", 4) != 0 && strncmp(first + strlen(line), "/queue/evil", 11) != 0);
+        }
+        CHECK(frame_has(m, "subscription:s") && frame_has(m, "redelivered:false") && frame_has(m, "destination:/queue/rk"));
+        CHECK(frame_has(m, "content-type:text/plain") && frame_has(m, "x-mine:kept"));
+        rig_deinit(&r);
+    }
+}
+
 /* /temp-queue/ reply queues count against max_subscriptions: each is a queue and a consumer at the broker. */
 static void test_temp_queues_bounded(void)
 {
@@ -656,6 +744,8 @@ int main(void)
     RUN(test_error_quotes);
     RUN(test_owned_queues);
     RUN(test_send_amqp_limits);
+    RUN(test_resubscribe_new_tag);
+    RUN(test_message_headers_not_shadowed);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
