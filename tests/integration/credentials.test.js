@@ -8,9 +8,10 @@
 //
 // One worker (connection counts), a throw-away user per test.
 
-const { describe, it, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
+const { usePerTestTargets } = require('./lib/fixture');
 const ctl = require('./lib/rabbitmqctl');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -19,24 +20,7 @@ const { unique, waitFor } = require('./lib/util');
 const skip = T.suiteSkip() || ctl.ctlSkip() || (!T.isWarren && 'warren-only: amqp_auth_reuse_ms');
 
 describe('credentials stay fresh', { skip }, () => {
-  const targets = [];
-  const users = [];
-  after(async () => {
-    for (const u of users) await ctl.deleteUser(u).catch(() => {});
-    for (const t of targets) await t.stop();
-  });
-  const start = async (options) => {
-    const t = await T.startTarget({ workers: 1, ...options });
-    targets.push(t);
-    return t;
-  };
-  const newUser = async () => {
-    const u = unique('cred');
-    users.push(u);
-    await ctl.addUser(u, 'pw', ['/']);
-    return u;
-  };
-  const connectionsOf = async (user) => (await ctl.listConnections(['pid', 'user'])).filter((c) => c.user === user);
+  const { start, newUser, connectionsOf } = usePerTestTargets({ workers: 1 }, 'cred');
 
   it('amqp_auth_reuse_ms=0: a changed password refuses the next session at once; the open one works on', async () => {
     const t = await start({ amqp_auth_reuse_ms: 0, amqp_idle_close_ms: 3600000 });

@@ -10,11 +10,12 @@
 // Each test logs in as its own throw-away user so that counting that user's
 // connections with rabbitmqctl is not disturbed by other test files.
 
-const { describe, it, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const os = require('node:os');
 const WebSocket = require('ws');
 const T = require('./lib/target');
+const { usePerTestTargets } = require('./lib/fixture');
 const ctl = require('./lib/rabbitmqctl');
 const { RawStomp } = require('./lib/raw');
 const { StompSession } = require('./lib/stomp');
@@ -23,24 +24,7 @@ const { unique, waitFor, withTimeout, WAIT_MS } = require('./lib/util');
 const skip = T.suiteSkip() || ctl.ctlSkip() || (!T.isWarren && 'warren-only: workers');
 
 describe('workers', { skip }, () => {
-  const targets = [];
-  const users = [];
-  after(async () => {
-    for (const u of users) await ctl.deleteUser(u).catch(() => {});
-    for (const t of targets) await t.stop();
-  });
-  const start = async (options) => {
-    const t = await T.startTarget(options);
-    targets.push(t);
-    return t;
-  };
-  const newUser = async () => {
-    const u = unique('wk');
-    users.push(u);
-    await ctl.addUser(u, 'pw', ['/']);
-    return u;
-  };
-  const connectionsOf = async (user) => (await ctl.listConnections(['pid', 'user'])).filter((c) => c.user === user);
+  const { start, newUser, connectionsOf } = usePerTestTargets({}, 'wk');
 
   it('sessions alternate over 2 workers, one AMQP connection per worker, and reach each other through the broker', async () => {
     const t = await start({ workers: 2 });

@@ -45,4 +45,33 @@ function useTarget(onStart, options) {
   return { cleanup, queueName, exchangeName };
 }
 
-module.exports = { useTarget };
+/**
+ * For files that start targets per test and log in as throw-away users (so that counting a user's AMQP connections
+ * with rabbitmqctl is not disturbed by other files): start(options) starts a target with `defaults` merged under
+ * options, newUser() adds a user with password 'pw' on '/', connectionsOf(user) lists its connections at the broker.
+ * Everything is stopped and deleted after the file's tests.
+ */
+function usePerTestTargets(defaults = {}, tag = 'user') {
+  const ctl = require('./rabbitmqctl');
+  const targets = [];
+  const users = [];
+  after(async () => {
+    for (const u of users) await ctl.deleteUser(u);
+    for (const t of targets) await t.stop();
+  });
+  const start = async (options) => {
+    const t = await T.startTarget({ ...defaults, ...options });
+    targets.push(t);
+    return t;
+  };
+  const newUser = async () => {
+    const u = unique(tag);
+    users.push(u);
+    await ctl.addUser(u, 'pw', ['/']);
+    return u;
+  };
+  const connectionsOf = async (user) => (await ctl.listConnections(['pid', 'user'])).filter((c) => c.user === user);
+  return { start, newUser, connectionsOf };
+}
+
+module.exports = { useTarget, usePerTestTargets };
