@@ -240,11 +240,6 @@ int server_conf_update(struct server *srv, const struct conf *conf)
     return 0;
 }
 
-size_t server_client_count(const struct server *srv)
-{
-    return srv->n_conns;
-}
-
 void server_handed(struct server *srv)
 {
     atomic_fetch_add(&srv->load, 1);

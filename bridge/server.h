@@ -111,6 +111,3 @@ void server_free(struct server *srv);
  * the last of them closes. Returns 0, or -ENOMEM with the current configuration unchanged.
  */
 int server_conf_update(struct server *srv, const struct conf *conf);
-
-/* Live connections of this server, whatever their front-end (loop thread). */
-size_t server_client_count(const struct server *srv);

@@ -21,19 +21,6 @@ static const struct session_err_row rows[SESSION_ERR_COUNT] = {
 #undef SESSION_ERR_ROW
 };
 
-const char *session_rc_str(enum session_rc rc)
-{
-    switch (rc) {
-    case SESSION_OK:
-        return "ok";
-    case SESSION_HELD:
-        return "held";
-    case SESSION_CLOSED:
-        return "closed";
-    }
-    return "?";
-}
-
 const struct session_err_row *session_err_row(enum session_err e)
 {
     return (unsigned)e < SESSION_ERR_COUNT ? &rows[e] : &rows[SESSION_ERR_INTERNAL];
@@ -65,11 +52,6 @@ static void expand(const char *t, const struct session_arg *args, size_t n, size
     out[o] = '\0';
 }
 
-static struct stomp_header hdr(const char *name, const char *value, size_t len)
-{
-    return (struct stomp_header){.name = name, .name_len = strlen(name), .value = value, .value_len = len};
-}
-
 enum session_rc session_error_frame(struct session *s, const struct session_arg *receipt, enum session_err e,
                                     const struct session_arg *args, size_t n, const struct stomp_header *extra)
 {
@@ -82,14 +64,15 @@ enum session_rc session_error_frame(struct session *s, const struct session_arg 
     expand(row->body, args, n, row->arg_max, body, sizeof(body));
     struct stomp_header h[5];
     size_t nh = 0;
-    h[nh++] = hdr("message", message, strlen(message));
-    h[nh++] = hdr("content-type", "text/plain", 10);
-    h[nh++] = hdr("version", stomp_version_list_str(STOMP_VERSIONS_ALL), strlen(stomp_version_list_str(STOMP_VERSIONS_ALL)));
+    h[nh++] = session_hdr_n("message", message, strlen(message));
+    h[nh++] = session_hdr_n("content-type", "text/plain", 10);
+    h[nh++] =
+        session_hdr_n("version", stomp_version_list_str(STOMP_VERSIONS_ALL), strlen(stomp_version_list_str(STOMP_VERSIONS_ALL)));
     if (extra)
         h[nh++] = *extra;
     size_t base = nh;
     if (receipt && receipt->p)
-        h[nh++] = hdr("receipt-id", receipt->p, receipt->n);
+        h[nh++] = session_hdr_n("receipt-id", receipt->p, receipt->n);
     session_log(s, LOG_INFO, "ERROR %s: %.200s", message, body);
     /* A receipt a 1.0 client cannot be sent back (e.g. a LF) must not cost the ERROR itself. */
     if (session_send_frame(s, STOMP_CMD_ERROR, h, nh, body, strlen(body)) == -EINVAL && nh > base)

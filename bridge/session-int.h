@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "bridge/dest.h"
 #include "bridge/list.h"
@@ -209,7 +210,16 @@ enum session_rc {
     SESSION_HELD = 1,   /* handled, no RECEIPT now (buffered in a transaction; CONNECT and DISCONNECT answer themselves) */
     SESSION_CLOSED = 2, /* the session failed: ERROR sent (or not possible) and io->close() called; stop */
 };
-const char *session_rc_str(enum session_rc rc);
+
+/* A header for a frame the session writes (`value` borrowed), of `len` bytes or, in session_hdr(), NUL-terminated. */
+static inline struct stomp_header session_hdr_n(const char *name, const char *value, size_t len)
+{
+    return (struct stomp_header){.name = name, .name_len = strlen(name), .value = value, .value_len = len};
+}
+static inline struct stomp_header session_hdr(const char *name, const char *value)
+{
+    return session_hdr_n(name, value, strlen(value));
+}
 
 /* A frame handler. `replay` is true when COMMIT replays a buffered frame. */
 typedef enum session_rc (*session_handler_fn)(struct session *s, const struct stomp_frame *f, bool replay);

@@ -109,7 +109,7 @@ static void waiters_run(struct session *s)
             return;
         list_unlink(&w->link);
         if (w->receipt) {
-            struct stomp_header h = {.name = "receipt-id", .name_len = 10, .value = w->receipt, .value_len = strlen(w->receipt)};
+            struct stomp_header h = session_hdr("receipt-id", w->receipt);
             (void)session_send_frame(s, STOMP_CMD_RECEIPT, &h, 1, "", 0);
         }
         if (w->close)

@@ -556,7 +556,7 @@ void session_sub_cancelled(struct session *s, const char *ctag)
     struct session_sub *sub = sub_find_ctag(s, ctag);
     if (!sub || s->state == SESSION_ST_CLOSED)
         return;
-    struct stomp_header h = {.name = "subscription", .name_len = 12, .value = sub->id, .value_len = strlen(sub->id)};
+    struct stomp_header h = session_hdr("subscription", sub->id);
     session_log(s, LOG_INFO, "broker cancelled subscription '%s'", sub->id);
     (void)session_error_frame(s, NULL, SESSION_ERR_SUB_CANCELLED, NULL, 0, &h);
 }

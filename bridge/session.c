@@ -73,11 +73,6 @@ int session_random(uint8_t *buf, size_t n)
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
 }
 
-static struct stomp_header hdr_str(const char *name, const char *value)
-{
-    return (struct stomp_header){.name = name, .name_len = strlen(name), .value = value, .value_len = strlen(value)};
-}
-
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* Output                                                                                                              */
 
@@ -217,11 +212,11 @@ static void send_connected(struct session *s, uint32_t send_ms, uint32_t recv_ms
     struct stomp_header h[4];
     size_t n = 0;
     snprintf(hb, sizeof(hb), "%u,%u", send_ms, recv_ms);
-    h[n++] = hdr_str("version", stomp_version_str(s->version));
-    h[n++] = hdr_str("heart-beat", hb);
-    h[n++] = hdr_str("session", s->id);
+    h[n++] = session_hdr("version", stomp_version_str(s->version));
+    h[n++] = session_hdr("heart-beat", hb);
+    h[n++] = session_hdr("session", s->id);
     if (s->env.server_header && !s->conf->hide_server_info)
-        h[n++] = hdr_str("server", s->env.server_header);
+        h[n++] = session_hdr("server", s->env.server_header);
     (void)session_send_frame(s, STOMP_CMD_CONNECTED, h, n, "", 0);
 }
 

@@ -96,29 +96,6 @@ struct upstream {
     unsigned closing;
 };
 
-const char *upstream_err_str(enum upstream_err e)
-{
-    switch (e) {
-    case UPSTREAM_OK:
-        return "ok";
-    case UPSTREAM_ERR_CHANNEL:
-        return "channel closed by the broker";
-    case UPSTREAM_ERR_CONNECTION:
-        return "broker connection lost";
-    case UPSTREAM_ERR_ACCESS_REFUSED:
-        return "access refused";
-    case UPSTREAM_ERR_UNREACHABLE:
-        return "broker unreachable";
-    case UPSTREAM_ERR_NACK:
-        return "message refused by the broker";
-    case UPSTREAM_ERR_NOMEM:
-        return "out of memory";
-    case UPSTREAM_ERR_CLOSED:
-        return "channel closed";
-    }
-    return "unknown";
-}
-
 const char *upstream_chan_state_str(enum upstream_chan_state st)
 {
     switch (st) {

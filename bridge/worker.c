@@ -214,11 +214,6 @@ size_t worker_load(struct worker *w)
     return server_load(w->srv);
 }
 
-unsigned worker_id(const struct worker *w)
-{
-    return w->id;
-}
-
 void worker_free(struct worker *w)
 {
     if (!w)

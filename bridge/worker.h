@@ -54,9 +54,6 @@ int worker_adopt(struct worker *w, const struct server_socket *s);
 /* Sockets handed to the worker and not freed yet (any thread): how the acceptor picks the least loaded worker. */
 size_t worker_load(struct worker *w);
 
-/* The worker's number (0-based), for logs. */
-unsigned worker_id(const struct worker *w);
-
 /*
  * Joins the thread if it was started (after `exited`, or the caller's own stop), then frees the server (what is left of
  * its connections, at once), the upstream (its AMQP connections are closed, their threads joined) and the loop. NULL is

@@ -15,29 +15,6 @@ const char *fake_cmd_kind_str(enum fake_cmd_kind k)
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
-const char *upstream_err_str(enum upstream_err e)
-{
-    switch (e) {
-    case UPSTREAM_OK:
-        return "ok";
-    case UPSTREAM_ERR_CHANNEL:
-        return "channel_error";
-    case UPSTREAM_ERR_CONNECTION:
-        return "connection_lost";
-    case UPSTREAM_ERR_ACCESS_REFUSED:
-        return "access_refused";
-    case UPSTREAM_ERR_UNREACHABLE:
-        return "broker_unreachable";
-    case UPSTREAM_ERR_NACK:
-        return "nack";
-    case UPSTREAM_ERR_NOMEM:
-        return "out_of_memory";
-    case UPSTREAM_ERR_CLOSED:
-        return "channel_closed";
-    }
-    return "?";
-}
-
 /* A violation of the upstream contract by the code under test: abort, so that tests and the fuzzer both see it. */
 static void contract(bool ok, const char *what)
 {
