@@ -29,6 +29,7 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/rand.h>
 
 #include "bridge/clock.h"
 #include "bridge/log.h"
@@ -75,6 +76,10 @@ struct acceptor {
     /* max_connections_per_ip */
     struct server_ip *ips[ACCEPTOR_IP_BUCKETS];
     size_t n_ips;
+    uint32_t ip_seed; /* random: a peer cannot choose addresses that all land in one bucket */
+    /* refusals (limits): logged once per interval, like accept failures */
+    uint64_t last_refused_log_ms;
+    unsigned long unlogged_refused;
 };
 
 void server_ip_release(struct server_ip *ip)
@@ -122,11 +127,17 @@ static size_t ip_key(const struct sockaddr *sa, uint8_t out[16])
     return 0;
 }
 
-static unsigned ip_hash(const uint8_t *key, size_t len)
+/* FNV-1a from a random basis, then a murmur3 finaliser so that every bit of the state reaches the bucket number. */
+static unsigned ip_hash(uint32_t seed, const uint8_t *key, size_t len)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
+    uint32_t h = 2166136261u ^ seed;
     for (size_t i = 0; i < len; i++)
         h = (h ^ key[i]) * 16777619u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
     return h % ACCEPTOR_IP_BUCKETS;
 }
 
@@ -159,12 +170,12 @@ static int ip_take(struct acceptor *a, const struct sockaddr *sa, struct server_
     if (a->n_ips > 2 * atomic_load(&a->group->conns) + ACCEPTOR_IP_BUCKETS) /* entries no connection holds */
         for (unsigned b = 0; b < ACCEPTOR_IP_BUCKETS; b++)
             ip_bucket_sweep(a, b);
-    unsigned b = ip_hash(key, len);
-    ip_bucket_sweep(a, b);
+    unsigned b = ip_hash(a->ip_seed, key, len);
     struct server_ip *e = a->ips[b];
     while (e && !(e->len == len && memcmp(e->addr, key, len) == 0))
         e = e->next;
     if (!e) {
+        ip_bucket_sweep(a, b); /* only now: an address that comes back keeps its entry instead of a free and a calloc */
         if (!(e = calloc(1, sizeof(*e))))
             return -ENOMEM;
         e->len = (uint8_t)len;
@@ -183,6 +194,20 @@ static int ip_take(struct acceptor *a, const struct sockaddr *sa, struct server_
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* Accepting */
 
+/* A refusal at a limit: one line per ACCEPTOR_LOG_INTERVAL_MS at most (the peer decides how many there are), with the
+ * count of those not logged. */
+static void log_refused(struct acceptor *a, const char *peer, const char *what, int limit)
+{
+    uint64_t now = clock_now_ms();
+    if (a->last_refused_log_ms != 0 && now - a->last_refused_log_ms < ACCEPTOR_LOG_INTERVAL_MS) {
+        a->unlogged_refused++;
+        return;
+    }
+    log_msg(LOG_WARN, peer, "%s (%d) reached; refused (%lu more refusals since the last report)", what, limit, a->unlogged_refused);
+    a->last_refused_log_ms = now;
+    a->unlogged_refused = 0;
+}
+
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     struct listener *l = arg;
@@ -195,7 +220,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     size_t open = atomic_fetch_add(&a->group->conns, 1); /* counted in before the check: exact whatever the workers do */
     if (a->max_connections > 0 && open >= (size_t)a->max_connections) {
         atomic_fetch_sub(&a->group->conns, 1);
-        log_msg(LOG_WARN, s.peer, "connection limit (%d) reached; refused", a->max_connections);
+        log_refused(a, s.peer, "connection limit", a->max_connections);
         server_reject(l->port, fd, "connection limit reached");
         return;
     }
@@ -203,7 +228,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (r != 0) {
         atomic_fetch_sub(&a->group->conns, 1);
         if (r > 0)
-            log_msg(LOG_WARN, s.peer, "connection limit per address (%d) reached; refused", a->max_per_ip);
+            log_refused(a, s.peer, "connection limit per address", a->max_per_ip);
         else
             log_msg(LOG_ERROR, s.peer, "out of memory counting a connection; refused");
         server_reject(l->port, fd, r > 0 ? "too many connections from this address" : "out of memory");
@@ -300,8 +325,11 @@ static int effective_max(const struct conf *conf)
         return 0;
     }
     int max = acceptor_max_connections_for(rl.rlim_cur, worker_count(conf));
-    log_msg(LOG_INFO, NULL, "max_connections: %d from RLIMIT_NOFILE %llu (the rest is kept for AMQP sockets, eventfds, files)", max,
-            rl.rlim_cur == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_cur);
+    char lim[32] = "unlimited";
+    if (rl.rlim_cur != RLIM_INFINITY)
+        snprintf(lim, sizeof(lim), "%llu", (unsigned long long)rl.rlim_cur);
+    log_msg(LOG_INFO, NULL, "max_connections: %d from RLIMIT_NOFILE %s (the rest is kept for AMQP sockets, eventfds, files)", max,
+            lim);
     return max;
 }
 
@@ -344,6 +372,8 @@ int acceptor_new(struct event_base *base, const struct conf *conf, struct server
     a->arg = arg;
     a->max_connections = effective_max(conf);
     a->max_per_ip = conf->max_connections_per_ip;
+    if (RAND_bytes((unsigned char *)&a->ip_seed, sizeof(a->ip_seed)) != 1)
+        a->ip_seed = (uint32_t)clock_now_ms(); /* still unknown to a remote peer in practice */
     a->backoff_ev = evtimer_new(base, backoff_cb, a);
     if (!a->backoff_ev) {
         free(a);

@@ -37,12 +37,23 @@ static const char *const prop_headers[] = {
     "user-id",     "app-id",       "persistent",       "amqp-message-id", "priority", "timestamp",
 };
 
-static bool is_prop_header(const struct stomp_header *h)
+static bool same_name(const struct stomp_header *h, const char *name, size_t len)
 {
-    for (size_t i = 0; i < sizeof(prop_headers) / sizeof(prop_headers[0]); i++)
-        if (h->name_len == strlen(prop_headers[i]) && memcmp(h->name, prop_headers[i], h->name_len) == 0)
+    return h->name_len == len && memcmp(h->name, name, len) == 0;
+}
+
+/* Whether h's name is one of names[0..n). */
+static bool name_in(const char *const *names, size_t n, const struct stomp_header *h)
+{
+    for (size_t i = 0; i < n; i++)
+        if (same_name(h, names[i], strlen(names[i])))
             return true;
     return false;
+}
+
+static bool is_prop_header(const struct stomp_header *h)
+{
+    return name_in(prop_headers, sizeof(prop_headers) / sizeof(prop_headers[0]), h);
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -410,17 +421,11 @@ static int msg_ctx_init(struct msg_ctx *m, struct session *s, size_t n_custom)
  * no id). */
 static const char *const own_headers[] = {"subscription", "destination", "message-id", "redelivered", "ack"};
 
-static bool same_name(const struct stomp_header *h, const char *name, size_t len)
-{
-    return h->name_len == len && memcmp(h->name, name, len) == 0;
-}
-
 /* Whether AMQP header `h` would repeat one of warren's: a reserved name, or one of the first n_own headers of m. */
 static bool is_own_header(const struct msg_ctx *m, size_t n_own, const struct stomp_header *h)
 {
-    for (size_t i = 0; i < sizeof(own_headers) / sizeof(own_headers[0]); i++)
-        if (same_name(h, own_headers[i], strlen(own_headers[i])))
-            return true;
+    if (name_in(own_headers, sizeof(own_headers) / sizeof(own_headers[0]), h))
+        return true;
     for (size_t i = 0; i < n_own; i++)
         if (same_name(h, m->h[i].name, m->h[i].name_len))
             return true;

@@ -723,7 +723,7 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
         ch->released = true; /* done at the broker's close-ok */
         return;
     }
-    if (ch->st == LCH_NEW || ch->st == LCH_DEAD || ch->st == LCH_ABORTING || link->st != LINK_OPEN) {
+    if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) { /* an ABORTING one here: the link is down */
         chan_done(link, ch);
         return;
     }
