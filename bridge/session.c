@@ -445,7 +445,7 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
     if (!reason)
         reason = stomp_error_str(r);
     char num[24];
-    if (strstr(reason, "command"))
+    if (r == STOMP_E_COMMAND)
         (void)SESSION_FAIL(s, NULL, BAD_COMMAND, ((struct session_arg){frame, (size_t)command_len(frame, len)}));
     else if (r == STOMP_E_TOO_BIG)
         (void)SESSION_FAIL(s, NULL, FRAME_TOO_BIG, SARG(reason),

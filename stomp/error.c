@@ -24,6 +24,8 @@ const char *stomp_error_str(int err)
         return "STOMP_E_HEARTBEAT_TIMEOUT";
     case STOMP_E_NOSPACE:
         return "STOMP_E_NOSPACE";
+    case STOMP_E_COMMAND:
+        return "STOMP_E_COMMAND";
     case -ENOMEM:
         return "-ENOMEM";
     case -EINVAL:

@@ -24,6 +24,7 @@ enum stomp_result {
     STOMP_E_VERSION = 5,           /* version negotiation: no common version → ERROR (version header) + close */
     STOMP_E_HEARTBEAT_TIMEOUT = 6, /* the peer was silent for longer than the agreed heart-beat interval allows → close */
     STOMP_E_NOSPACE = 7,           /* serialiser: the output buffer is too small; the needed size was reported */
+    STOMP_E_COMMAND = 8,           /* parser: the command line is not a STOMP command → ERROR 'Bad command' + close */
 };
 
 /* Short static name of a result ("STOMP_E_PROTOCOL", "-ENOMEM", ...), for logs and tests. Never NULL. */

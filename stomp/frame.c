@@ -385,7 +385,7 @@ static int parse_head(struct stomp_parser *p, const char *buf, const char **reas
     const char *end = buf + p->body_start, *s = buf, *next;
     size_t n = line_len(s, end, &next);
     if (parse_cmd(s, n, &p->cmd))
-        return fail(p, STOMP_E_PROTOCOL, "unknown command", reason);
+        return fail(p, STOMP_E_COMMAND, "unknown command", reason);
     p->has_content_length = false;
     p->content_length = 0;
     for (size_t k = 0; k + 1 < p->n_lines; k++) {

@@ -194,7 +194,8 @@ void stomp_parser_reset(struct stomp_parser *p);
  *   STOMP_HEARTBEAT   buf starts with EOLs (LF or CRLF): *consumed = the number of EOL bytes; drop them and call again;
  *   STOMP_NEED_MORE   no complete frame yet and no limit passed; *consumed = 0. Call again with the same bytes first
  *                     plus more; a shorter buffer than last time restarts the scan from the beginning;
- *   STOMP_E_PROTOCOL, STOMP_E_TOO_BIG
+ *   STOMP_E_COMMAND, STOMP_E_PROTOCOL, STOMP_E_TOO_BIG
+ *                     the command line is not a command / any other malformed input / a limit was passed;
  *                     *reason is a static string for the ERROR frame; the parser stays failed (every later call
  *                     returns the same code and reason) until stomp_parser_reset().
  * *out is only written on 0; *reason only on errors (may be NULL if the caller does not want it).

@@ -721,6 +721,32 @@ static void test_owned_queues(void)
     rig_deinit(&r);
 }
 
+/* "Bad command" is for a command line that is not a command (the parser's STOMP_E_COMMAND), never for other parse
+ * errors whose text happens to contain the word: a body on a bodiless frame, a NUL in a header. */
+static void test_parse_error_words(void)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *message;
+    } cases[] = {
+        {"FOO\n\n", 6, "message:Bad command"},
+        {"SUBSCRIBE\ndestination:/topic/a\nid:1\n\nbody", 41, "message:this command must not have a body"},
+        {"SEND\ndestination:/topic/a\nx:a\0b\n\n", 33, "message:NUL byte in the command or header lines"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rig r;
+        rig_init(&r);
+        rig_start(&r);
+        rig_connect(&r, "1.2", "0,0");
+        rig_feed_n(&r, cases[i].in, cases[i].len + 1); /* and the NUL */
+        CHECK(r.closed && frame_has(rig_last(&r), cases[i].message));
+        if (!frame_has(rig_last(&r), cases[i].message))
+            fprintf(stderr, "case %zu: %s\n", i, rig_last(&r));
+        rig_deinit(&r);
+    }
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -746,6 +772,7 @@ int main(void)
     RUN(test_send_amqp_limits);
     RUN(test_resubscribe_new_tag);
     RUN(test_message_headers_not_shadowed);
+    RUN(test_parse_error_words);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }

@@ -256,13 +256,13 @@ static void test_every_command(void)
 
 static void test_commands_strict(void)
 {
-    CHECK_STR(EXPECT(&v12, "send\n\n\0", "E:STOMP_E_PROTOCOL;"), "unknown command");
-    EXPECT(&v12, "SENDX\n\n\0", "E:STOMP_E_PROTOCOL;");
-    EXPECT(&v12, "SEND \n\n\0", "E:STOMP_E_PROTOCOL;");
-    EXPECT(&v12, " SEND\n\n\0", "E:STOMP_E_PROTOCOL;");
-    EXPECT(&v12, "CONNECTE\n\n\0", "E:STOMP_E_PROTOCOL;");
+    CHECK_STR(EXPECT(&v12, "send\n\n\0", "E:STOMP_E_COMMAND;"), "unknown command");
+    EXPECT(&v12, "SENDX\n\n\0", "E:STOMP_E_COMMAND;");
+    EXPECT(&v12, "SEND \n\n\0", "E:STOMP_E_COMMAND;");
+    EXPECT(&v12, " SEND\n\n\0", "E:STOMP_E_COMMAND;");
+    EXPECT(&v12, "CONNECTE\n\n\0", "E:STOMP_E_COMMAND;");
     /* Unknown command detected before the body arrives. */
-    EXPECT(&v12, "FOO\nx:y\n\nbody bytes but no NUL yet", "E:STOMP_E_PROTOCOL;");
+    EXPECT(&v12, "FOO\nx:y\n\nbody bytes but no NUL yet", "E:STOMP_E_COMMAND;");
 }
 
 /* ---- line ends, heart-beats --------------------------------------------------------------------------------------- */
@@ -519,10 +519,10 @@ static void test_sticky_error_and_reset(void)
     size_t used = 7;
     const char *reason = NULL;
     stomp_parser_init(&p, NULL, hdrs, 4);
-    CHECK_EQ_INT(stomp_parser_feed(&p, bad, sizeof(bad), &used, &f, &reason), STOMP_E_PROTOCOL);
+    CHECK_EQ_INT(stomp_parser_feed(&p, bad, sizeof(bad), &used, &f, &reason), STOMP_E_COMMAND);
     CHECK_EQ_INT(used, 0);
     reason = NULL;
-    CHECK_EQ_INT(stomp_parser_feed(&p, good, sizeof(good), &used, &f, &reason), STOMP_E_PROTOCOL);
+    CHECK_EQ_INT(stomp_parser_feed(&p, good, sizeof(good), &used, &f, &reason), STOMP_E_COMMAND);
     CHECK_STR(reason, "unknown command");
     stomp_parser_reset(&p);
     CHECK_EQ_INT(stomp_parser_feed(&p, good, sizeof(good), &used, &f, &reason), 0);
