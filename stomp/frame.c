@@ -411,8 +411,6 @@ static int start_body(struct stomp_parser *p, const char **reason)
             return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
         return 0;
     }
-    if (p->content_length > 0 && !stomp_cmd_has_body(p->cmd))
-        return fail(p, STOMP_E_PROTOCOL, "this command must not have a body", reason);
     if ((uint64_t)p->body_start + p->content_length + 1 > p->limits.max_frame_bytes)
         return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
     return 0;
@@ -420,12 +418,10 @@ static int start_body(struct stomp_parser *p, const char **reason)
 
 /*
  * Without content-length: the offset of the first body byte that must be the NUL, because a non-NUL byte there
- * breaks a rule (no body allowed, max_body_bytes, max_frame_bytes). start_body() ensured body_start < max_frame_bytes.
+ * breaks a rule (max_body_bytes, max_frame_bytes). start_body() ensured body_start < max_frame_bytes.
  */
 static size_t body_stop(const struct stomp_parser *p)
 {
-    if (!stomp_cmd_has_body(p->cmd))
-        return p->body_start;
     size_t stop = p->limits.max_frame_bytes - 1;
     if (p->limits.max_body_bytes < stop - p->body_start)
         stop = p->body_start + p->limits.max_body_bytes;
@@ -458,8 +454,6 @@ static int scan_body(struct stomp_parser *p, const char *buf, size_t len, size_t
         p->scan = len;
         return STOMP_NEED_MORE;
     }
-    if (!stomp_cmd_has_body(p->cmd))
-        return fail(p, STOMP_E_PROTOCOL, "this command must not have a body", reason);
     if (stop - p->body_start >= p->limits.max_body_bytes)
         return fail(p, STOMP_E_TOO_BIG, "body too large", reason);
     return fail(p, STOMP_E_TOO_BIG, "frame too large", reason);
@@ -479,8 +473,10 @@ static void finish(struct stomp_parser *p, char *buf, size_t frame_len, struct s
     out->cmd = p->cmd;
     out->headers = p->headers;
     out->n_headers = n;
-    out->body = buf + p->body_start;
-    out->body_len = frame_len - 1 - p->body_start;
+    /* A body on a command that has none (RabbitMQ reads and ignores it; raw-socket clients send "\n" there) is dropped. */
+    bool body = stomp_cmd_has_body(p->cmd);
+    out->body = buf + (body ? p->body_start : frame_len - 1);
+    out->body_len = body ? frame_len - 1 - p->body_start : 0;
     clear_frame(p);
 }
 

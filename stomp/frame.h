@@ -37,8 +37,8 @@
  *  - `content-length` (first occurrence) is honoured on every frame: 1*DIGIT, no sign, no spaces; the body is exactly
  *    that many octets (NULs allowed) and must be followed by a NUL ("missing NUL after content-length body");
  *    without it, the body ends at the first NUL;
- *  - only SEND, MESSAGE and ERROR may carry a non-empty body; other commands with one are an error as soon as the
- *    first body byte (or a non-zero content-length) is seen.
+ *  - only SEND, MESSAGE and ERROR carry a body; on any other command a body (often a stray "\n" from a raw-socket
+ *    client) is read within the same limits and dropped (the frame comes back with body_len 0), as RabbitMQ does.
  * Limits (struct stomp_limits) are checked before waiting for more input: a content-length over max_body_bytes, a
  * header line over max_header_line_bytes, one header more than allowed, or a frame growing past max_frame_bytes is
  * reported as soon as it is visible, not when the frame ends. The result never depends on how the input was chunked:
