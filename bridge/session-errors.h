@@ -42,7 +42,6 @@
     X(HEADERS_TOO_BIG, "Invalid header", "The headers take %1 bytes as AMQP properties, more than a frame carries (%2)", 2, 0)     \
     /* subscriptions and acks */                                                                                                   \
     X(SUB_NO_DEST, "Missing destination", "SUBSCRIBE must include a 'destination' header", 0, 0)                                   \
-    X(SUB_NO_ID, "Missing header", "SUBSCRIBE must include an 'id' header", 0, 0)                                                  \
     X(SUB_DUPLICATE, "Duplicated subscription identifier", "A subscription identified by '%1' already exists.", 1, 200)            \
     X(SUB_TOO_MANY, "Too many subscriptions", "At most %1 subscriptions per session", 1, 0)                                        \
     X(SUB_DURABLE_NO_ID, "Missing Header", "Header 'id' is required for durable subscriptions", 0, 0)                              \

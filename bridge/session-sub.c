@@ -13,7 +13,7 @@
  * subscription holds an older tag, one basic.ack per tag otherwise.
  *
  * Consumer tags are unique in the session for as long as a delivery may name them: "T_<id>" as Web-STOMP names them
- * (so message-ids read "T_<id>@@<session>@@<tag>"), with a "#<n>" suffix when that tag is taken, by a live
+ * (so message-ids read "T_<id>@@<session>@@<tag>"; "Q_<destination>" for a SUBSCRIBE without `id`), with a "#<n>" suffix when that tag is taken, by a live
  * subscription or by one UNSUBSCRIBEd whose basic.cancel-ok has not come (AMQP 0-9-1: deliveries for a consumer may
  * arrive until then). A delivery whose tag names no live subscription is given back (basic.nack, requeue), so an
  * UNSUBSCRIBE then SUBSCRIBE with the same id never takes the old consumer's in-flight messages for the new one.
@@ -125,27 +125,33 @@ static bool ctag_taken(struct session *s, const char *ctag)
     return false;
 }
 
-/* A consumer tag for subscription `id` that no delivery still to come can name (see the top of the file). */
-static void ctag_choose(struct session *s, const char *id, size_t id_len, char *out, size_t cap)
+/*
+ * A consumer tag for subscription `id` that no delivery still to come can name (see the top of the file): "T_<id>", or
+ * "Q_<destination>" for a subscription without an `id` header (`has_id` false, `id` is then the destination), as
+ * Web-STOMP names them.
+ */
+static void ctag_choose(struct session *s, bool has_id, const char *id, size_t id_len, char *out, size_t cap)
 {
     char base[208]; /* "T_" + an id of 200 bytes at most, so that the suffix always fits */
+    char p = has_id ? 'T' : 'Q';
     if (id_len <= 200)
-        snprintf(base, sizeof(base), "T_%.*s", (int)id_len, id);
+        snprintf(base, sizeof(base), "%c_%.*s", p, (int)id_len, id);
     else
-        snprintf(base, sizeof(base), "T_#%u", ++s->subs.seq);
+        snprintf(base, sizeof(base), "%c_#%u", p, ++s->subs.seq);
     retired_prune(s);
     snprintf(out, cap, "%s", base);
     while (ctag_taken(s, out))
         snprintf(out, cap, "%s#%u", base, ++s->subs.seq);
 }
 
-static struct session_sub *sub_new(struct session *s, const char *id, size_t id_len, const char *dest, size_t dest_len)
+static struct session_sub *sub_new(struct session *s, bool has_id, const char *id, size_t id_len, const char *dest, size_t dest_len)
 {
     struct session_sub *sub = calloc(1, sizeof(*sub));
     char ctag[DEST_NAME_MAX + 1];
     if (!sub)
         return NULL;
-    ctag_choose(s, id, id_len, ctag, sizeof(ctag));
+    sub->has_id = has_id;
+    ctag_choose(s, has_id, id, id_len, ctag, sizeof(ctag));
     sub->id = session_strndup(id, id_len);
     sub->dest = session_strndup(dest, dest_len);
     sub->ctag = strdup(ctag);
@@ -296,15 +302,14 @@ enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_fram
     unsigned prefetch = 0;
     if (!dh)
         return SESSION_FAIL0(s, f, SUB_NO_DEST);
-    if (!ih && s->version != STOMP_V1_0)
-        return SESSION_FAIL0(s, f, SUB_NO_ID);
+    /* Without `id` (required from 1.1 on, but RabbitMQ takes it in every version) the destination names the
+     * subscription, for UNSUBSCRIBE and the Q_ consumer tag; MESSAGE then has no `subscription` header. */
     const struct stomp_header *idh = ih ? ih : dh;
     if (subscribe_check(s, f, dh, idh->value, idh->value_len, &d, &ack, &prefetch) != 0)
         return SESSION_CLOSED;
-    struct session_sub *sub = sub_new(s, idh->value, idh->value_len, dh->value, dh->value_len);
+    struct session_sub *sub = sub_new(s, ih != NULL, idh->value, idh->value_len, dh->value, dh->value_len);
     if (!sub)
         return SESSION_FATAL(s, "out of memory");
-    sub->has_id = ih != NULL;
     sub->ack = ack;
     sub->durable = (d.kind == DEST_EXCHANGE || d.kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
     if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
@@ -319,10 +324,9 @@ enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, con
 {
     char id[DEST_NAME_MAX + 32];
     int n = snprintf(id, sizeof(id), "/temp-queue/%s", temp_id);
-    struct session_sub *sub = sub_new(s, id, (size_t)n, id, (size_t)n);
+    struct session_sub *sub = sub_new(s, true, id, (size_t)n, id, (size_t)n);
     if (!sub)
         return SESSION_FATAL(s, "out of memory");
-    sub->has_id = true;
     sub->temp = true;
     sub->ack = SESSION_ACK_AUTO;
     snprintf(sub->queue, sizeof(sub->queue), "%s", queue);
@@ -350,7 +354,7 @@ static enum session_rc sub_settle_all(struct session *s, struct session_sub *sub
 enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay)
 {
     const struct stomp_header *h = stomp_frame_header(f, "id");
-    if (!h && s->version == STOMP_V1_0)
+    if (!h)
         h = stomp_frame_header(f, "destination");
     if (!h)
         return SESSION_FAIL0(s, f, UNSUB_NO_ID);

@@ -413,7 +413,7 @@ enum session_rc session_dispatch(struct session *s, const struct stomp_frame *f,
 {
     session_handler_fn fn = (unsigned)f->cmd < STOMP_CMD_COUNT ? handlers[f->cmd] : NULL;
     bool connect = f->cmd == STOMP_CMD_CONNECT || f->cmd == STOMP_CMD_STOMP;
-    if (!fn || (f->cmd == STOMP_CMD_NACK && s->version == STOMP_V1_0 && s->state != SESSION_ST_LOGIN))
+    if (!fn)
         return SESSION_FAIL(s, f, BAD_COMMAND, SARG(stomp_cmd_str(f->cmd)));
     if (s->state == SESSION_ST_LOGIN && !connect)
         return SESSION_FAIL0(s, f, NOT_LOGGED_IN);

@@ -28,8 +28,9 @@ describe('compat', { skip: T.suiteSkip() }, () => {
         `BEGIN\ntransaction:t1\nreceipt:r2\n\n${body}\0`,
         `ABORT\ntransaction:t1\nreceipt:r3\n\n${body}\0`,
         `UNSUBSCRIBE\nid:s1\nreceipt:r4\n\n${body}\0`,
-        `DISCONNECT\nreceipt:r5\n\n${body}\0`,
       ];
+      // Web-STOMP 3.10 closes on DISCONNECT without its RECEIPT (doc/compatibility.md).
+      if (T.isWarren) frames.push(`DISCONNECT\nreceipt:r5\n\n${body}\0`);
       for (const [i, fr] of frames.entries()) {
         c.sendRaw(fr);
         const r = await c.next();
@@ -39,4 +40,52 @@ describe('compat', { skip: T.suiteSkip() }, () => {
       c.close();
     }
   });
+
+  /** A raw session of `version` (CONNECTED read). */
+  const session = async (version) => {
+    const c = await RawStomp.open(target.url);
+    c.sendRaw(`CONNECT\naccept-version:${version}\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\0`);
+    const f = await c.expect('CONNECTED');
+    assert.equal(f.headers.version, version);
+    return c;
+  };
+
+  // RabbitMQ supports NACK on 1.0 as an extension (with `requeue`); the message is given back at once.
+  it('NACK on a STOMP 1.0 session requeues the message', async () => {
+    const c = await session('1.0');
+    const q = unique('compat-nack10');
+    await c.withReceipt('SUBSCRIBE', { id: 's1', destination: `/queue/${q}`, ack: 'client' });
+    c.sendFrame('SEND', { destination: `/queue/${q}` }, 'hello');
+    const m = await c.expect('MESSAGE');
+    assert.equal(m.headers.redelivered, 'false');
+    await c.withReceipt('NACK', { 'message-id': m.headers['message-id'] });
+    const again = await c.expect('MESSAGE');
+    assert.equal(again.text, 'hello');
+    assert.equal(again.headers.redelivered, 'true');
+    await c.withReceipt('ACK', { 'message-id': again.headers['message-id'] });
+    c.close();
+  });
+
+  // SUBSCRIBE without `id`: RabbitMQ takes it in every version; the destination names the subscription (consumer tag
+  // Q_<destination>, so message-ids read Q_...), MESSAGE has no `subscription`, UNSUBSCRIBE names the destination.
+  for (const version of ['1.0', '1.1', '1.2']) {
+    it(`SUBSCRIBE without id on ${version}: Q_ message-ids, UNSUBSCRIBE by destination`, async () => {
+      const c = await session(version);
+      const q = unique('compat-noid');
+      await c.withReceipt('SUBSCRIBE', { destination: `/queue/${q}`, ack: 'client-individual' });
+      c.sendFrame('SEND', { destination: `/queue/${q}` }, 'one');
+      const m = await c.expect('MESSAGE');
+      assert.equal(m.text, 'one');
+      assert.match(m.headers['message-id'], new RegExp(`^Q_/queue/${q}@@session-`));
+      assert.equal(m.headers.subscription, undefined);
+      if (version === '1.2') {
+        assert.equal(m.headers.ack, m.headers['message-id']);
+        await c.withReceipt('ACK', { id: m.headers.ack });
+      } else {
+        await c.withReceipt('ACK', { 'message-id': m.headers['message-id'] });
+      }
+      await c.withReceipt('UNSUBSCRIBE', { destination: `/queue/${q}` });
+      c.close();
+    });
+  }
 });

@@ -747,6 +747,35 @@ static void test_parse_error_words(void)
     }
 }
 
+/* As RabbitMQ: NACK works on 1.0 (with requeue); SUBSCRIBE without id works in every version, the destination naming
+ * the subscription (consumer tag Q_<destination>, no `subscription` on MESSAGE, UNSUBSCRIBE by destination). */
+static void test_nack_10_and_no_id(void)
+{
+    static const char *const versions[] = {"1.0", "1.2"};
+    for (size_t v = 0; v < 2; v++) {
+        struct rig r;
+        rig_init(&r);
+        rig_start(&r);
+        rig_connect(&r, versions[v], "0,0");
+        rig_feed(&r, "SUBSCRIBE\ndestination:/queue/q\nack:client-individual\n\n");
+        fake_done_all(r.up);
+        long c = fake_find(r.up, FAKE_CONSUME, 0);
+        CHECK(!r.closed && c >= 0 && strcmp(r.up->cmds[c].b, "Q_/queue/q") == 0);
+        fake_deliver(fake_last_chan(r.up), "Q_/queue/q", "m", NULL);
+        CHECK(strncmp(rig_last(&r), "MESSAGE\n", 8) == 0 && !strstr(rig_last(&r), "subscription:"));
+        const char *mid = strstr(rig_last(&r), "message-id:");
+        char f[512];
+        snprintf(f, sizeof(f), "NACK\n%s:%.*s\nrequeue:true\n\n", v == 0 ? "message-id" : "id",
+                 mid ? (int)strcspn(mid + 11, "\n") : 0, mid ? mid + 11 : "");
+        rig_feed(&r, f);
+        long n = fake_find(r.up, FAKE_NACK, 0);
+        CHECK(!r.closed && n >= 0 && r.up->cmds[n].requeue);
+        rig_feed(&r, "UNSUBSCRIBE\ndestination:/queue/q\n\n");
+        CHECK(!r.closed && fake_count(r.up, FAKE_CANCEL) == 1);
+        rig_deinit(&r);
+    }
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -773,6 +802,7 @@ int main(void)
     RUN(test_resubscribe_new_tag);
     RUN(test_message_headers_not_shadowed);
     RUN(test_parse_error_words);
+    RUN(test_nack_10_and_no_id);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
