@@ -13,9 +13,9 @@
  * subscription holds an older tag, one basic.ack per tag otherwise.
  *
  * Consumer tags are unique in the session for as long as a delivery may name them: "T_<id>" as Web-STOMP names them
- * (so message-ids read "T_<id>@@<session>@@<tag>"; "Q_<destination>" for a SUBSCRIBE without `id`), with a "#<n>" suffix when that tag is taken, by a live
- * subscription or by one UNSUBSCRIBEd whose basic.cancel-ok has not come (AMQP 0-9-1: deliveries for a consumer may
- * arrive until then). A delivery whose tag names no live subscription is given back (basic.nack, requeue), so an
+ * (so message-ids read "T_<id>@@<session>@@<tag>"; "Q_<destination>" for a SUBSCRIBE without `id`), with a "#<n>" suffix when that
+ * tag is taken, by a live subscription or by one UNSUBSCRIBEd whose basic.cancel-ok has not come (AMQP 0-9-1: deliveries for a
+ * consumer may arrive until then). A delivery whose tag names no live subscription is given back (basic.nack, requeue), so an
  * UNSUBSCRIBE then SUBSCRIBE with the same id never takes the old consumer's in-flight messages for the new one.
  */
 #include "bridge/session-int.h"
