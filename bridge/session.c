@@ -220,8 +220,16 @@ static void send_connected(struct session *s, uint32_t send_ms, uint32_t recv_ms
     (void)session_send_frame(s, STOMP_CMD_CONNECTED, h, n, "", 0);
 }
 
+/* An AMQP reply text without its "NOT_FOUND - " prefix (the name is the ERROR's `message` already). */
+static const char *reply_text_detail(const char *text)
+{
+    size_t n = strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+    return n > 0 && strncmp(text + n, " - ", 3) == 0 && text[n + 3] ? text + n + 3 : text;
+}
+
 /* The ERROR for a broker-side failure: `Broker connection lost` when the connection died, else the broker's own name for
- * it (not_found, precondition_failed, ...), with the broker's reply text as the body. */
+ * it (not_found, precondition_failed, ...), with the broker's reply text as the body, as RabbitMQ's current plugin words
+ * it ("no exchange 'x' in vhost '/'", without 3.10's "NOT_FOUND - "). */
 static void broker_error(struct session *s, const char *receipt, const struct upstream_error *err)
 {
     const char *text = err->text && err->text[0] ? err->text : upstream_err_str(err->kind);
@@ -231,8 +239,9 @@ static void broker_error(struct session *s, const char *receipt, const struct up
     else
         (void)session_error_frame(
             s, &r, SESSION_ERR_BROKER,
-            (const struct session_arg[]){SARG(err->name && err->name[0] ? err->name : upstream_err_str(err->kind)), SARG(text)}, 2,
-            NULL);
+            (const struct session_arg[]){SARG(err->name && err->name[0] ? err->name : upstream_err_str(err->kind)),
+                                         SARG(reply_text_detail(text))},
+            2, NULL);
 }
 
 static void open_failed(struct session *s, const struct upstream_error *err)

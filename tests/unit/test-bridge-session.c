@@ -401,7 +401,8 @@ static void test_channel_lost(void)
     rig_connect(&r, "1.2", "0,0");
     rig_feed(&r, "SEND\ndestination:/exchange/missing\n\nx");
     fake_close(fake_last_chan(r.up), UPSTREAM_ERR_CHANNEL, 404, "not_found", "NOT_FOUND - no exchange 'missing' in vhost '/'");
-    CHECK(frame_has(rig_last(&r), "message:not_found") && strstr(rig_last(&r), "no exchange 'missing'") != NULL);
+    /* The body is the reply text without "NOT_FOUND - ", as RabbitMQ's current plugin words it. */
+    CHECK(frame_has(rig_last(&r), "message:not_found") && strstr(rig_last(&r), "\n\nno exchange 'missing' in vhost '/'") != NULL);
     rig_deinit(&r);
 
     rig_init(&r); /* the upstream ran out of memory for one op: the channel is dead, no RECEIPT, one ERROR */
