@@ -114,6 +114,9 @@ int dest_parse(const char *s, size_t len, struct dest *out, const char **reason)
         return unescape_segment(s, len, out->name) == 0 ? 0 : invalid(out, DEST_QUEUE, reason);
     }
     const struct prefix *p = find_prefix(s, len);
+    for (size_t i = 0; !p && i < N_PREFIXES; i++) /* "/queue": a type and no name at all, as RabbitMQ splits it */
+        if (strlen(prefixes[i].text) == len + 1 && memcmp(s, prefixes[i].text, len) == 0)
+            return invalid(out, prefixes[i].kind, reason);
     if (!p) {
         if (reason)
             *reason = "Unknown destination";
@@ -136,16 +139,27 @@ void dest_error_body(int err, enum dest_kind kind, const char *s, size_t len, ch
 {
     if (cap == 0)
         return;
-    int l = len > 512 ? 512 : (int)len;
-    if (err == DEST_E_UNKNOWN)
+    if (err == DEST_E_UNKNOWN) {
+        int l = len > 512 ? 512 : (int)len;
         snprintf(buf, cap,
                  "'%.*s' is not a valid destination.\nValid destination types are: /temp-queue, /exchange, /topic, /queue, "
-                 "/amq/queue, /reply-queue.\n",
+                 "/amq/queue, /reply-queue/.\n",
                  l, s);
-    else if (len == 0)
-        snprintf(buf, cap, "Destination cannot be blank\n");
-    else
-        snprintf(buf, cap, "'%.*s' is not a valid %s destination\n", l, s, dest_kind_str(kind));
+        return;
+    }
+    if (len == 0) {
+        snprintf(buf, cap, "Destination cannot be blank");
+        return;
+    }
+    /* RabbitMQ quotes what follows the type: "'/bah/baz' is not a valid queue destination" for /queue/bah/baz. */
+    size_t skip = 0;
+    for (size_t i = 0; i < N_PREFIXES; i++) {
+        size_t pl = strlen(prefixes[i].text) - 1; /* without its '/' */
+        if (prefixes[i].kind == kind && len >= pl && memcmp(s, prefixes[i].text, pl) == 0)
+            skip = pl;
+    }
+    int l = len - skip > 512 ? 512 : (int)(len - skip);
+    snprintf(buf, cap, "'%.*s' is not a valid %s destination\n", l, s + skip, dest_kind_str(kind));
 }
 
 /* Appends `c` (escaped when needed) to out; returns the new needed length. */

@@ -64,7 +64,8 @@ enum dest_result {
 int dest_parse(const char *s, size_t len, struct dest *out, const char **reason);
 
 /*
- * The ERROR body for a dest_parse() failure `err` on `s[0..len)`, as RabbitMQ words it, into buf (always NUL-terminated
+ * The ERROR body for a dest_parse() failure `err` on `s[0..len)`, as RabbitMQ words it (for DEST_E_INVALID the part after
+ * the type is quoted: "'/bah/baz' is not a valid queue destination\n" for "/queue/bah/baz"), into buf (always NUL-terminated
  * when cap > 0, truncated if needed). `kind` is out->kind from the failed parse (used for DEST_E_INVALID).
  */
 void dest_error_body(int err, enum dest_kind kind, const char *s, size_t len, char *buf, size_t cap);

@@ -18,7 +18,7 @@
     /* internal failures (the error_origin of the failure is logged) */                                                            \
     X(INTERNAL, "Processing error", "%1", 1, 0)                                                                                    \
     /* CONNECT */                                                                                                                  \
-    X(VERSION_MISMATCH, "Version mismatch", "Supported versions are %1", 1, 0)                                                     \
+    X(VERSION_MISMATCH, "Version mismatch", "Supported versions are %1\n", 1, 0)                                                   \
     X(BAD_HEARTBEAT, "Bad CONNECT", "%1", 1, 0)                                                                                    \
     X(ALREADY_CONNECTED, "Bad CONNECT", "Already connected", 0, 0)                                                                 \
     X(ACCESS_REFUSED, "Bad CONNECT", "Access refused for user '%1'%2", 2, 0)                                                       \
@@ -26,38 +26,41 @@
     X(NOT_LOOPBACK, "Bad CONNECT", "non-loopback access denied", 0, 0)                                                             \
     X(NOT_LOGGED_IN, "Illegal command", "You must log in using CONNECT first", 0, 0)                                               \
     /* framing */                                                                                                                  \
-    X(BAD_COMMAND, "Bad command", "Could not interpret command \"%1\"", 1, 0)                                                      \
+    X(BAD_COMMAND, "Bad command", "Could not interpret command \"%1\"\n", 1, 0)                                                    \
     X(FRAME_TOO_BIG, "%1", "The frame is over a limit (%1; max_frame_bytes %2)", 2, 0)                                             \
     X(FRAME_INVALID, "%1", "Could not parse the frame: %1", 1, 0)                                                                  \
     X(TOO_MUCH_INPUT, "Too much input", "The client sent more than %1 bytes that could not be processed yet", 1, 0)                \
     /* headers and destinations */                                                                                                 \
     X(DEST, "%1", "%2", 2, 0)                                                                                                      \
+    X(DEST_FOR, "Invalid destination", "'%1' is not a valid destination for '%2'\n", 2, 0)                                         \
     X(HEADER_VALUE, "%1", "Invalid value for header '%2'", 2, 0)                                                                   \
     X(INVALID_HEADER, "Invalid header", "Invalid value for header '%1'", 1, 0)                                                     \
     X(BAD_PRIORITY, "Invalid header", "'priority' must be an integer from 0 to 255, not '%1'", 1, 64)                              \
     X(BAD_TIMESTAMP, "Invalid header", "'timestamp' must be a non-negative integer (seconds), not '%1'", 1, 64)                    \
-    X(SEND_NO_DEST, "Missing destination", "SEND must include a 'destination' header", 0, 0)                                       \
-    X(SEND_MESSAGE_ID, "Invalid header", "'message-id' is not allowed on 'SEND'.", 0, 0)                                           \
+    X(SEND_NO_DEST, "Missing destination", "\"SEND\" must include a 'destination' header\n", 0, 0)                                 \
+    X(SEND_MESSAGE_ID, "Invalid header", "'message-id' is not allowed on 'SEND'.\n", 0, 0)                                         \
     X(HEADER_TOO_LONG, "Invalid header", "Header '%1' is longer than AMQP can carry (%2 bytes at most)", 2, 64)                    \
     X(HEADERS_TOO_BIG, "Invalid header", "The headers take %1 bytes as AMQP properties, more than a frame carries (%2)", 2, 0)     \
     /* subscriptions and acks */                                                                                                   \
-    X(SUB_NO_DEST, "Missing destination", "SUBSCRIBE must include a 'destination' header", 0, 0)                                   \
+    X(SUB_NO_DEST, "Missing destination", "\"SUBSCRIBE\" must include a 'destination' header\n", 0, 0)                             \
     X(SUB_DUPLICATE, "Duplicated subscription identifier", "A subscription identified by '%1' already exists.", 1, 200)            \
     X(SUB_TOO_MANY, "Too many subscriptions", "At most %1 subscriptions per session", 1, 0)                                        \
     X(SUB_DURABLE_NO_ID, "Missing Header", "Header 'id' is required for durable subscriptions", 0, 0)                              \
     X(UNSUB_NO_ID, "Missing destination or id", "UNSUBSCRIBE must include a 'destination' or 'id' header", 0, 0)                   \
-    X(UNSUB_NOT_FOUND, "No subscription found", "Subscription to '%1' not found.", 1, 200)                                         \
-    X(UNSUB_TEMP, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/", 0, 0)                                          \
+    X(UNSUB_NOT_FOUND, "No subscription found",                                                                                    \
+      "UNSUBSCRIBE must refer to an existing subscription.\nSubscription to \"%1='%2'\" not found.\n", 2, 200)                     \
+    X(UNSUB_TEMP, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/\n", 0, 0)                                        \
     X(SUB_CANCELLED, "Server cancelled subscription", "The server has cancelled a subscription (queue deleted or node down).", 0,  \
       0)                                                                                                                           \
-    X(ACK_NO_ID, "Missing header", "%1 must include the '%2' header", 2, 0)                                                        \
-    X(ACK_NOT_FOUND, "Message not found", "No unacknowledged message with %1 '%2' in this session", 2, 300)                        \
+    X(ACK_NO_ID, "Missing header", "\"%1\" must include the \"%2\" header\n", 2, 0)                                                \
+    X(ACK_INVALID, "Invalid header", "\"%1\" must include a valid \"%2\" header\n", 2, 0)                                          \
+    X(ACK_NOT_FOUND, "Message not found", "unknown delivery tag %1\n", 1, 0)                                                       \
     /* transactions */                                                                                                             \
-    X(TX_MISSING, "Missing transaction", "%1 must include a 'transaction' header", 1, 0)                                           \
-    X(TX_UNKNOWN, "Bad transaction", "Invalid transaction identifier: %1", 1, 200)                                                 \
+    X(TX_MISSING, "Missing transaction", "\"%1\" must include a 'transaction' header\n", 1, 0)                                     \
+    X(TX_UNKNOWN, "Bad transaction", "Invalid transaction identifier: \"%1\"\n", 1, 200)                                           \
     X(TX_OPEN, "Bad transaction", "Transaction '%1' is already open", 1, 200)                                                      \
-    X(TX_TOO_MANY, "Too many transactions", "At most %1 open transactions per session", 1, 0)                                      \
-    X(TX_TOO_LARGE, "Transaction too large", "At most %1 frames per transaction", 1, 0)                                            \
+    X(TX_TOO_MANY, "Transaction limit exceeded", "Too many concurrent transactions (limit %1)", 1, 0)                              \
+    X(TX_TOO_LARGE, "Transaction too large", "Too many actions in transaction (limit %1)", 1, 0)                                   \
     /* the broker */                                                                                                               \
     X(BROKER_LOST, "Broker connection lost", "%1", 1, 0)                                                                           \
     X(BROKER, "%1", "%2", 2, 0)                                                                                                    \

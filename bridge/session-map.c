@@ -339,7 +339,7 @@ static enum session_rc send_check(struct session *s, const struct stomp_frame *f
         return SESSION_FAIL0(s, f, SEND_MESSAGE_ID);
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
     if (r == 0 && d->kind == DEST_TEMP_QUEUE)
-        r = DEST_E_INVALID, reason = "Invalid destination";
+        return SESSION_FAIL(s, f, DEST_FOR, SARG_HDR(dh), SARG("SEND"));
     if (r == 0)
         return SESSION_OK;
     dest_error_body(r, d->kind, dh->value, dh->value_len, body, sizeof(body));

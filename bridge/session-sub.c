@@ -274,15 +274,19 @@ static enum session_rc subscribe_check(struct session *s, const struct stomp_fra
                                        const char *id, size_t id_len, struct dest *d, enum session_ack *ack, unsigned *prefetch)
 {
     const char *reason = NULL;
-    if (sub_find(s, id, id_len))
-        return SESSION_FAIL(s, f, SUB_DUPLICATE, ((struct session_arg){id, id_len}));
+    if (sub_find(s, id, id_len)) { /* named by its consumer tag, as RabbitMQ does */
+        char tag[208];
+        int n =
+            snprintf(tag, sizeof(tag), "%s%.*s", stomp_frame_header(f, "id") ? "T_" : "Q_", (int)(id_len > 200 ? 200 : id_len), id);
+        return SESSION_FAIL(s, f, SUB_DUPLICATE, ((struct session_arg){tag, (size_t)n}));
+    }
     if (session_sub_room(s, f) != SESSION_OK)
         return SESSION_CLOSED;
     int r = dest_parse(dh->value, dh->value_len, d, &reason);
-    if (r == 0 && d->kind == DEST_TEMP_QUEUE)
-        r = DEST_E_INVALID, reason = "Invalid destination";
     if (r != 0)
         return fail_dest(s, f, r, d->kind, dh, reason);
+    if (d->kind == DEST_TEMP_QUEUE)
+        return SESSION_FAIL(s, f, DEST_FOR, SARG_HDR(dh), SARG("SUBSCRIBE"));
     if (parse_ack_mode(stomp_frame_header(f, "ack"), ack) != 0)
         return SESSION_FAIL(s, f, INVALID_HEADER, SARG("ack"));
     if (parse_prefetch(s, stomp_frame_header(f, "prefetch-count"), prefetch) != 0)
@@ -354,15 +358,17 @@ static enum session_rc sub_settle_all(struct session *s, struct session_sub *sub
 enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay)
 {
     const struct stomp_header *h = stomp_frame_header(f, "id");
+    const char *by = h ? "id" : "destination";
     if (!h)
         h = stomp_frame_header(f, "destination");
     if (!h)
         return SESSION_FAIL0(s, f, UNSUB_NO_ID);
+    static const char temp[] = "/temp-queue/";
+    if (h->value_len >= sizeof(temp) - 1 && memcmp(h->value, temp, sizeof(temp) - 1) == 0)
+        return SESSION_FAIL0(s, f, UNSUB_TEMP);
     struct session_sub *sub = sub_find(s, h->value, h->value_len);
     if (!sub)
-        return SESSION_FAIL(s, f, UNSUB_NOT_FOUND, SARG_HDR(h));
-    if (sub->temp)
-        return SESSION_FAIL0(s, f, UNSUB_TEMP);
+        return SESSION_FAIL(s, f, UNSUB_NOT_FOUND, SARG(by), SARG_HDR(h));
     size_t ctag_len = strlen(sub->ctag);
     struct session_retired *retired = malloc(sizeof(*retired) + ctag_len + 1);
     if (!retired)
@@ -471,8 +477,11 @@ enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, 
     struct session_sub *sub = NULL;
     if (!h)
         return SESSION_FAIL(s, f, ACK_NO_ID, SARG(stomp_cmd_str(f->cmd)), SARG(hname));
-    if (parse_msg_id(s, h, &tag) != 0 || !(sub = find_tag(s, tag, &idx)))
-        return SESSION_FAIL(s, f, ACK_NOT_FOUND, SARG(hname), SARG_HDR(h));
+    if (parse_msg_id(s, h, &tag) != 0)
+        return SESSION_FAIL(s, f, ACK_INVALID, SARG(stomp_cmd_str(f->cmd)), SARG(hname));
+    char num[24];
+    if (!(sub = find_tag(s, tag, &idx)))
+        return SESSION_FAIL(s, f, ACK_NOT_FOUND, session_arg_int(num, sizeof(num), (long long)tag));
     bool requeue = dest_header_bool(f->headers, f->n_headers, "requeue", s->conf->default_nack_requeue);
     return settle_range(s, sub, idx, nack, requeue);
 }

@@ -251,7 +251,7 @@ static void open_failed(struct session *s, const struct upstream_error *err)
         broker_error(s, NULL, err);
         return;
     }
-    char detail[512] = "";
+    char detail[512] = "\n"; /* RabbitMQ's body ends in a newline; warren adds the broker's reason on the next line */
     if (err->text && err->text[0])
         snprintf(detail, sizeof(detail), "\n%s", err->text);
     if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */

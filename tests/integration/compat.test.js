@@ -88,4 +88,74 @@ describe('compat', { skip: T.suiteSkip() }, () => {
       c.close();
     });
   }
+
+  // RabbitMQ's words, byte for byte: `message` and body of each ERROR as RabbitMQ's STOMP plugin writes them (3.10 here,
+  // and its current plugin's own tests: quoted destinations without the type, 'T_1' for a duplicate, trailing newlines
+  // where it has them). `warren` gives warren's own body where it deliberately says more (doc/compatibility.md);
+  // `web: false` marks ERRORs Web-STOMP 3.10 loses over WebSocket (it closes before the frame is flushed).
+  const C12 = 'CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0';
+  const C10 = 'CONNECT\nhost:/\nlogin:guest\npasscode:guest\n\n\0';
+  const send = (d) => [C12, `SEND\ndestination:${d}\n\nx\0`];
+  const invalid = (d, what, kind) => ({ name: `SEND ${d}`, frames: send(d), message: 'Invalid destination', body: `'${what}' is not a valid ${kind} destination\n` });
+  const words = [
+    { name: 'bad password', frames: ['CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:bad\n\n\0'], message: 'Bad CONNECT',
+      body: "Access refused for user 'guest'\n", warren: /^Access refused for user 'guest'\nACCESS_REFUSED - Login was refused/ },
+    { name: 'unknown vhost', frames: ['CONNECT\naccept-version:1.2\nhost://\nlogin:guest\npasscode:guest\n\n\0'], message: 'Bad CONNECT',
+      body: "Virtual host '//' access denied", warren: /^Virtual host '\/\/' access denied\nNOT_ALLOWED - vhost \/\/ not found/ },
+    { name: 'no common version', frames: ['CONNECT\naccept-version:3.0\nhost:/\nlogin:guest\npasscode:guest\n\n\0'], message: 'Version mismatch',
+      body: 'Supported versions are 1.0,1.1,1.2\n' },
+    invalid('/exchange//foo', '//foo', 'exchange'),
+    invalid('/exchange/bah/baz/boo', '/bah/baz/boo', 'exchange'),
+    invalid('/exchange/', '/', 'exchange'),
+    invalid('/exchange', '', 'exchange'),
+    invalid('/queue/bah/baz', '/bah/baz', 'queue'),
+    invalid('/queue/', '/', 'queue'),
+    invalid('/queue', '', 'queue'),
+    invalid('/topic/bah/baz', '/bah/baz', 'topic'),
+    invalid('/topic', '', 'topic'),
+    invalid('/amq/queue/a/b', '/a/b', 'amqqueue'),
+    invalid('/temp-queue/a/b', '/a/b', 'temp_queue'),
+    { name: 'SEND to an unknown prefix', frames: send('/something/interesting'), message: 'Unknown destination',
+      body: "'/something/interesting' is not a valid destination.\nValid destination types are: /temp-queue, /exchange, /topic, /queue, /amq/queue, /reply-queue/.\n" },
+    { name: 'SEND to an empty destination', frames: send(''), message: 'Invalid destination', body: 'Destination cannot be blank' },
+    { name: 'SUBSCRIBE to /temp-queue/', frames: [C12, 'SUBSCRIBE\nid:1\ndestination:/temp-queue/x\n\n\0'], message: 'Invalid destination',
+      body: "'/temp-queue/x' is not a valid destination for 'SUBSCRIBE'\n" },
+    { name: 'SEND without destination', frames: [C12, 'SEND\n\nx\0'], message: 'Missing destination', body: `"SEND" must include a 'destination' header\n` },
+    { name: 'SUBSCRIBE without destination', frames: [C12, 'SUBSCRIBE\nid:1\n\n\0'], message: 'Missing destination',
+      body: `"SUBSCRIBE" must include a 'destination' header\n` },
+    { name: 'duplicated id', frames: [C12, 'SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0', 'SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\0'],
+      message: 'Duplicated subscription identifier', body: "A subscription identified by 'T_1' already exists.", web: false },
+    { name: 'message-id on SEND', frames: [C12, 'SEND\ndestination:/topic/a\nmessage-id:x\n\nx\0'], message: 'Invalid header',
+      body: "'message-id' is not allowed on 'SEND'.\n" },
+    { name: 'missing exchange', frames: [C12, 'SEND\ndestination:/exchange/does.not.exist\n\nx\0'], message: 'not_found',
+      body: "no exchange 'does.not.exist' in vhost '/'", web: false },
+    { name: 'unknown command', frames: [C12, 'FOO\n\n\0'], message: 'Bad command', body: 'Could not interpret command "FOO"\n' },
+    { name: 'UNSUBSCRIBE of nothing', frames: [C12, 'UNSUBSCRIBE\nid:zz\n\n\0'], message: 'No subscription found',
+      body: `UNSUBSCRIBE must refer to an existing subscription.\nSubscription to "id='zz'" not found.\n` },
+    { name: 'UNSUBSCRIBE of a temp-queue id', frames: [C12, 'UNSUBSCRIBE\nid:/temp-queue/x\n\n\0'], message: 'Invalid id',
+      body: 'UNSUBSCRIBE \'id\' may not start with /temp-queue/\n' },
+    { name: 'ACK without id (1.2)', frames: [C12, 'ACK\n\n\0'], message: 'Missing header', body: '"ACK" must include the "id" header\n' },
+    { name: 'ACK without message-id (1.0)', frames: [C10, 'ACK\n\n\0'], message: 'Missing header', body: '"ACK" must include the "message-id" header\n' },
+    { name: 'NACK with a bad id', frames: [C12, 'NACK\nid:bogus\n\n\0'], message: 'Invalid header', body: '"NACK" must include a valid "id" header\n' },
+    { name: 'BEGIN without transaction', frames: [C12, 'BEGIN\n\n\0'], message: 'Missing transaction', body: `"BEGIN" must include a 'transaction' header\n` },
+    { name: 'COMMIT of nothing', frames: [C12, 'COMMIT\ntransaction:nope\n\n\0'], message: 'Bad transaction', body: 'Invalid transaction identifier: "nope"\n' },
+    { name: 'SEND in an unknown transaction', frames: [C12, 'SEND\ndestination:/queue/x\ntransaction:nope\n\nx\0'], message: 'Bad transaction',
+      body: 'Invalid transaction identifier: "nope"\n' },
+    { name: 'durable without id', frames: [C12, 'SUBSCRIBE\ndestination:/topic/a\ndurable:true\n\n\0'], message: 'Missing Header',
+      body: "Header 'id' is required for durable subscriptions" },
+  ];
+  for (const w of words) {
+    const skip = T.isWebStomp && w.web === false ? 'Web-STOMP 3.10 closes before this ERROR reaches a WebSocket client' : false;
+    it(`ERROR words: ${w.name}`, { skip }, async () => {
+      const c = await RawStomp.open(target.url);
+      for (const f of w.frames) c.sendRaw(f);
+      let f;
+      do f = await c.next();
+      while (f.command !== 'ERROR');
+      assert.equal(f.headers.message, w.message);
+      if (T.isWarren && w.warren) assert.match(f.text, w.warren);
+      else assert.equal(f.text, w.body);
+      c.close();
+    });
+  }
 });

@@ -124,7 +124,8 @@ describe('errors', { skip: T.suiteSkip() }, () => {
     const c = await RawStomp.connect(target.url);
     c.sendFrame('SUBSCRIBE', { id: '1', destination: `/amq/queue/${unique('missing')}` });
     const f = await expectBrokerError(c, 'not_found');
-    if (f) assert.match(f.text, /NOT_FOUND/);
+    // The reply text without 3.10's 'NOT_FOUND - ' prefix, as the current plugin words it.
+    if (f) assert.match(f.text, T.isWarren ? /^no queue '/ : /NOT_FOUND/);
     c.close();
   });
 
