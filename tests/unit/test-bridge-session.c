@@ -731,9 +731,11 @@ static void test_parse_error_words(void)
         size_t len;
         const char *message;
     } cases[] = {
-        {"FOO\n\n", 6, "message:Bad command"},
-        {"SUBSCRIBE\ndestination:/topic/a\nid:1\ncontent-length:x\n\n", 54, "message:invalid content-length header"},
-        {"SEND\ndestination:/topic/a\nx:a\0b\n\n", 33, "message:NUL byte in the command or header lines"},
+#define CASE(lit, message) {lit, sizeof(lit) - 1, message}
+        CASE("FOO\n\n", "message:Bad command"),
+        CASE("SUBSCRIBE\ndestination:/topic/a\nid:1\ncontent-length:x\n\n", "message:invalid content-length header"),
+        CASE("SEND\ndestination:/topic/a\nx:a\0b\n\n", "message:NUL byte in the command or header lines"),
+#undef CASE
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct rig r;
