@@ -10,6 +10,10 @@
  * Back-pressure: the bufferevent's write low-watermark is the front-end's drain mark while CONN_OPEN and 0 once closing,
  * so the write callback says "drained" or "everything flushed"; its read high-watermark is the input limit, so a peer
  * whose input waits (reading paused) fills its TCP window instead of our memory.
+ *
+ * The memory budget's hold (conn_hold_reading()) is a second reason not to read, next to the front-end's pause: the
+ * socket is read only when neither is set. read_cb() checks the owner's flag (conn_accept.hold) before handing input
+ * over, so a connection that reads while the process is over its budget holds itself with what it just read.
  */
 #include "bridge/conn.h"
 
