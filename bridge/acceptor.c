@@ -10,6 +10,10 @@
  * ACCEPTOR_LOG_INTERVAL_MS, with the number left unlogged since the last line. max_connections = 0 is derived from
  * RLIMIT_NOFILE (effective_max()) so that the limit, not the descriptor table, normally refuses the peer first.
  *
+ * Over the memory budget (server_group.mem_over, set by bridge/main.c from bridge/memory.h), every socket is refused
+ * at once as at a connection limit, before anything is counted or allocated for it; the refusals are only counted
+ * here, and bridge/main.c logs them once, when the process is back under the budget.
+ *
  * Per address (max_connections_per_ip). Only this thread counts in (at accept), so the table (a hash of chains keyed by
  * the address bytes) is only ever changed here; a connection is counted out with server_ip_release() by the worker
  * that frees it, an atomic decrement of its entry. An entry whose count is 0 is no connection's any more: it is freed
@@ -80,6 +84,8 @@ struct acceptor {
     /* refusals (limits): logged once per interval, like accept failures */
     uint64_t last_refused_log_ms;
     unsigned long unlogged_refused;
+    /* over the memory budget: refusals are counted, and logged once when it is over (acceptor_memory_refusals()) */
+    unsigned long refused_memory;
 };
 
 void server_ip_release(struct server_ip *ip)
@@ -215,7 +221,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     struct server_socket s = {.fd = fd, .port = l->port};
     (void)evl;
     (void)salen;
-    a->backoff_ms = 0; /* accepting works again */
+    a->backoff_ms = 0;                      /* accepting works again */
+    if (atomic_load(&a->group->mem_over)) { /* nothing allocated: a stack buffer, a send(), a close() */
+        a->refused_memory++;
+        server_reject(l->port, fd, "memory budget reached");
+        return;
+    }
     peer_str(sa, s.peer, sizeof(s.peer));
     size_t open = atomic_fetch_add(&a->group->conns, 1); /* counted in before the check: exact whatever the workers do */
     if (a->max_connections > 0 && open >= (size_t)a->max_connections) {
@@ -398,6 +409,13 @@ void acceptor_conf_update(struct acceptor *a, const struct conf *conf)
 {
     a->max_connections = effective_max(conf);
     a->max_per_ip = conf->max_connections_per_ip; /* lowered: addresses above it keep theirs, and get no more */
+}
+
+unsigned long acceptor_memory_refusals(struct acceptor *a)
+{
+    unsigned long n = a->refused_memory;
+    a->refused_memory = 0;
+    return n;
 }
 
 void acceptor_close(struct acceptor *a)

@@ -1,7 +1,8 @@
 /*
  * bridge/acceptor.h — the listening sockets (listen_addr:listen_port, and tls_listen_port when set), on the main
  * thread's loop. Each accepted socket is counted against max_connections over the whole process (server_group; 0 is
- * derived from RLIMIT_NOFILE) and max_connections_per_ip for its address, and either refused at once (the port's
+ * derived from RLIMIT_NOFILE) and max_connections_per_ip for its address (and refused outright while the process is over
+ * its memory budget, server_group.mem_over), and either refused at once (the port's
  * refusal, server_reject(): an overload never costs more than the accept) or handed to the worker the `dispatch`
  * callback picks (bridge/main.c: the least loaded). One acceptor rather than a listener per worker
  * (SO_REUSEPORT): the spread follows the workers' load instead of a hash of the peer's address, the limit is checked in
@@ -37,6 +38,9 @@ void acceptor_conf_update(struct acceptor *a, const struct conf *conf);
  * reserve of 64 + 16 per worker + nofile/8 (half of nofile when that leaves less than the reserve; at least 1).
  */
 int acceptor_max_connections_for(rlim_t nofile, unsigned workers);
+
+/* Sockets refused because the process was over its memory budget since the last call (main thread). */
+unsigned long acceptor_memory_refusals(struct acceptor *a);
 
 /* Stops listening (shutdown): the ports close, nothing more is accepted. */
 void acceptor_close(struct acceptor *a);

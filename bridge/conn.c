@@ -10,10 +10,16 @@
  * Back-pressure: the bufferevent's write low-watermark is the front-end's drain mark while CONN_OPEN and 0 once closing,
  * so the write callback says "drained" or "everything flushed"; its read high-watermark is the input limit, so a peer
  * whose input waits (reading paused) fills its TCP window instead of our memory.
+ *
+ * The memory budget's hold (conn_hold_reading()) is a second reason not to read, next to the front-end's pause: the
+ * socket is read only when neither is set. read_cb() checks the owner's flag (conn_accept.hold) before handing input
+ * over, so a connection that reads while the process is over its budget holds itself with what it just read.
  */
 #include "bridge/conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -45,8 +51,10 @@ struct conn {
     void *fe;
     enum conn_state state;
     bool read_paused;
-    bool discard_input; /* conn_discard_input(): what arrives is dropped */
-    bool wr_shut;       /* FIN sent (shutdown SHUT_WR) after our last bytes */
+    bool held;               /* conn_hold_reading(): the process is over its memory budget */
+    const atomic_bool *hold; /* conn_accept.hold */
+    bool discard_input;      /* conn_discard_input(): what arrives is dropped */
+    bool wr_shut;            /* FIN sent (shutdown SHUT_WR) after our last bytes */
     char peer[64];
 };
 
@@ -135,15 +143,40 @@ void conn_pause_reading(struct conn *c, bool paused)
     c->read_paused = paused;
     if (paused) {
         bufferevent_disable(c->bev, EV_READ);
-    } else {
+    } else if (!c->held) {
         bufferevent_enable(c->bev, EV_READ);
         event_active(c->resume, 0, 0);
     }
 }
 
+void conn_hold_reading(struct conn *c, bool held)
+{
+    if (c->held == held || c->state != CONN_OPEN)
+        return;
+    c->held = held;
+    if (held) {
+        bufferevent_disable(c->bev, EV_READ);
+    } else if (!c->read_paused) {
+        bufferevent_enable(c->bev, EV_READ);
+        event_active(c->resume, 0, 0);
+    }
+}
+
+void conn_held_check(struct conn *c)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (!c->held || getsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return;
+    if (ti.tcpi_state != TCP_ESTABLISHED) { /* CLOSE_WAIT: its FIN came; CLOSE: it reset */
+        log_msg(LOG_DEBUG, c->peer, "peer gone while reading was held; closing");
+        conn_kill(c);
+    }
+}
+
 bool conn_wants_input(const struct conn *c)
 {
-    return c->state != CONN_DEAD && !c->read_paused && !c->discard_input;
+    return c->state != CONN_DEAD && !c->read_paused && !c->held && !c->discard_input;
 }
 
 void conn_discard_input(struct conn *c)
@@ -242,9 +275,10 @@ void conn_close(struct conn *c)
     if (c->state != CONN_OPEN)
         return;
     c->state = CONN_CLOSING;
-    /* The peer's goodbye and FIN must be read even if the front-end had paused reading. */
-    if (c->read_paused) {
+    /* The peer's goodbye and FIN must be read even if the front-end had paused reading (or the memory budget held it). */
+    if (c->read_paused || c->held) {
         c->read_paused = false;
+        c->held = false;
         bufferevent_enable(c->bev, EV_READ);
     }
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -268,7 +302,10 @@ void conn_shutdown(struct conn *c)
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    dispatch_input(arg);
+    struct conn *c = arg;
+    if (c->hold && atomic_load(c->hold)) /* over the memory budget: what was read waits, nothing more is */
+        conn_hold_reading(c, true);
+    dispatch_input(c);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -325,6 +362,7 @@ int conn_new(const struct conn_accept *a, struct conn **out)
     c->gone = a->gone;
     c->owner = a->owner;
     c->owner_tag = a->owner_tag;
+    c->hold = a->hold;
     c->cc = a->cc;
     c->cc->refs++;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);

@@ -38,6 +38,7 @@
  */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -108,6 +109,8 @@ struct conn_accept {
     void (*gone)(void *owner, struct conn *c);
     void *owner;
     void *owner_tag; /* the owner's per-connection datum, kept for it (conn_owner_tag()) */
+    /* When set and true where the connection is about to hand input over, reading is held (conn_hold_reading()). */
+    const atomic_bool *hold;
 };
 
 /*
@@ -159,7 +162,21 @@ void conn_set_input_limit(struct conn *c, size_t bytes);
  */
 void conn_pause_reading(struct conn *c, bool paused);
 
-/* true while ops->input may be called: not paused, not discarding, not dead. A front-end's decode loop runs while so. */
+/*
+ * The process is over its memory budget (true) or back under it (false): reading is held, in CONN_OPEN only,
+ * independently of conn_pause_reading() (both must be off for the socket to be read). A connection whose
+ * conn_accept.hold is true when bytes arrive holds itself, with those bytes kept for later. Releasing calls ops->input
+ * at the next loop turn for the bytes already buffered. conn_close() releases it (the peer's goodbye must be read).
+ */
+void conn_hold_reading(struct conn *c, bool held);
+
+/*
+ * A held connection reads nothing, so neither its peer's FIN nor a reset is seen: this asks the kernel (TCP_INFO) and
+ * kills the connection when the peer is gone. The owner calls it for its held connections now and then. Never frees.
+ */
+void conn_held_check(struct conn *c);
+
+/* true while ops->input may be called: not paused, not held, not discarding, not dead. A front-end's decode loop runs while so. */
 bool conn_wants_input(const struct conn *c);
 
 /* Nothing more from this peer will be used: what arrives from now on is read and dropped (so its FIN is still seen). */

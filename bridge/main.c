@@ -15,9 +15,14 @@
  *
  * Threads: the main thread owns the signals, the configuration and the listeners (bridge/acceptor.h); it creates
  * `workers` workers (bridge/worker.h), each an event loop with its own upstream and its own clients, hands every
- * accepted socket to the least loaded one, and otherwise only posts them commands (stop, reload).
+ * accepted socket to the least loaded one, and otherwise only posts them commands (stop, reload, memory).
+ *
+ * The memory budget (bridge/memory.h) is watched here too: RSS every MAIN_MEMORY_SAMPLE_MS; at the budget the
+ * acceptor refuses every new connection (server_group.mem_over) and every worker holds its connections' reading
+ * (worker_memory_changed()), until RSS falls to MEMORY_LOW_WATER_PCT of it; each crossing is logged once.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -25,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -32,12 +38,17 @@
 #include "bridge/acceptor.h"
 #include "bridge/clock.h"
 #include "bridge/log.h"
+#include "bridge/memory.h"
 #include "bridge/server.h"
 #include "bridge/worker.h"
 #include "conf/conf.h"
 
 /* Longest wait for clients to finish their close handshake on SIGINT/SIGTERM. */
 #define MAIN_SHUTDOWN_GRACE_MS 2000
+
+/* How often RSS is compared with the memory budget, and how often at most the allocator is asked to trim near it. */
+#define MAIN_MEMORY_SAMPLE_MS 50
+#define MAIN_MEMORY_TRIM_MS   250
 
 /* One source of the configuration, in command-line order: -c FILE ('c') or -o key=value ('o'); `arg` points into argv. */
 struct main_src {
@@ -63,6 +74,11 @@ struct main_ctx {
     const struct main_srcs *srcs;
     const struct conf *boot; /* the startup configuration: its restart-only keys are the running ones */
     bool stopping;
+    /* the memory budget (bridge/memory.h): RSS sampled every MAIN_MEMORY_SAMPLE_MS while there is one */
+    struct event *mem_ev;
+    int statm_fd;
+    struct memory_gauge mem;
+    uint64_t last_trim_ms;
 };
 
 static void usage(FILE *f)
@@ -183,6 +199,80 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(m->base, NULL);
 }
 
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* The memory budget */
+
+static double mib(uint64_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* The gauge crossed the budget (or the low-water mark): one log line, the flag, and every worker told. */
+static void memory_changed(struct main_ctx *m, enum memory_change ch, uint64_t rss)
+{
+    if (ch == MEMORY_SAME)
+        return;
+    atomic_store(&m->group.mem_over, ch == MEMORY_OVER);
+    if (ch == MEMORY_OVER)
+        log_msg(LOG_WARN, NULL,
+                "memory: RSS %.1f MiB reached the budget of %.1f MiB: refusing new connections (HTTP 503) and pausing "
+                "reading from clients",
+                mib(rss), mib(m->mem.budget));
+    else
+        log_msg(LOG_INFO, NULL,
+                "memory: RSS %.1f MiB, back under %.1f MiB (%d %% of the budget): accepting and reading again; %lu "
+                "connections refused meanwhile",
+                mib(rss), mib(m->mem.low), MEMORY_LOW_WATER_PCT, m->acc ? acceptor_memory_refusals(m->acc) : 0);
+    for (unsigned i = 0; i < m->n_workers; i++)
+        worker_memory_changed(m->workers[i]);
+}
+
+/*
+ * One sample. Near the line (about to go over, or over and not yet back to the low-water mark) the allocator gives its
+ * free pages back first, at most every MAIN_MEMORY_TRIM_MS, so that RSS is what is in use (bridge/memory.c).
+ */
+static void memory_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    uint64_t rss = memory_rss(m->statm_fd);
+    uint64_t now = clock_now_ms();
+    bool near = m->mem.over ? rss > m->mem.low : rss >= m->mem.budget;
+    if (near && now - m->last_trim_ms >= MAIN_MEMORY_TRIM_MS) {
+        memory_trim();
+        m->last_trim_ms = now;
+        rss = memory_rss(m->statm_fd);
+    }
+    memory_changed(m, memory_gauge_update(&m->mem, rss), rss);
+}
+
+/* The budget of `conf` (startup, reload): logged, applied to the gauge at once, sampled while there is one. */
+static void memory_apply(struct main_ctx *m, const struct conf *conf)
+{
+    struct memory_budget b = memory_budget_get(conf->max_memory_bytes, conf->max_memory_pct);
+    if (b.bytes == 0)
+        log_msg(LOG_INFO, NULL, "max_memory_bytes: no memory budget (%s)", b.from);
+    else if (b.machine)
+        log_msg(LOG_INFO, NULL, "max_memory_bytes: %.1f MiB, %d %% of %s (%.1f MiB)", mib(b.bytes), conf->max_memory_pct, b.from,
+                mib(b.machine));
+    else
+        log_msg(LOG_INFO, NULL, "max_memory_bytes: %.1f MiB", mib(b.bytes));
+    if (b.bytes && m->statm_fd == -1) {
+        log_msg(LOG_WARN, NULL, "max_memory_bytes: cannot read /proc/self/statm; no memory budget");
+        b.bytes = 0;
+    }
+    memory_gauge_set(&m->mem, b.bytes);
+    if (b.bytes == 0) {
+        evtimer_del(m->mem_ev);
+        memory_changed(m, memory_gauge_update(&m->mem, 0), memory_rss(m->statm_fd)); /* no budget: never over */
+        return;
+    }
+    struct timeval tv = clock_timeval(MAIN_MEMORY_SAMPLE_MS);
+    event_add(m->mem_ev, &tv);
+    memory_tick(-1, 0, m);
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
+
 /* The acceptor's socket goes to the worker holding the fewest (the first of them on a tie). */
 static void dispatch(void *arg, const struct server_socket *s)
 {
@@ -259,6 +349,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
         log_msg(LOG_ERROR, NULL, "reload refused: out of memory; keeping the running configuration");
     } else {
         acceptor_conf_update(m->acc, &next);
+        memory_apply(m, &next);
         for (unsigned i = 0; i < m->n_workers; i++)
             worker_reload(m->workers[i], copies[i]); /* each worker takes its copy over */
         free(copies);
@@ -295,12 +386,13 @@ static void workers_free(struct main_ctx *m)
 static int run(const struct conf *conf, const struct main_srcs *srcs)
 {
     int rc = 1;
-    struct main_ctx m = {.srcs = srcs, .boot = conf};
+    struct main_ctx m = {.srcs = srcs, .boot = conf, .statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)};
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     unsigned started = 0;
 
     m.base = event_base_new();
-    if (!m.base || !(m.exit_ev = event_new(m.base, -1, 0, on_worker_exit, &m))) {
+    if (!m.base || !(m.exit_ev = event_new(m.base, -1, 0, on_worker_exit, &m)) ||
+        !(m.mem_ev = event_new(m.base, -1, EV_PERSIST, memory_tick, &m))) {
         log_msg(LOG_ERROR, NULL, "cannot create the main event loop");
         goto out;
     }
@@ -315,6 +407,7 @@ static int run(const struct conf *conf, const struct main_srcs *srcs)
     for (; started < m.n_workers; started++)
         if (worker_start(m.workers[started]) != 0)
             goto out;
+    memory_apply(&m, conf);
     log_msg(LOG_INFO, NULL, "warren %s ready; %u worker%s; brokers %s%s", WARREN_VERSION, m.n_workers, m.n_workers == 1 ? "" : "s",
             conf->brokers.n ? conf->brokers.items[0] : "", conf->brokers.n > 1 ? ", ..." : "");
     rc = event_base_loop(m.base, EVLOOP_NO_EXIT_ON_EMPTY) == -1 ? 1 : 0;
@@ -333,6 +426,10 @@ out:
         event_free(sighup);
     if (m.exit_ev)
         event_free(m.exit_ev);
+    if (m.mem_ev)
+        event_free(m.mem_ev);
+    if (m.statm_fd != -1)
+        close(m.statm_fd);
     if (m.base)
         event_base_free(m.base);
     return rc;

@@ -28,6 +28,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include "bridge/clock.h"
 #include "bridge/conn.h"
 #include "bridge/http.h"
 #include "bridge/list.h"
@@ -46,6 +47,7 @@ struct port_kind {
 };
 
 static void tls_reject_fd(evutil_socket_t fd, int status, const char *reason);
+static void held_check_cb(evutil_socket_t fd, short what, void *arg);
 
 static const struct port_kind ports[SERVER_PORT_COUNT] = {
     [SERVER_PORT_WS] = {.scheme = "ws", .start = http_conn_start, .reject = http_reject_fd},
@@ -63,7 +65,11 @@ struct server {
     void (*on_empty)(void *arg); /* when set, called once the last connection is freed (graceful shutdown) */
     void *on_empty_arg;
     SSL_CTX *ssl_ctx;
+    struct event *held_ev; /* while over the memory budget: held connections whose peer left are closed */
 };
+
+/* How often the connections held over the memory budget are checked for a peer that left (conn_held_check()). */
+#define SERVER_HELD_CHECK_MS 200
 
 /* conn_accept.gone: the transport frees `c`. */
 static void conn_gone(void *owner, struct conn *c)
@@ -94,7 +100,8 @@ void server_adopt(struct server *srv, const struct server_socket *s)
                             .peer = s->peer,
                             .gone = conn_gone,
                             .owner = srv,
-                            .owner_tag = s->ip};
+                            .owner_tag = s->ip,
+                            .hold = &srv->group->mem_over};
     struct conn *c = NULL;
     if (k->tls && !ssl) {
         evutil_closesocket(s->fd);
@@ -189,8 +196,13 @@ int server_new(struct event_base *base, const struct conf *conf, struct upstream
     srv->up = up;
     srv->group = group;
     list_init(&srv->conns);
+    if (!(srv->held_ev = event_new(base, -1, EV_PERSIST, held_check_cb, srv))) {
+        free(srv);
+        return -ENOMEM;
+    }
     int r = conn_conf_new(conf, base, up, &srv->cc);
     if (r != 0) {
+        event_free(srv->held_ev);
         free(srv);
         return r;
     }
@@ -226,6 +238,7 @@ void server_free(struct server *srv)
         conn_free(conn_of_node(srv->conns.next));
     SSL_CTX_free(srv->ssl_ctx);
     conn_conf_unref(srv->cc);
+    event_free(srv->held_ev);
     free(srv);
 }
 
@@ -238,6 +251,28 @@ int server_conf_update(struct server *srv, const struct conf *conf)
     conn_conf_unref(srv->cc); /* freed now, or with the last connection that still uses it */
     srv->cc = cc;
     return 0;
+}
+
+static void held_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    for (struct list *node = srv->conns.next; node != &srv->conns; node = node->next)
+        conn_held_check(conn_of_node(node)); /* a kill only schedules the free: the list stays as it is */
+}
+
+void server_memory_changed(struct server *srv)
+{
+    bool over = atomic_load(&srv->group->mem_over);
+    for (struct list *node = srv->conns.next; node != &srv->conns; node = node->next)
+        conn_hold_reading(conn_of_node(node), over); /* never frees, never calls a front-end from here */
+    if (over) {
+        struct timeval tv = clock_timeval(SERVER_HELD_CHECK_MS);
+        event_add(srv->held_ev, &tv);
+    } else {
+        event_del(srv->held_ev);
+    }
 }
 
 void server_handed(struct server *srv)

@@ -59,6 +59,11 @@ struct server_socket {
 struct server_group {
     atomic_size_t conns;
     /*
+     * Over the memory budget (bridge/memory.h): set and cleared by the main thread, read by the acceptor (refuse) and by
+     * every connection where it reads (hold); each worker is told of a change through worker_memory_changed().
+     */
+    atomic_bool mem_over;
+    /*
      * The TLS session-ticket keys of every worker's SSL_CTX, drawn by the first server_new() (main thread, before any
      * worker runs), so that a session resumes on whichever worker the acceptor picks.
      */
@@ -89,6 +94,12 @@ void server_dropped(struct server *srv, struct server_ip *ip);
  * client, and a handshake to send it over TLS would cost an overloaded server a full handshake per refusal). Any thread.
  */
 void server_reject(enum server_port port, evutil_socket_t fd, const char *reason);
+
+/*
+ * The group's mem_over changed (worker_memory_changed()): every open connection's reading is held (over) or released
+ * (under; the bytes they already hold are handed to their front-end again). Loop thread.
+ */
+void server_memory_changed(struct server *srv);
 
 /* The acceptor hands this server one more socket (main thread), and reads how many it holds (any thread). */
 void server_handed(struct server *srv);

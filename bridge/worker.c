@@ -1,9 +1,9 @@
 /*
  * bridge/worker.c — one event loop on its own thread with its own server and upstream (bridge/worker.h).
  *
- * Commands from the main thread (stop, reload) are posted under a mutex and announced with event_active() on the
- * worker's base, which libevent makes thread-safe once evthread_use_pthreads() ran (bridge/main.c does it first); the
- * worker's loop takes them on its own thread, so the server and the upstream are only ever touched there.
+ * Commands from the main thread (stop, reload, the memory budget crossed) are posted under a mutex and announced with
+ * event_active() on the worker's base, which libevent makes thread-safe once evthread_use_pthreads() ran (bridge/main.c does it
+ * first); the worker's loop takes them on its own thread, so the server and the upstream are only ever touched there.
  */
 #include "bridge/worker.h"
 
@@ -38,6 +38,7 @@ struct worker {
 
     pthread_mutex_t lock; /* guards the command fields below */
     bool stop, stop_now;
+    bool mem_changed; /* the group's mem_over changed: hold or release every connection's reading */
     unsigned grace_ms;
     struct conf *reload;         /* owned; NULL when none is pending */
     struct server_socket *socks; /* handed over by the acceptor, not adopted yet (bounded by the fd limit) */
@@ -94,13 +95,17 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
     struct conf *reload = w->reload;
     bool stop = w->stop, now = w->stop_now;
     unsigned grace_ms = w->grace_ms;
+    bool mem_changed = w->mem_changed;
     struct server_socket *socks = w->socks;
     size_t n_socks = w->n_socks;
     w->reload = NULL;
+    w->mem_changed = false;
     w->socks = NULL;
     w->n_socks = w->cap_socks = 0;
     pthread_mutex_unlock(&w->lock);
     adopt_all(w, socks, n_socks);
+    if (mem_changed && !w->stopping)
+        server_memory_changed(w->srv); /* reads the flag now: several changes since the last turn make one walk */
     if (reload) {
         if (!w->stopping && server_conf_update(w->srv, reload) != 0)
             log_msg(LOG_ERROR, NULL, "worker %u: reload refused: out of memory; keeping the running configuration", w->id);
@@ -186,6 +191,14 @@ void worker_reload(struct worker *w, struct conf *conf)
         conf_deinit(old);
         free(old);
     }
+    event_active(w->cmd_ev, 0, 0);
+}
+
+void worker_memory_changed(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->mem_changed = true;
+    pthread_mutex_unlock(&w->lock);
     event_active(w->cmd_ev, 0, 0);
 }
 

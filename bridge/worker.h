@@ -5,7 +5,8 @@
  * leaves the worker that accepted it, so nothing inside a worker needs a lock (DESIGN.md: one worker per core).
  *
  * The main thread creates the workers (loading what can fail, such as the TLS certificate, before any thread starts),
- * starts them, and talks to them only through worker_adopt(), worker_stop() and worker_reload(), which are safe from
+ * starts them, and talks to them only through worker_adopt(), worker_stop(), worker_reload() and
+ * worker_memory_changed(), which are safe from
  * any thread: each posts a command that the worker's loop runs. A worker that has stopped calls `exited(arg)` from its thread,
  * last.
  */
@@ -44,6 +45,12 @@ void worker_stop(struct worker *w, bool now, unsigned grace_ms);
  * logs it and keeps its configuration).
  */
 void worker_reload(struct worker *w, struct conf *conf);
+
+/*
+ * The server_group's mem_over changed (main thread): the worker's loop holds (over) or releases (under) the reading of
+ * every connection it serves (server_memory_changed()). Any thread.
+ */
+void worker_memory_changed(struct worker *w);
 
 /*
  * Hands the worker an accepted socket, copied (any thread; the acceptor's): its loop adopts it (server_adopt()). Returns 0, or

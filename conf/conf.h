@@ -74,6 +74,8 @@ struct conf {
     const char *tls_ca_file;
     int max_connections;
     int max_connections_per_ip;
+    size_t max_memory_bytes;
+    int max_memory_pct;
     int workers;
 
     /* The AMQP side. */

@@ -88,6 +88,10 @@ static const struct conf_key keys[] = {
           "most client connections open at once, over all listeners; further ones are refused; 0 = derived from RLIMIT_NOFILE"),
     K_INT(max_connections_per_ip, RELOAD, 0, 0, 10000000,
           "most client connections open at once from one IP address, over all listeners; 0 = no per-address limit"),
+    K_SIZE(max_memory_bytes, RELOAD, 0, 0, 1125899906842624LL,
+           "memory budget (RSS): above it new connections get 503 and clients are not read; 0 = max_memory_pct of the machine"),
+    K_INT(max_memory_pct, RELOAD, 50, 0, 100,
+          "the budget when max_memory_bytes is 0: this % of MemTotal or of the cgroup memory limit if lower; 0 = no budget"),
     K_INT(workers, RESTART, 0, 0, 256,
           "event loops (threads) serving clients, each with its own AMQP connections; 0 = one per core"),
 

@@ -2,13 +2,17 @@
  * tests/unit/test-bridge-conn.c — bridge/conn.h, the transport, on a socketpair with a probe front-end: input reaches the
  * front-end and a hand-over inside `input` gives the rest to the next one at once; a graceful close flushes, then sends
  * FIN, and the connection is freed at the peer's FIN; conn_kill() from a callback frees from the loop, never inside;
- * reading paused and resumed; the output limit; the deadline; shutdown through the ops table. Links only the transport
- * library (no ws/, no session), which is the point: the transport knows no front-end.
+ * reading paused and resumed, and held over the memory budget (a held peer's FIN found through TCP_INFO); the output limit; the
+ * deadline; shutdown through the ops table. Links only the transport library (no ws/, no session), which is the point: the
+ * transport knows no front-end.
  */
 #include "bridge/conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -105,26 +109,35 @@ struct rig {
     struct conn_conf *cc;
     struct probe p;
     int peer;
+    atomic_bool hold; /* conn_accept.hold: the memory budget's flag */
 };
 
-static void rig_init(struct rig *r, size_t send_limit)
+/* The connection on `fd`, the peer on `peer` (both connected). */
+static void rig_init_fds(struct rig *r, size_t send_limit, int fd, int peer)
 {
     struct conf conf;
-    int sv[2];
     memset(r, 0, sizeof(*r));
+    atomic_init(&r->hold, false);
     r->base = event_base_new();
     conf_init(&conf);
     conf.client_send_limit_bytes = send_limit;
     CHECK_EQ_INT(conn_conf_new(&conf, r->base, NULL, &r->cc), 0);
     conf_deinit(&conf);
-    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    evutil_make_socket_nonblocking(sv[0]);
-    r->peer = sv[1];
+    evutil_make_socket_nonblocking(fd);
+    r->peer = peer;
     list_init(&r->p.conns);
-    struct conn_accept a = {.base = r->base, .cc = r->cc, .fd = sv[0], .peer = "test:1", .gone = probe_gone, .owner = &r->p};
+    struct conn_accept a = {
+        .base = r->base, .cc = r->cc, .fd = fd, .peer = "test:1", .gone = probe_gone, .owner = &r->p, .hold = &r->hold};
     CHECK_EQ_INT(conn_new(&a, &r->p.c), 0);
     list_link_tail(&r->p.conns, conn_node(r->p.c));
     conn_set_frontend(r->p.c, &probe_ops, &r->p);
+}
+
+static void rig_init(struct rig *r, size_t send_limit)
+{
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    rig_init_fds(r, send_limit, sv[0], sv[1]);
 }
 
 static void rig_deinit(struct rig *r)
@@ -220,6 +233,79 @@ static void test_pause_resume(void)
     rig_deinit(&r);
 }
 
+/* The memory budget's hold: independent of the front-end's pause, set by the flag where input arrives, released. */
+static void test_hold(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    atomic_store(&r.hold, true); /* over the budget: the next read holds the connection, its bytes kept */
+    CHECK_EQ_INT(write(r.peer, "abc", 3), 3);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.inputs, 0);
+    CHECK(!conn_wants_input(r.p.c));
+    conn_pause_reading(r.p.c, true); /* the front-end pauses too: both must be off */
+    atomic_store(&r.hold, false);
+    conn_hold_reading(r.p.c, false);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.inputs, 0);
+    conn_pause_reading(r.p.c, false);
+    run_until(&r, &r.p.inputs, 1000);
+    CHECK_EQ_INT(r.p.n_got, 3);
+    /* Held by the owner's walk, then released: input is handed over at the next turn, never inside the call. */
+    conn_hold_reading(r.p.c, true);
+    CHECK_EQ_INT(write(r.peer, "de", 2), 2);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.n_got, 3);
+    conn_pause_reading(r.p.c, true);
+    conn_pause_reading(r.p.c, false); /* the front-end resumes: still held */
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.n_got, 3);
+    int before = r.p.inputs;
+    conn_hold_reading(r.p.c, false);
+    CHECK_EQ_INT(r.p.inputs, before);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.n_got, 5);
+    /* conn_close() releases the hold: the peer's goodbye is read. */
+    conn_hold_reading(r.p.c, true);
+    conn_close(r.p.c);
+    CHECK_EQ_INT(write(r.peer, "fg", 2), 2);
+    run_for(&r, 30);
+    CHECK_EQ_INT(r.p.n_got, 7);
+    conn_held_check(r.p.c); /* not held (and not TCP): nothing */
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_CLOSING);
+    rig_deinit(&r);
+}
+
+/* A held connection reads nothing, so its peer's FIN is seen through conn_held_check() (TCP_INFO), not by reading. */
+static void test_held_peer_gone(void)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0), cl = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    CHECK(l != -1 && cl != -1);
+    CHECK_EQ_INT(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    CHECK_EQ_INT(listen(l, 1), 0);
+    CHECK_EQ_INT(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+    CHECK_EQ_INT(connect(cl, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    int fd = accept(l, NULL, NULL);
+    CHECK(fd != -1);
+    close(l);
+    struct rig r;
+    rig_init_fds(&r, 1 << 20, fd, cl);
+    conn_hold_reading(r.p.c, true);
+    conn_held_check(r.p.c); /* the peer is there */
+    run_for(&r, 20);
+    CHECK_EQ_INT(r.p.gones, 0);
+    shutdown(cl, SHUT_WR);
+    run_for(&r, 50); /* the FIN is not read: the connection does not see it */
+    CHECK_EQ_INT(r.p.gones, 0);
+    conn_held_check(r.p.c);
+    CHECK_EQ_INT(conn_state(r.p.c), CONN_DEAD);
+    run_until(&r, &r.p.gones, 1000); /* freed from the loop */
+    CHECK_EQ_INT(r.p.gones, 1);
+    rig_deinit(&r);
+}
+
 static void test_send_limit_and_drain(void)
 {
     struct rig r;
@@ -285,6 +371,8 @@ int main(void)
     RUN(test_graceful_close);
     RUN(test_kill_from_callback);
     RUN(test_pause_resume);
+    RUN(test_hold);
+    RUN(test_held_peer_gone);
     RUN(test_send_limit_and_drain);
     RUN(test_deadline);
     RUN(test_shutdown_through_ops);
