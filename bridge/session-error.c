@@ -37,7 +37,7 @@ static void expand(const char *t, const struct session_arg *args, size_t n, size
 {
     size_t o = 0;
     for (; *t && o + 1 < cap; t++) {
-        unsigned i = t[0] == '%' && (t[1] == '1' || t[1] == '2') ? (unsigned)(t[1] - '1') : 2;
+        unsigned i = t[0] == '%' && t[1] >= '1' && t[1] <= '4' ? (unsigned)(t[1] - '1') : 4;
         if (i >= n) {
             out[o++] = *t;
             continue;

@@ -1,7 +1,7 @@
 /*
  * bridge/session-errors.h — every ERROR frame a session sends, in one table: id, `message` header, body template, the
  * number of arguments the templates take, and the most bytes of each argument that are quoted (0: all of it; a client's
- * header value is cut so that the body stays readable). `%1` and `%2` in a template are replaced by the arguments;
+ * header value is cut so that the body stays readable). `%1` to `%4` in a template are replaced by the arguments;
  * nothing else in a template is special, and the whole body is bounded (1 KiB). Every ERROR is followed by closing the
  * connection (DESIGN.md: the spec, not Web-STOMP), so the table has no "closes" column. session_error*() in
  * bridge/session-error.c builds the frame from a row: `message`, `content-type:text/plain`, `version` (the versions warren
@@ -50,6 +50,10 @@
     X(UNSUB_NOT_FOUND, "No subscription found",                                                                                    \
       "UNSUBSCRIBE must refer to an existing subscription.\nSubscription to \"%1='%2'\" not found.\n", 2, 200)                     \
     X(UNSUB_TEMP, "Invalid id", "UNSUBSCRIBE 'id' may not start with /temp-queue/\n", 0, 0)                                        \
+    X(MESSAGE_TOO_BIG, "Message too large",                                                                                        \
+      "Message '%1' from '%2' takes %3 bytes as a STOMP MESSAGE, more than this client may be sent "                               \
+      "(client_send_limit_bytes %4). The broker was told to reject it (requeue=false: a dead-letter exchange gets it).",           \
+      4, 0)                                                                                                                        \
     X(SUB_CANCELLED, "Server cancelled subscription", "The server has cancelled a subscription (queue deleted or node down).", 0,  \
       0)                                                                                                                           \
     X(ACK_NO_ID, "Missing header", "\"%1\" must include the \"%2\" header\n", 2, 0)                                                \

@@ -131,6 +131,7 @@ struct session_input {
 struct session_output {
     char *buf;
     size_t cap;
+    size_t too_big; /* the encoded size of the last frame refused with -EMSGSIZE */
 };
 
 /* Heart-beats and timeouts (session.c). */
@@ -254,7 +255,8 @@ enum session_rc session_fatal_at(struct session *s, const char *what, int err, c
 
 /* session.c */
 void session_log(struct session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* One frame to the client. 0, -EPIPE (closed, or the transport refused), -EINVAL (not representable), -ENOMEM. */
+/* One frame to the client. 0, -EPIPE (closed, or the transport refused), -EINVAL (not representable), -ENOMEM,
+ * -EMSGSIZE (its encoding alone is over client_send_limit_bytes: never sendable; its size is in s->out.too_big). */
 int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp_header *h, size_t n, const char *body,
                        size_t body_len);
 void session_close(struct session *s, const char *reason);

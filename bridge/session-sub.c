@@ -494,6 +494,37 @@ static bool client_has_room(struct session *s)
     return s->io.pending(s->io_ud) < s->conf->client_send_buffer_bytes;
 }
 
+/*
+ * A delivery whose MESSAGE alone is over client_send_limit_bytes can never reach this client: sent, the transport would
+ * close it as too slow with nothing queued, the broker would requeue the message, and the next consumer would die of it
+ * too. So it is rejected at the broker (basic.nack requeue=false, basic.reject's meaning: a dead-letter exchange gets
+ * it) before this session fails with an ERROR naming it; the session's ack:auto deliveries already queued to the client
+ * are acked first, as they would have been at the end of the turn. The reject is queued on the channel ahead of its
+ * release, so the broker settles the message before it requeues the session's other unsettled deliveries, which go to
+ * the next consumer.
+ */
+static void reject_too_big(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id)
+{
+    char dest[DEST_FORMAT_MAX], size[24], limit[24];
+    size_t too_big = s->out.too_big;
+    struct session_sub *other;
+    dest_format(d->exchange ? d->exchange : "", d->routing_key ? d->routing_key : "", s->conf->default_topic_exchange, dest,
+                sizeof(dest));
+    session_log(s, LOG_WARN, "message '%s' from '%s' is %zu bytes as a STOMP MESSAGE, over client_send_limit_bytes %zu: rejected",
+                msg_id, dest, too_big, s->conf->client_send_limit_bytes);
+    LIST_FOR_EACH_ENTRY (other, &s->subs.all, link)
+        if (other->ack == SESSION_ACK_AUTO && sub_settle_all(s, other) != SESSION_OK)
+            return;
+    if (settle(s, d->delivery_tag, false, true, false) != SESSION_OK)
+        return;
+    struct stomp_header h = session_hdr("subscription", sub->id);
+    (void)session_error_frame(
+        s, NULL, SESSION_ERR_MESSAGE_TOO_BIG,
+        (const struct session_arg[]){SARG(msg_id), SARG(dest), session_arg_int(size, sizeof(size), (long long)too_big),
+                                     session_arg_int(limit, sizeof(limit), (long long)s->conf->client_send_limit_bytes)},
+        4, sub->has_id ? &h : NULL);
+}
+
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
 {
     if (s->state == SESSION_ST_CLOSED || !s->ch)
@@ -505,7 +536,12 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     }
     char msg_id[DEST_NAME_MAX + 96];
     snprintf(msg_id, sizeof(msg_id), "%s@@%s@@%" PRIu64, sub->ctag, s->id, d->delivery_tag);
-    if (session_message_send(s, sub, d, msg_id) != 0) { /* never settle what the client did not get */
+    int r = session_message_send(s, sub, d, msg_id);
+    if (r == -EMSGSIZE) {
+        reject_too_big(s, sub, d, msg_id);
+        return;
+    }
+    if (r != 0) { /* never settle what the client did not get */
         if (s->state != SESSION_ST_CLOSED)
             (void)settle(s, d->delivery_tag, false, true, true);
         return;

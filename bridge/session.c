@@ -82,6 +82,8 @@ static int write_frame(struct session *s, const struct stomp_frame *f, size_t *l
     const char *reason = NULL;
     int r = stomp_frame_write(f, s->version, flags, s->out.buf, s->out.cap, len, &reason);
     if (r == STOMP_E_NOSPACE) {
+        if (*len > s->conf->client_send_limit_bytes) /* never sendable: not worth the allocation */
+            return 0;
         size_t cap = *len + 256;
         char *n = realloc(s->out.buf, cap);
         if (!n)
@@ -105,6 +107,10 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     int r = write_frame(s, &f, &len);
     if (r != 0)
         return r < 0 ? r : -EINVAL;
+    if (len > s->conf->client_send_limit_bytes) { /* the transport would close the client as too slow for it */
+        s->out.too_big = len;
+        return -EMSGSIZE;
+    }
     int sent = s->io.send(s->io_ud, s->out.buf, len);
     if (s->out.cap > SESSION_KEEP_BYTES) {
         free(s->out.buf);

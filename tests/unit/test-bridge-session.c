@@ -494,8 +494,8 @@ static void test_error_table(void)
             for (const char *p = t[k]; *p; p++) {
                 if (*p != '%')
                     continue;
-                CHECK(p[1] == '1' || p[1] == '2');
-                if (p[1] == '1' || p[1] == '2')
+                CHECK(p[1] >= '1' && p[1] <= '4');
+                if (p[1] >= '1' && p[1] <= '4')
                     seen |= 1u << (p[1] - '1');
             }
         CHECK_EQ_INT(seen, (1u << row->n_args) - 1);
@@ -779,6 +779,47 @@ static void test_nack_10_and_no_id(void)
     }
 }
 
+/* A delivery whose MESSAGE alone is over client_send_limit_bytes: the session acks the ack:auto deliveries it already
+ * queued, rejects that one at the broker (nack requeue=false, before the channel's release, so it is not requeued to
+ * the next consumer), then fails with an ERROR naming it; the client's other unsettled deliveries go back by the release.
+ * Before (issue 7), the transport closed the client as too slow with no ERROR and the broker requeued the message. */
+static void test_oversize_delivery(void)
+{
+    struct rig r;
+    rig_init(&r);
+    r.conf.client_send_limit_bytes = 4096;
+    r.conf.client_send_buffer_bytes = 4096;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    struct upstream_chan *ch = fake_last_chan(r.up);
+    subscribe(&r, "a", "auto");
+    subscribe(&r, "c", "client");
+    uint64_t small = fake_deliver(ch, "T_a", "small", NULL);
+    uint64_t held = fake_deliver(ch, "T_c", "held", NULL);
+    CHECK_EQ_INT(rig_count(&r, "MESSAGE"), 2);
+    char big[5000];
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    size_t acks = fake_count(r.up, FAKE_ACK);
+    uint64_t tag = fake_deliver(ch, "T_c", big, NULL);
+    CHECK_EQ_INT(rig_count(&r, "MESSAGE"), 2); /* never sent */
+    const char *e = rig_last(&r);
+    CHECK(strncmp(e, "ERROR\n", 6) == 0 && frame_has(e, "message:Message too large") && frame_has(e, "subscription:c"));
+    char want[128];
+    snprintf(want, sizeof(want), "Message 'T_c@@%s@@%llu' from '/queue/rk' takes ", session_id(r.s), (unsigned long long)tag);
+    CHECK(strstr(e, want) != NULL && strstr(e, "client_send_limit_bytes 4096") != NULL);
+    CHECK(r.closed);
+    long nack = fake_find(r.up, FAKE_NACK, 0);
+    long rel = fake_find(r.up, FAKE_RELEASE, 0);
+    CHECK(nack >= 0 && r.up->cmds[nack].dtag == tag && !r.up->cmds[nack].requeue && !r.up->cmds[nack].multiple);
+    CHECK(rel > nack);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_NACK), 1); /* `held` is the release's to requeue, not rejected */
+    long ack = fake_find(r.up, FAKE_ACK, 0);
+    CHECK(fake_count(r.up, FAKE_ACK) == acks + 1 && ack >= 0 && ack < nack && r.up->cmds[ack].dtag == small);
+    CHECK(held != tag);
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -806,6 +847,7 @@ int main(void)
     RUN(test_message_headers_not_shadowed);
     RUN(test_parse_error_words);
     RUN(test_nack_10_and_no_id);
+    RUN(test_oversize_delivery);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
