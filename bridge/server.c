@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 
 #include "bridge/clock.h"
+#include "bridge/excl.h"
 #include "bridge/conn.h"
 #include "bridge/http.h"
 #include "bridge/list.h"
@@ -66,6 +67,7 @@ struct server {
     void *on_empty_arg;
     SSL_CTX *ssl_ctx;
     struct event *held_ev; /* while over the memory budget: held connections whose peer left are closed */
+    struct excl *excl;     /* the exclusive queues of this worker's sessions (bridge/excl.h) */
 };
 
 /* How often the connections held over the memory budget are checked for a peer that left (conn_held_check()). */
@@ -186,6 +188,15 @@ static int tls_setup(struct server *srv)
     return 0;
 }
 
+/* A configuration for the connections adopted from now on; their sessions share the server's exclusive-queue table. */
+static int cc_new(struct server *srv, const struct conf *conf, struct conn_conf **out)
+{
+    int r = conn_conf_new(conf, srv->base, srv->up, out);
+    if (r == 0)
+        (*out)->env.excl = srv->excl;
+    return r;
+}
+
 int server_new(struct event_base *base, const struct conf *conf, struct upstream *up, struct server_group *group,
                struct server **out)
 {
@@ -200,7 +211,9 @@ int server_new(struct event_base *base, const struct conf *conf, struct upstream
         free(srv);
         return -ENOMEM;
     }
-    int r = conn_conf_new(conf, base, up, &srv->cc);
+    int r = excl_new(&srv->excl);
+    if (r == 0 && (r = cc_new(srv, conf, &srv->cc)) != 0)
+        excl_free(srv->excl);
     if (r != 0) {
         event_free(srv->held_ev);
         free(srv);
@@ -239,13 +252,14 @@ void server_free(struct server *srv)
     SSL_CTX_free(srv->ssl_ctx);
     conn_conf_unref(srv->cc);
     event_free(srv->held_ev);
+    excl_free(srv->excl); /* after the connections: their sessions gave their claims back */
     free(srv);
 }
 
 int server_conf_update(struct server *srv, const struct conf *conf)
 {
     struct conn_conf *cc = NULL;
-    int r = conn_conf_new(conf, srv->base, srv->up, &cc);
+    int r = cc_new(srv, conf, &cc);
     if (r != 0)
         return r;
     conn_conf_unref(srv->cc); /* freed now, or with the last connection that still uses it */

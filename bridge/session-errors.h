@@ -54,6 +54,11 @@
       "Message '%1' from '%2' takes %3 bytes as a STOMP MESSAGE, more than this client may be sent "                               \
       "(client_send_limit_bytes %4). The broker was told to reject it (requeue=false: a dead-letter exchange gets it).",           \
       4, 0)                                                                                                                        \
+    X(RESOURCE_LOCKED, "resource_locked",                                                                                          \
+      "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '%1' in vhost '%2'. It could be originally declared "      \
+      "on another connection or the exclusive property value does not match that of the original declaration.",                    \
+      2, 0)                                                                                                                        \
+    X(EXCL_TOO_MANY, "Too many exclusive queues", "At most %1 exclusive queues per session", 1, 0)                                 \
     X(SUB_CANCELLED, "Server cancelled subscription", "The server has cancelled a subscription (queue deleted or node down).", 0,  \
       0)                                                                                                                           \
     X(ACK_NO_ID, "Missing header", "\"%1\" must include the \"%2\" header\n", 2, 0)                                                \

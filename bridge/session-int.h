@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "bridge/dest.h"
+#include "bridge/excl.h"
 #include "bridge/list.h"
 #include "bridge/session-errors.h"
 #include "bridge/session.h"
@@ -199,6 +200,7 @@ struct session {
     struct session_subs subs;
     struct session_map map;
     struct session_txs txs;
+    struct excl_owner excl; /* the exclusive queues this session declared (bridge/excl.h) */
 };
 
 /*
@@ -298,6 +300,11 @@ void session_subs_drain(struct session *s);
 /* SESSION_OK while the session may hold one more subscription (max_subscriptions, /temp-queue/ consumers included),
  * else ERROR `Too many subscriptions` (with f's receipt-id). */
 enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f);
+/* SESSION_OK when no other session holds `queue` exclusively (bridge/excl.h), else ERROR resource_locked, as the broker
+ * words it for another connection's exclusive queue (with f's receipt-id). */
+enum session_rc session_excl_check(struct session *s, const struct stomp_frame *f, const char *queue);
+/* Claims `queue`, which this session is about to declare exclusive: SESSION_OK, else ERROR (locked, too many). */
+enum session_rc session_excl_claim(struct session *s, const struct stomp_frame *f, const char *queue);
 /* Adds the consumer of a temp reply queue (already declared). */
 enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, const char *queue);
 

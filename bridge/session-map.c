@@ -75,6 +75,13 @@ enum session_rc session_queue_ensure(struct session *s, const struct stomp_frame
         return SESSION_OK;
     if (dest_queue_opts_parse(DEST_QUEUE, f->headers, f->n_headers, &o, &reason, &bad) != 0)
         return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
+    if (session_excl_check(s, f, name) != SESSION_OK)
+        return SESSION_CLOSED;
+    if (o.flags & UPSTREAM_Q_EXCLUSIVE) { /* this session's from now on (session_excl_claim(), bridge/excl.h) */
+        if (session_excl_claim(s, f, name) != SESSION_OK)
+            return SESSION_CLOSED;
+        o.flags |= UPSTREAM_Q_OWNED;
+    }
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     unsigned flags = o.flags | (nowait ? UPSTREAM_Q_NOWAIT : 0u);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, name, flags, o.args.v, o.args.n)) != 0)
@@ -111,6 +118,8 @@ static const char *temp_queue(struct session *s, const struct stomp_frame *f, co
     memcpy(t->queue, "stomp.gen-", 10);
     dest_base64url(rnd, sizeof(rnd), t->queue + 10);
     list_link_front(&s->map.temps, &t->link);
+    if (session_excl_claim(s, f, t->queue) != SESSION_OK) /* its name travels in reply-to: no other session may take it */
+        return NULL;
     unsigned flags = UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE | UPSTREAM_Q_OWNED;
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, t->queue, flags, NULL, 0)) != 0)

@@ -186,6 +186,30 @@ static int parse_prefetch(struct session *s, const struct stomp_header *h, unsig
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Exclusive queues (bridge/excl.h)                                                                                    */
+
+enum session_rc session_excl_check(struct session *s, const struct stomp_frame *f, const char *queue)
+{
+    if (!excl_locked(&s->excl, s->vhost, s->user, queue))
+        return SESSION_OK;
+    session_log(s, LOG_WARN, "queue '%s' is held exclusively by another session of '%s': refused", queue, s->user);
+    return SESSION_FAIL(s, f, RESOURCE_LOCKED, SARG(queue), SARG(s->vhost));
+}
+
+enum session_rc session_excl_claim(struct session *s, const struct stomp_frame *f, const char *queue)
+{
+    char num[24];
+    int r = excl_claim(&s->excl, s->vhost, s->user, queue);
+    if (r == 0)
+        return SESSION_OK;
+    if (r == EXCL_LOCKED)
+        return session_excl_check(s, f, queue);
+    if (r == EXCL_FULL)
+        return SESSION_FAIL(s, f, EXCL_TOO_MANY, session_arg_int(num, sizeof(num), EXCL_MAX_PER_OWNER));
+    return SESSION_FATAL_RC(s, "cannot record an exclusive queue", r);
+}
+
 static enum session_rc fail_dest(struct session *s, const struct stomp_frame *f, int err, enum dest_kind kind,
                                  const struct stomp_header *dh, const char *reason)
 {
@@ -218,6 +242,15 @@ static enum session_rc setup_exchange_queue(struct session *s, const struct stom
         dest_sub_queue_name_random(rnd, sub->queue);
         o.flags |= UPSTREAM_Q_OWNED; /* a name only this session knows: deleted with its channel (issue 7) */
     }
+    if (session_excl_check(s, f, sub->queue) != SESSION_OK)
+        return SESSION_CLOSED;
+    if (o.flags & UPSTREAM_Q_EXCLUSIVE) {
+        /* Declared exclusive, it is exclusive to the shared connection (an existing queue that is not would fail the
+         * declare with resource_locked): it is this session's, locked to the others and deleted with its channel. */
+        if (session_excl_claim(s, f, sub->queue) != SESSION_OK)
+            return SESSION_CLOSED;
+        o.flags |= UPSTREAM_Q_OWNED;
+    }
     uint64_t tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
     if (!tag || session_op_check(s, tag, upstream_chan_declare_queue(s->ch, tag, sub->queue, o.flags, o.args.v, o.args.n)))
         return SESSION_CLOSED;
@@ -234,10 +267,12 @@ static enum session_rc setup_queue(struct session *s, const struct stomp_frame *
     snprintf(sub->queue, sizeof(sub->queue), "%s", d->name);
     switch (d->kind) {
     case DEST_QUEUE:
+        if (session_excl_check(s, f, d->name) != SESSION_OK)
+            return SESSION_CLOSED;
         return session_queue_ensure(s, f, d->name, false);
     case DEST_AMQ_QUEUE:
     case DEST_REPLY_QUEUE:
-        return SESSION_OK;
+        return session_excl_check(s, f, d->name);
     case DEST_EXCHANGE:
     case DEST_TOPIC:
         return setup_exchange_queue(s, f, d, sub);
@@ -383,6 +418,8 @@ enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_fr
     memcpy(retired->ctag, sub->ctag, ctag_len + 1);
     list_link_front(&s->subs.retired, &retired->link);
     if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
+        if (session_excl_check(s, f, sub->queue) != SESSION_OK)
+            return SESSION_CLOSED;
         tag = session_op_begin(s, SESSION_OP_PLAIN, NULL);
         if (!tag || session_op_check(s, tag, upstream_chan_delete_queue(s->ch, tag, sub->queue)) != 0)
             return SESSION_CLOSED;

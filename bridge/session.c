@@ -133,6 +133,7 @@ void session_close(struct session *s, const char *reason)
     timer_disarm(s->tm.idle);
     upstream_chan_release(s->ch);
     s->ch = NULL;
+    excl_owner_release(&s->excl); /* with the channel, as the broker frees a closed connection's exclusive queues */
     session_log(s, LOG_DEBUG, "closing: %s", reason);
     s->io.close(s->io_ud, reason);
 }
@@ -546,6 +547,7 @@ struct session *session_new(const struct session_env *env, const struct session_
         return NULL;
     s->env = *env;
     s->conf = env->conf;
+    excl_owner_init(&s->excl, env->excl);
     s->io = *io;
     s->io_ud = io_ud;
     s->version = STOMP_V1_0;
@@ -566,6 +568,7 @@ void session_free(struct session *s)
         return;
     upstream_chan_release(s->ch);
     s->ch = NULL;
+    excl_owner_release(&s->excl);
     timer_free(s->tm.heartbeat);
     timer_free(s->tm.login);
     timer_free(s->tm.idle);

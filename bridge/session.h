@@ -28,6 +28,7 @@
 
 struct conf;
 struct event_base;
+struct excl;
 struct session;
 struct upstream;
 
@@ -37,6 +38,7 @@ struct session_env {
     struct upstream *up;
     const struct conf *conf;
     const char *server_header; /* value of CONNECTED `server` ("warren/0.1.0"), NULL to omit */
+    struct excl *excl;         /* the worker's exclusive queues (bridge/excl.h); NULL: not enforced */
 };
 
 /*

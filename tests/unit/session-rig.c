@@ -70,6 +70,7 @@ void rig_start(struct rig *r)
     env.up = r->up;
     env.conf = &r->conf;
     env.server_header = "warren/test";
+    env.excl = r->excl;
     r->s = session_new(&env, &rig_io, r, "127.0.0.1:1");
     if (!r->up || !r->s)
         abort();

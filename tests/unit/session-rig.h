@@ -25,6 +25,7 @@ struct rig {
     bool paused;      /* last io->pause_reading() */
     bool closed;      /* io->close() ran */
     char close_reason[128];
+    struct excl *excl;                                             /* env.excl (bridge/excl.h), NULL unless set */
     bool send_fails;                                               /* io->send() answers -1 */
     void (*on_send)(struct rig *r, const char *bytes, size_t len); /* optional observer (the fuzzer's invariants) */
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bridge/excl.h"
 #include "bridge/session-errors.h"
 #include "harness.h"
 #include "session-rig.h"
@@ -716,9 +717,11 @@ static void test_owned_queues(void)
     rig_feed(&r, "SUBSCRIBE\nid:n\ndestination:/topic/news\nx-queue-name:named\n\n");
     d = fake_find(r.up, FAKE_DECLARE, (size_t)d + 1);
     CHECK(d >= 0 && strcmp(r.up->cmds[d].a, "named") == 0 && !(r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    /* Declared exclusive, a queue is exclusive to the connection the session shares (else the declare fails): the
+     * session's, as if it had had its own connection, so it goes with the session (test_exclusive_per_session). */
     rig_feed(&r, "SUBSCRIBE\nid:e\ndestination:/queue/q\nexclusive:true\n\n");
     d = fake_find(r.up, FAKE_DECLARE, (size_t)d + 1);
-    CHECK(d >= 0 && !(r.up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    CHECK(d >= 0 && (r.up->cmds[d].flags & UPSTREAM_Q_OWNED) && (r.up->cmds[d].flags & UPSTREAM_Q_EXCLUSIVE));
     rig_deinit(&r);
 }
 
@@ -820,6 +823,98 @@ static void test_oversize_delivery(void)
     rig_deinit(&r);
 }
 
+/* A session of `user` on vhost "/" in rig r, sharing the exclusive-queue table x. */
+static void excl_rig(struct rig *r, struct excl *x, const char *user)
+{
+    char f[256];
+    rig_init(r);
+    r->excl = x;
+    rig_start(r);
+    snprintf(f, sizeof(f), "CONNECT\naccept-version:1.2\nheart-beat:0,0\nlogin:%s\npasscode:pw\nhost:/\n\n", user);
+    rig_feed(r, f);
+    fake_open(fake_last_chan(r->up), NULL);
+    fake_timer_run();
+}
+
+/* What session b of the same login gets for frame `f` that names a queue session a holds exclusively: ERROR
+ * resource_locked in the broker's words, nothing asked of the broker; true when so. */
+static bool excl_refused(struct excl *x, const char *f, const char *queue)
+{
+    struct rig b;
+    char want[512];
+    excl_rig(&b, x, "app");
+    rig_feed(&b, f);
+    snprintf(want, sizeof(want), "cannot obtain exclusive access to locked queue '%s' in vhost '/'", queue);
+    bool ok = b.closed && frame_has(rig_last(&b), "message:resource_locked") && strstr(rig_last(&b), want) != NULL &&
+              fake_count(b.up, FAKE_CONSUME) == 0 && fake_count(b.up, FAKE_DECLARE) == 0 && fake_count(b.up, FAKE_BIND) == 0 &&
+              fake_count(b.up, FAKE_DELETE) == 0;
+    if (!ok)
+        fprintf(stderr, "not refused: %s -> %s\n", f, rig_last(&b));
+    rig_deinit(&b);
+    return ok;
+}
+
+/* Exclusive means exclusive to the session (issue 7): sessions of one login share the AMQP connection, to which the
+ * broker ties exclusive queues, so warren refuses another session any consume, declare, bind or delete of, or
+ * x-queue-name naming, a /temp-queue/ reply queue or exclusive:true queue a session declared, until that session ends.
+ * Publishing to it stays open (the broker allows it from any connection: that is how replies get there). */
+static void test_exclusive_per_session(void)
+{
+    struct excl *x = NULL;
+    CHECK(excl_new(&x) == 0);
+    struct rig a;
+    excl_rig(&a, x, "app");
+    rig_feed(&a, "SEND\ndestination:/queue/service\nreply-to:/temp-queue/r\n\nreq");
+    rig_feed(&a, "SUBSCRIBE\nid:e\ndestination:/topic/t\nexclusive:true\nx-queue-name:mine\n\n");
+    long d = fake_find(a.up, FAKE_DECLARE, 0);
+    while (d >= 0 && strncmp(a.up->cmds[d].a, "stomp.gen-", 10) != 0)
+        d = fake_find(a.up, FAKE_DECLARE, (size_t)d + 1);
+    CHECK(d >= 0 && !a.closed && excl_count(x) == 2);
+    char tq[300], f[700];
+    snprintf(tq, sizeof(tq), "%s", d >= 0 ? a.up->cmds[d].a : "?");
+    static const char *const refused[][2] = {
+        {"SUBSCRIBE\nid:s\ndestination:/amq/queue/", "\n\n"},
+        {"SUBSCRIBE\nid:s\ndestination:/queue/", "\n\n"},
+        {"SUBSCRIBE\nid:s\ndestination:/reply-queue/", "\n\n"},
+        {"SUBSCRIBE\nid:s\ndestination:/topic/k\nx-queue-name:", "\n\n"},
+        {"SUBSCRIBE\nid:s\ndestination:/exchange/amq.fanout\nexclusive:true\nx-queue-name:", "\n\n"},
+        {"SEND\ndestination:/queue/", "\n\nx"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        snprintf(f, sizeof(f), "%s%s%s", refused[i][0], tq, refused[i][1]);
+        CHECK(excl_refused(x, f, tq));
+        snprintf(f, sizeof(f), "%s%s%s", refused[i][0], "mine", refused[i][1]);
+        CHECK(excl_refused(x, f, "mine"));
+    }
+    /* Publishing is open to all; another login, or the same name in another vhost, is another connection's business. */
+    struct rig b;
+    excl_rig(&b, x, "app");
+    snprintf(f, sizeof(f), "SEND\ndestination:/amq/queue/%s\n\nreply", tq);
+    rig_feed(&b, f);
+    snprintf(f, sizeof(f), "SEND\ndestination:/reply-queue/%s\n\nreply", tq);
+    rig_feed(&b, f);
+    CHECK(!b.closed && fake_count(b.up, FAKE_PUBLISH) == 2);
+    rig_deinit(&b);
+    excl_rig(&b, x, "other");
+    snprintf(f, sizeof(f), "SUBSCRIBE\nid:s\ndestination:/amq/queue/%s\n\n", tq);
+    rig_feed(&b, f);
+    CHECK(!b.closed && fake_count(b.up, FAKE_CONSUME) == 1);
+    rig_deinit(&b);
+    /* The owner itself may, and once it has ended the names are free. */
+    rig_feed(&a, "SUBSCRIBE\nid:again\ndestination:/amq/queue/mine\n\n");
+    CHECK(!a.closed);
+    rig_feed(&a, "DISCONNECT\n\n");
+    fake_done_all(a.up);
+    CHECK(a.closed && excl_count(x) == 0);
+    excl_rig(&b, x, "app");
+    snprintf(f, sizeof(f), "SUBSCRIBE\nid:s\ndestination:/amq/queue/%s\n\n", tq);
+    rig_feed(&b, f);
+    CHECK(!b.closed && fake_count(b.up, FAKE_CONSUME) == 1);
+    rig_deinit(&b);
+    rig_deinit(&a);
+    excl_free(x);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -848,6 +943,7 @@ int main(void)
     RUN(test_parse_error_words);
     RUN(test_nack_10_and_no_id);
     RUN(test_oversize_delivery);
+    RUN(test_exclusive_per_session);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
