@@ -40,6 +40,7 @@
 #include "bridge/log.h"
 #include "bridge/memory.h"
 #include "bridge/server.h"
+#include "bridge/throttle.h"
 #include "bridge/worker.h"
 #include "conf/conf.h"
 
@@ -396,6 +397,10 @@ static int run(const struct conf *conf, const struct main_srcs *srcs)
         log_msg(LOG_ERROR, NULL, "cannot create the main event loop");
         goto out;
     }
+    if (throttle_new(&m.group.login_throttle) != 0) {
+        log_msg(LOG_ERROR, NULL, "out of memory");
+        goto out;
+    }
     if (workers_create(&m, conf) != 0 || acceptor_new(m.base, conf, &m.group, dispatch, &m, &m.acc) != 0)
         goto out; /* logged where it failed */
     sigint = evsignal_new(m.base, SIGINT, stop_cb, &m);
@@ -418,6 +423,7 @@ out:
         worker_stop(m.workers[i], true, 0);
     workers_free(&m); /* first: freeing their connections gives their addresses' counts back to the acceptor */
     acceptor_free(m.acc);
+    throttle_free(m.group.login_throttle); /* after the workers: their sessions used it */
     if (sigint)
         event_free(sigint);
     if (sigterm)

@@ -52,3 +52,25 @@ bool peer_is_loopback(const char *peer)
         return true;
     return memcmp(a6.s6_addr, mapped, sizeof(mapped)) == 0 && a6.s6_addr[12] == 127;
 }
+
+size_t peer_client_key(const char *peer, uint8_t out[16])
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    struct in_addr a4;
+    struct in6_addr a6;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!peer || !host_of(peer, host, sizeof(host)))
+        return 0;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        memcpy(out, &a4, 4);
+        return 4;
+    }
+    if (inet_pton(AF_INET6, host, &a6) != 1)
+        return 0;
+    if (memcmp(a6.s6_addr, mapped, sizeof(mapped)) == 0) {
+        memcpy(out, a6.s6_addr + 12, 4);
+        return 4;
+    }
+    memcpy(out, a6.s6_addr, 8);
+    return 8;
+}

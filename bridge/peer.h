@@ -5,6 +5,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /*
  * True when `peer` is a loopback address: 127.0.0.0/8, ::1, or an IPv4-mapped 127.x address (::ffff:127.0.0.1, what a
@@ -13,3 +15,10 @@
  * (conf loopback_users).
  */
 bool peer_is_loopback(const char *peer);
+
+/*
+ * The bytes that stand for the client behind `peer`, for per-client accounting (bridge/throttle.c): an IPv4 address (or
+ * an IPv4-mapped IPv6 one) is its 4 bytes; an IPv6 address its /64 prefix, 8 bytes (one subscriber's network: a client
+ * holds as many addresses of it as it likes). Returns the length, 0 when `peer` does not parse.
+ */
+size_t peer_client_key(const char *peer, uint8_t out[16]);

@@ -192,8 +192,10 @@ static int tls_setup(struct server *srv)
 static int cc_new(struct server *srv, const struct conf *conf, struct conn_conf **out)
 {
     int r = conn_conf_new(conf, srv->base, srv->up, out);
-    if (r == 0)
+    if (r == 0) {
         (*out)->env.excl = srv->excl;
+        (*out)->env.throttle = srv->group->login_throttle;
+    }
     return r;
 }
 

@@ -69,6 +69,7 @@ struct server_group {
      */
     unsigned char tls_ticket_keys[80];
     bool tls_ticket_keys_set;
+    struct throttle *login_throttle; /* failed logins per client address (bridge/throttle.h); NULL: none */
 };
 
 /*

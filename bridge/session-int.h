@@ -141,7 +141,13 @@ struct session_timers {
     uint32_t send_ms, recv_ms; /* negotiated at CONNECT, applied at CONNECTED */
     struct timer *heartbeat;
     struct timer *login;
-    struct timer *idle; /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
+    struct timer *idle;     /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
+    struct timer *throttle; /* the login's turn (bridge/throttle.h): then the channel is opened */
+};
+
+/* A login held back by the throttle until its turn (session.c). */
+struct session_login {
+    char *user, *pass, *vhost;
 };
 
 /* Upstream operations, receipts and flow control (session-ops.c). */
@@ -192,6 +198,7 @@ struct session {
     char user[128];   /* login, for error texts */
     char vhost[128];  /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts */
     struct upstream_chan *ch;
+    struct session_login pending_login; /* CONNECT's credentials while the throttle holds it (all NULL otherwise) */
 
     struct session_input in;
     struct session_output out;

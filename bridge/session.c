@@ -24,6 +24,7 @@
 
 #include "bridge/log.h"
 #include "bridge/peer.h"
+#include "bridge/throttle.h"
 #include "bridge/timer.h"
 #include "conf/conf.h"
 
@@ -131,6 +132,7 @@ void session_close(struct session *s, const char *reason)
     timer_disarm(s->tm.heartbeat);
     timer_disarm(s->tm.login);
     timer_disarm(s->tm.idle);
+    timer_disarm(s->tm.throttle);
     upstream_chan_release(s->ch);
     s->ch = NULL;
     excl_owner_release(&s->excl); /* with the channel, as the broker frees a closed connection's exclusive queues */
@@ -261,10 +263,13 @@ static void open_failed(struct session *s, const struct upstream_error *err)
     char detail[512] = "\n"; /* RabbitMQ's body ends in a newline; warren adds the broker's reason on the next line */
     if (err->text && err->text[0])
         snprintf(detail, sizeof(detail), "\n%s", err->text);
-    if (err->code == 530) /* not_allowed: the vhost does not exist or the user may not use it */
+    if (err->code == 530) { /* not_allowed: the vhost does not exist or the user may not use it */
         (void)SESSION_FAIL(s, NULL, VHOST_DENIED, SARG(s->vhost), SARG(detail));
-    else
-        (void)SESSION_FAIL(s, NULL, ACCESS_REFUSED, SARG(s->user), SARG(detail));
+        return;
+    }
+    /* A refused password: this address's next login waits (bridge/throttle.h). */
+    throttle_login_failed(s->env.throttle, s->peer, timer_now_ms(), (unsigned)s->conf->login_failure_delay_max_ms);
+    (void)SESSION_FAIL(s, NULL, ACCESS_REFUSED, SARG(s->user), SARG(detail));
 }
 
 static void on_open(void *ud, const struct upstream_error *err)
@@ -366,6 +371,34 @@ static enum session_rc negotiate(struct session *s, const struct stomp_frame *f)
     return SESSION_OK;
 }
 
+static void login_drop(struct session_login *l)
+{
+    free(l->user);
+    free(l->pass);
+    free(l->vhost);
+    *l = (struct session_login){0};
+}
+
+/* Opens the session's channel with login `l` (which is then dropped). */
+static enum session_rc login_open(struct session *s, struct session_login *l)
+{
+    struct upstream_login lg = {.vhost = l->vhost, .user = l->user, .pass = l->pass, .conn_name = s->peer};
+    int r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);
+    login_drop(l);
+    if (r != 0)
+        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", r);
+    session_flow_update(s);
+    return SESSION_HELD;
+}
+
+/* The throttle's turn for a held login came. */
+static void on_throttle_timer(void *arg)
+{
+    struct session *s = arg;
+    if (s->state == SESSION_ST_CONNECTING && s->pending_login.user && !s->ch)
+        (void)login_open(s, &s->pending_login);
+}
+
 static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *f, bool replay)
 {
     if (s->state != SESSION_ST_LOGIN)
@@ -375,29 +408,36 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
     /* default_pass goes only with default_user: a CONNECT that names a login and no passcode logs in with an empty
      * password, so the configured password is never tried for a user the client chose (doc/compatibility.md). */
     bool named = stomp_frame_header(f, "login") != NULL;
-    char *login = header_dup(f, "login", s->conf->default_user);
-    char *pass = header_dup(f, "passcode", named ? "" : s->conf->default_pass);
-    char *vhost = header_dup(f, "host", s->conf->default_vhost);
-    int r = -ENOMEM;
-    if (login && loopback_refused(s, login)) {
-        session_log(s, LOG_WARN, "login failed for user '%s': this user's access is restricted to localhost", login);
-        free(login);
-        free(pass);
-        free(vhost);
+    struct session_login l = {header_dup(f, "login", s->conf->default_user),
+                              header_dup(f, "passcode", named ? "" : s->conf->default_pass),
+                              header_dup(f, "host", s->conf->default_vhost)};
+    if (l.user && loopback_refused(s, l.user)) {
+        session_log(s, LOG_WARN, "login failed for user '%s': this user's access is restricted to localhost", l.user);
+        login_drop(&l);
         return SESSION_FAIL0(s, f, NOT_LOOPBACK);
     }
-    if (login && pass && vhost) {
-        snprintf(s->user, sizeof(s->user), "%s", login);
-        snprintf(s->vhost, sizeof(s->vhost), "%s", vhost);
-        struct upstream_login lg = {.vhost = vhost, .user = login, .pass = pass, .conn_name = s->peer};
-        s->state = SESSION_ST_CONNECTING;
-        r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);
+    if (!l.user || !l.pass || !l.vhost) {
+        login_drop(&l);
+        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", -ENOMEM);
     }
-    free(login);
-    free(pass);
-    free(vhost);
-    if (r != 0)
-        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", r);
+    snprintf(s->user, sizeof(s->user), "%s", l.user);
+    snprintf(s->vhost, sizeof(s->vhost), "%s", l.vhost);
+    s->state = SESSION_ST_CONNECTING;
+    /* Brute-force guard: an address whose logins the broker refused waits its turn before this one is tried. */
+    unsigned max_ms = (unsigned)s->conf->login_failure_delay_max_ms;
+    uint64_t wait = throttle_login_wait(s->env.throttle, s->peer, timer_now_ms(), max_ms);
+    if (wait == 0)
+        return login_open(s, &l);
+    if (wait == THROTTLE_REFUSED) {
+        char num[24];
+        login_drop(&l);
+        session_log(s, LOG_WARN, "login as '%s' refused: too many refused logins from this address", s->user);
+        return SESSION_FAIL(s, f, LOGIN_THROTTLED, session_arg_int(num, sizeof(num), max_ms));
+    }
+    session_log(s, LOG_INFO, "login as '%s' held %llu ms: recent refused logins from this address", s->user,
+                (unsigned long long)wait);
+    s->pending_login = l;
+    timer_arm(s->tm.throttle, wait);
     session_flow_update(s);
     return SESSION_HELD;
 }
@@ -534,7 +574,8 @@ static int session_init(struct session *s, const char *peer)
     s->tm.login = timer_new(s->env.base, on_login_timer, s);
     s->tm.idle = timer_new(s->env.base, on_idle_timer, s);
     s->in.resume = timer_new(s->env.base, on_resume, s);
-    if (!s->in.hdrs || !s->tm.heartbeat || !s->tm.login || !s->tm.idle || !s->in.resume)
+    s->tm.throttle = timer_new(s->env.base, on_throttle_timer, s);
+    if (!s->in.hdrs || !s->tm.heartbeat || !s->tm.login || !s->tm.idle || !s->in.resume || !s->tm.throttle)
         return -ENOMEM;
     timer_arm(s->tm.login, (uint64_t)c->login_timeout_ms);
     return 0;
@@ -572,7 +613,9 @@ void session_free(struct session *s)
     timer_free(s->tm.heartbeat);
     timer_free(s->tm.login);
     timer_free(s->tm.idle);
+    timer_free(s->tm.throttle);
     timer_free(s->in.resume);
+    login_drop(&s->pending_login);
     session_ops_deinit(s);
     session_txs_deinit(s);
     session_subs_deinit(s);

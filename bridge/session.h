@@ -29,6 +29,7 @@
 struct conf;
 struct event_base;
 struct excl;
+struct throttle;
 struct session;
 struct upstream;
 
@@ -39,6 +40,7 @@ struct session_env {
     const struct conf *conf;
     const char *server_header; /* value of CONNECTED `server` ("warren/0.1.0"), NULL to omit */
     struct excl *excl;         /* the worker's exclusive queues (bridge/excl.h); NULL: not enforced */
+    struct throttle *throttle; /* the process's failed logins per address (bridge/throttle.h); NULL: none */
 };
 
 /*

@@ -98,6 +98,7 @@ struct conf {
     int heartbeat_recv_min_ms;
     int heartbeat_timeout_pct;
     int login_timeout_ms;
+    int login_failure_delay_max_ms;
     int idle_timeout_ms;
 
     /* Input limits (STYLE.md §3.5: every bound has its own key). */

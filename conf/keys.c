@@ -132,6 +132,8 @@ static const struct conf_key keys[] = {
           "a silent peer is dead after the agreed receive interval times this percentage"),
     K_INT(login_timeout_ms, RELOAD, 10000, 100, MS_HOUR,
           "time from TCP accept to a completed STOMP CONNECT/CONNECTED; then the connection is closed"),
+    K_INT(login_failure_delay_max_ms, RELOAD, 5000, 0, 60000,
+          "cap of the delay before a login from an address whose logins were refused (100 ms doubling); 0 = off"),
     K_INT(idle_timeout_ms, RELOAD, 0, 0, MS_DAY,
           "close a session that sent no frame for this long (heart-beats do not count); 0 = off"),
 

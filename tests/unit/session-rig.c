@@ -71,7 +71,8 @@ void rig_start(struct rig *r)
     env.conf = &r->conf;
     env.server_header = "warren/test";
     env.excl = r->excl;
-    r->s = session_new(&env, &rig_io, r, "127.0.0.1:1");
+    env.throttle = r->throttle;
+    r->s = session_new(&env, &rig_io, r, r->peer ? r->peer : "127.0.0.1:1");
     if (!r->up || !r->s)
         abort();
 }

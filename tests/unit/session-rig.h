@@ -25,9 +25,11 @@ struct rig {
     bool paused;      /* last io->pause_reading() */
     bool closed;      /* io->close() ran */
     char close_reason[128];
-    struct excl *excl;                                             /* env.excl (bridge/excl.h), NULL unless set */
-    bool send_fails;                                               /* io->send() answers -1 */
-    void (*on_send)(struct rig *r, const char *bytes, size_t len); /* optional observer (the fuzzer's invariants) */
+    struct excl *excl;                                                     /* env.excl (bridge/excl.h), NULL unless set */
+    struct throttle *throttle;                                             /* env.throttle (bridge/throttle.h), NULL unless set */
+    const char *peer; /* the client's address, "127.0.0.1:1" unless set */ /* env.excl (bridge/excl.h), NULL unless set */
+    bool send_fails;                                                       /* io->send() answers -1 */
+    void (*on_send)(struct rig *r, const char *bytes, size_t len);         /* optional observer (the fuzzer's invariants) */
 };
 
 /* conf defaults (conf_init) unless the caller changed r->conf before rig_start(). */

@@ -11,6 +11,7 @@
 
 #include "bridge/excl.h"
 #include "bridge/session-errors.h"
+#include "bridge/throttle.h"
 #include "harness.h"
 #include "session-rig.h"
 
@@ -915,6 +916,79 @@ static void test_exclusive_per_session(void)
     excl_free(x);
 }
 
+/* A CONNECT as `login` from `peer` on a rig sharing throttle t; returns whether the channel was asked for at once. */
+static bool throttled_connect(struct rig *r, struct throttle *t, const char *peer, const char *login)
+{
+    char f[256];
+    rig_init(r);
+    r->throttle = t;
+    r->peer = peer;
+    r->conf.login_failure_delay_max_ms = 800;
+    rig_start(r);
+    snprintf(f, sizeof(f), "CONNECT\naccept-version:1.2\nlogin:%s\npasscode:x\n\n", login);
+    rig_feed(r, f);
+    return fake_count(r->up, FAKE_OPEN) == 1;
+}
+
+/* Failed logins slow down their address (issue 7): 100 ms after the first refusal, doubling to the cap, before the next
+ * login is even tried; parallel attempts take turns; other addresses and logins under the delay are not held; nothing
+ * but a timer waits. */
+static void test_login_throttle(void)
+{
+    struct throttle *t = NULL;
+    CHECK(throttle_new(&t) == 0);
+    struct upstream_error refused = {.kind = UPSTREAM_ERR_ACCESS_REFUSED, .code = 403, .text = "ACCESS_REFUSED"};
+    uint64_t want[] = {0, 100, 200, 400, 800, 800};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        struct rig r;
+        bool now = throttled_connect(&r, t, "10.0.0.1:4000", "bob");
+        CHECK(now == (want[i] == 0) && !r.closed && r.paused);
+        if (want[i] > 0) {
+            fake_timer_advance(want[i] - 1);
+            CHECK_EQ_INT(fake_count(r.up, FAKE_OPEN), 0);
+            fake_timer_advance(1);
+        }
+        CHECK_EQ_INT(fake_count(r.up, FAKE_OPEN), 1);
+        CHECK(strcmp(r.up->cmds[fake_find(r.up, FAKE_OPEN, 0)].a, "bob") == 0);
+        fake_open(fake_last_chan(r.up), &refused);
+        CHECK(r.closed && frame_has(rig_last(&r), "message:Bad CONNECT"));
+        rig_deinit(&r);
+    }
+    /* Another address, and an IPv6 one in another /64, are not held; the same /64 is. */
+    struct rig o;
+    CHECK(throttled_connect(&o, t, "10.0.0.2:4000", "bob"));
+    rig_deinit(&o);
+    CHECK(throttled_connect(&o, t, "[2001:db8:0:2::1]:5", "bob"));
+    fake_open(fake_last_chan(o.up), &refused);
+    rig_deinit(&o);
+    CHECK(!throttled_connect(&o, t, "[2001:db8:0:2::99]:5", "bob"));
+    rig_deinit(&o);
+    /* Parallel attempts of the held address take turns, one per delay (800 ms now): one waiting for its turn of 800 ms,
+     * the next would wait past the cap, so it is refused at once, without the broker. */
+    struct rig p[2];
+    CHECK(!throttled_connect(&p[0], t, "10.0.0.1:5000", "bob"));
+    CHECK(!throttled_connect(&p[1], t, "10.0.0.1:5001", "bob"));
+    CHECK(p[1].closed && frame_has(rig_last(&p[1]), "message:Bad CONNECT") &&
+          strstr(rig_last(&p[1]), "Too many refused logins from this address; try again in 800 ms") != NULL);
+    fake_timer_advance(800);
+    CHECK_EQ_INT(fake_count(p[0].up, FAKE_OPEN), 1);
+    rig_deinit(&p[0]);
+    rig_deinit(&p[1]);
+    /* The next turn is 800 ms later; a session freed while it waits opens nothing. */
+    CHECK(!throttled_connect(&o, t, "10.0.0.1:5002", "bob"));
+    session_free(o.s);
+    o.s = NULL;
+    fake_timer_advance(1000);
+    CHECK_EQ_INT(fake_count(o.up, FAKE_OPEN), 0);
+    rig_deinit(&o);
+    /* Forgotten after 10 x the cap without a refusal; off with 0. */
+    fake_timer_advance(8001);
+    CHECK(throttled_connect(&o, t, "10.0.0.1:5002", "bob"));
+    rig_deinit(&o);
+    CHECK_EQ_INT(throttle_login_wait(t, "10.0.0.9:1", 0, 0), 0);
+    throttle_free(t);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -944,6 +1018,7 @@ int main(void)
     RUN(test_nack_10_and_no_id);
     RUN(test_oversize_delivery);
     RUN(test_exclusive_per_session);
+    RUN(test_login_throttle);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }
