@@ -56,7 +56,7 @@
       "(client_send_limit_bytes %4). The broker was told to reject it (requeue=false: a dead-letter exchange gets it).",           \
       4, 0)                                                                                                                        \
     X(RESOURCE_LOCKED, "resource_locked",                                                                                          \
-      "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '%1' in vhost '%2'. It could be originally declared "      \
+      "cannot obtain exclusive access to locked queue '%1' in vhost '%2'. It could be originally declared "                        \
       "on another connection or the exclusive property value does not match that of the original declaration.",                    \
       2, 0)                                                                                                                        \
     X(EXCL_TOO_MANY, "Too many exclusive queues", "At most %1 exclusive queues per session", 1, 0)                                 \

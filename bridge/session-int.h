@@ -143,6 +143,7 @@ struct session_timers {
     struct timer *login;
     struct timer *idle;     /* idle_timeout_ms: no frame (heart-beats aside) for that long → close */
     struct timer *throttle; /* the login's turn (bridge/throttle.h): then the channel is opened */
+    uint64_t throttle_due;  /* when that turn comes (timer_now_ms()) */
 };
 
 /* A login held back by the throttle until its turn (session.c). */

@@ -395,8 +395,14 @@ static enum session_rc login_open(struct session *s, struct session_login *l)
 static void on_throttle_timer(void *arg)
 {
     struct session *s = arg;
-    if (s->state == SESSION_ST_CONNECTING && s->pending_login.user && !s->ch)
-        (void)login_open(s, &s->pending_login);
+    uint64_t now = timer_now_ms();
+    if (s->state != SESSION_ST_CONNECTING || !s->pending_login.user || s->ch)
+        return;
+    if (now < s->tm.throttle_due) { /* the loop's cached time ran behind the clock: not its turn yet */
+        timer_arm(s->tm.throttle, s->tm.throttle_due - now);
+        return;
+    }
+    (void)login_open(s, &s->pending_login);
 }
 
 static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *f, bool replay)
@@ -425,7 +431,8 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
     s->state = SESSION_ST_CONNECTING;
     /* Brute-force guard: an address whose logins the broker refused waits its turn before this one is tried. */
     unsigned max_ms = (unsigned)s->conf->login_failure_delay_max_ms;
-    uint64_t wait = throttle_login_wait(s->env.throttle, s->peer, timer_now_ms(), max_ms);
+    uint64_t now = timer_now_ms();
+    uint64_t wait = throttle_login_wait(s->env.throttle, s->peer, now, max_ms);
     if (wait == 0)
         return login_open(s, &l);
     if (wait == THROTTLE_REFUSED) {
@@ -437,6 +444,7 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
     session_log(s, LOG_INFO, "login as '%s' held %llu ms: recent refused logins from this address", s->user,
                 (unsigned long long)wait);
     s->pending_login = l;
+    s->tm.throttle_due = now + wait;
     timer_arm(s->tm.throttle, wait);
     session_flow_update(s);
     return SESSION_HELD;

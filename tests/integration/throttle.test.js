@@ -67,7 +67,10 @@ describe('failed logins are throttled per client address', { skip }, () => {
     }
     const gaps = bad.slice(1).map((at, i) => at - bad[i]);
     const want = [100, 200, 400, 800, 800];
-    for (let i = 0; i < want.length; i++) assert.ok(gaps[i] >= want[i] - 5, `gap ${i}: ${gaps[i]} ms, want >= ${want[i]} (${gaps})`);
+    // (measured at the client, on a machine shared with the broker: a few tens of ms of noise either way)
+    for (let i = 0; i < want.length; i++) assert.ok(gaps[i] >= want[i] - 60, `gap ${i}: ${gaps[i]} ms, want >= ${want[i]} (${gaps})`);
+    const total = gaps.reduce((a, b) => a + b, 0);
+    assert.ok(total >= 2300 - 100, `${total} ms for 5 refused logins after the first (${gaps})`);
     assert.ok(gaps[4] < MAX + 1000, `capped at ${MAX}: ${gaps}`);
 
     // Parallel guesses from the held address: one takes the next turn, the rest are refused at once, with no broker
@@ -75,7 +78,7 @@ describe('failed logins are throttled per client address', { skip }, () => {
     const par = await Promise.all(Array.from({ length: 20 }, () => login(target.url, 'wrong')));
     const throttled = par.filter((r) => /Too many refused logins from this address/.test(r.frame.text ?? ''));
     assert.ok(throttled.length >= 18, `${throttled.length} of 20 refused by the throttle`);
-    for (const r of throttled) assert.ok(r.ms < 300, `refused at once: ${r.ms} ms`);
+    for (const r of throttled) assert.ok(r.ms < MAX - 100, `refused at once, not after a turn: ${r.ms} ms`);
     assert.ok(threadsOf(target.child.pid) <= threads0 + 2, `threads ${threads0} -> ${threadsOf(target.child.pid)}`);
 
     // A good login from another address of this machine is not held, while the failing one (loopback) still is.
@@ -83,10 +86,13 @@ describe('failed logins are throttled per client address', { skip }, () => {
     if (addr && (await reachable(addr, target.port))) {
       const good = await login(target.url.replace('127.0.0.1', addr), T.cfg.pass);
       assert.equal(good.frame.command, 'CONNECTED', JSON.stringify(good.frame.headers));
-      assert.ok(good.ms < 300, `another address: CONNECTED in ${good.ms} ms`);
+      const heldLines = target.output().split('\n').filter((l) => l.includes(`${addr}:`) && l.includes(' held '));
+      assert.deepEqual(heldLines, [], 'another address is not held');
     }
+    const heldLines = () => (target.output().match(/\[127\.0\.0\.1:\d+\] login as '[^']*' held \d+ ms: recent refused logins/g) ?? []).length;
+    const before = heldLines();
     const held = await login(target.url, T.cfg.pass);
     assert.equal(held.frame.command, 'CONNECTED');
-    assert.ok(held.ms >= 100, `the failing address waits its turn even for a good login: ${held.ms} ms`);
+    assert.equal(heldLines(), before + 1, 'the good login from the failing address waited its turn');
   });
 });
