@@ -437,8 +437,7 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
         return login_open(s, &l);
     if (wait == THROTTLE_REFUSED) {
         char num[24];
-        login_drop(&l);
-        session_log(s, LOG_WARN, "login as '%s' refused: too many refused logins from this address", s->user);
+        login_drop(&l); /* logged once, as every ERROR: the client chooses how many of these there are */
         return SESSION_FAIL(s, f, LOGIN_THROTTLED, session_arg_int(num, sizeof(num), max_ms));
     }
     session_log(s, LOG_INFO, "login as '%s' held %llu ms: recent refused logins from this address", s->user,
