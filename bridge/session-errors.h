@@ -21,8 +21,8 @@
     X(VERSION_MISMATCH, "Version mismatch", "Supported versions are %1\n", 1, 0)                                                   \
     X(BAD_HEARTBEAT, "Bad CONNECT", "%1", 1, 0)                                                                                    \
     X(ALREADY_CONNECTED, "Bad CONNECT", "Already connected", 0, 0)                                                                 \
-    X(ACCESS_REFUSED, "Bad CONNECT", "Access refused for user '%1'%2", 2, 0)                                                       \
-    X(VHOST_DENIED, "Bad CONNECT", "Virtual host '%1' access denied%2", 2, 0)                                                      \
+    X(ACCESS_REFUSED, "Bad CONNECT", "Access refused for user '%1'\n", 1, 0)                                                       \
+    X(VHOST_DENIED, "Bad CONNECT", "Virtual host '%1' access denied", 1, 0)                                                        \
     X(NOT_LOOPBACK, "Bad CONNECT", "non-loopback access denied", 0, 0)                                                             \
     X(LOGIN_THROTTLED, "Bad CONNECT", "Too many refused logins from this address; try again in %1 ms", 1, 0)                       \
     X(NOT_LOGGED_IN, "Illegal command", "You must log in using CONNECT first", 0, 0)                                               \

@@ -190,14 +190,16 @@ static size_t max_headers(const struct stomp_parser *p)
 }
 
 /*
- * EOLs at a frame boundary are heart-beats ("Heart-beating": "any new data"; the grammar's `NUL *( EOL )`).
- * Returns STOMP_HEARTBEAT with their length, 0 if buf does not start with one, STOMP_NEED_MORE for a lone trailing CR.
+ * EOLs at a frame boundary are heart-beats ("Heart-beating": "any new data"; the grammar's `NUL *( EOL )`). NULs there
+ * are skipped with them, as RabbitMQ's parser does (its "noise" between frames is any mix of NUL and EOL; clients write
+ * "\0" after a frame's own NUL). Returns STOMP_HEARTBEAT with their length, 0 if buf does not start with one,
+ * STOMP_NEED_MORE for a lone trailing CR.
  */
 static int skip_heartbeats(struct stomp_parser *p, const char *buf, size_t len, size_t *consumed, const char **reason)
 {
     size_t i = 0;
     while (i < len) {
-        if (buf[i] == '\n') {
+        if (buf[i] == '\n' || buf[i] == '\0') {
             i++;
         } else if (buf[i] == '\r') {
             if (i + 1 == len)

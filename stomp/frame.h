@@ -191,7 +191,8 @@ void stomp_parser_reset(struct stomp_parser *p);
  * Returns:
  *   0                 one frame in *out; *consumed = its length up to and including the NUL (EOLs after the NUL are
  *                     left for the next call, which reports them as STOMP_HEARTBEAT);
- *   STOMP_HEARTBEAT   buf starts with EOLs (LF or CRLF): *consumed = the number of EOL bytes; drop them and call again;
+ *   STOMP_HEARTBEAT   buf starts with EOLs (LF or CRLF) or NULs between frames: *consumed = their number; drop them and
+ *                     call again;
  *   STOMP_NEED_MORE   no complete frame yet and no limit passed; *consumed = 0. Call again with the same bytes first
  *                     plus more; a shorter buffer than last time restarts the scan from the beginning;
  *   STOMP_E_COMMAND, STOMP_E_PROTOCOL, STOMP_E_TOO_BIG

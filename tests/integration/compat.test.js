@@ -89,6 +89,29 @@ describe('compat', { skip: T.suiteSkip() }, () => {
     });
   }
 
+  // RabbitMQ's parser skips any mix of NUL and EOL between frames ("noise"); clients write "\n\0" after a frame.
+  it('NULs between frames are skipped like heart-beat EOLs', async () => {
+    const c = await session('1.2');
+    const q = unique('compat-nul');
+    c.sendRaw(`\n\0SUBSCRIBE\nid:1\ndestination:/queue/${q}\nreceipt:r1\n\n\0\n\0`);
+    assert.equal((await c.expect('RECEIPT')).headers['receipt-id'], 'r1');
+    c.sendRaw('\0');
+    c.sendRaw(`\0SEND\ndestination:/queue/${q}\ncontent-type:text/plain\n\nhello\n\0\n`);
+    assert.equal((await c.expect('MESSAGE')).text, 'hello\n');
+    c.close();
+  });
+
+  // Web-STOMP's CONNECTED lists server, session, heart-beat, version, in that order (RabbitMQ's own suite matches the
+  // frame as a whole).
+  it('CONNECTED headers come in Web-STOMP\'s order', async () => {
+    const c = await RawStomp.open(target.url);
+    c.sendRaw('CONNECT\nlogin:guest\npasscode:guest\n\n\0');
+    const f = await c.expect('CONNECTED');
+    assert.deepEqual(f.rawHeaders.map(([k]) => k), ['server', 'session', 'heart-beat', 'version']);
+    assert.equal(f.headers.version, '1.0');
+    c.close();
+  });
+
   // RabbitMQ's words, byte for byte: `message` and body of each ERROR as RabbitMQ's STOMP plugin writes them (3.10 here,
   // and its current plugin's own tests: quoted destinations without the type, 'T_1' for a duplicate, trailing newlines
   // where it has them). `warren` gives warren's own body where it deliberately says more (doc/compatibility.md);
@@ -99,9 +122,9 @@ describe('compat', { skip: T.suiteSkip() }, () => {
   const invalid = (d, what, kind) => ({ name: `SEND ${d}`, frames: send(d), message: 'Invalid destination', body: `'${what}' is not a valid ${kind} destination\n` });
   const words = [
     { name: 'bad password', frames: ['CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:bad\n\n\0'], message: 'Bad CONNECT',
-      body: "Access refused for user 'guest'\n", warren: /^Access refused for user 'guest'\nACCESS_REFUSED - Login was refused/ },
+      body: "Access refused for user 'guest'\n" },
     { name: 'unknown vhost', frames: ['CONNECT\naccept-version:1.2\nhost://\nlogin:guest\npasscode:guest\n\n\0'], message: 'Bad CONNECT',
-      body: "Virtual host '//' access denied", warren: /^Virtual host '\/\/' access denied\nNOT_ALLOWED - vhost \/\/ not found/ },
+      body: "Virtual host '//' access denied" },
     { name: 'no common version', frames: ['CONNECT\naccept-version:3.0\nhost:/\nlogin:guest\npasscode:guest\n\n\0'], message: 'Version mismatch',
       body: 'Supported versions are 1.0,1.1,1.2\n' },
     invalid('/exchange//foo', '//foo', 'exchange'),

@@ -51,7 +51,8 @@ static void test_connect_refused(void)
     fake_open(fake_last_chan(r.up), &e);
     CHECK_EQ_INT(rig_count(&r, "ERROR"), 1);
     CHECK(frame_has(rig_last(&r), "message:Bad CONNECT"));
-    CHECK(strstr(rig_last(&r), "Access refused for user 'bob'\nACCESS_REFUSED - Login was refused") != NULL);
+    CHECK(strstr(rig_last(&r), "\n\nAccess refused for user 'bob'\n") != NULL); /* RabbitMQ's body exactly */
+    CHECK(!strstr(rig_last(&r), "ACCESS_REFUSED"));
     CHECK(r.closed);
     CHECK_EQ_INT(fake_count(r.up, FAKE_RELEASE), 1);
     rig_deinit(&r);
@@ -61,7 +62,7 @@ static void test_connect_refused(void)
     rig_feed(&r, "CONNECT\naccept-version:1.2\nhost:nope\n\n");
     e = (struct upstream_error){.kind = UPSTREAM_ERR_ACCESS_REFUSED, .code = 530, .text = "NOT_ALLOWED - vhost nope not found"};
     fake_open(fake_last_chan(r.up), &e);
-    CHECK(strstr(rig_last(&r), "Virtual host 'nope' access denied\nNOT_ALLOWED") != NULL);
+    CHECK(strstr(rig_last(&r), "\n\nVirtual host 'nope' access denied") != NULL && !strstr(rig_last(&r), "NOT_ALLOWED"));
     rig_deinit(&r);
 }
 

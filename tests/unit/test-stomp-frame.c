@@ -277,6 +277,8 @@ static void test_eol_and_heartbeats(void)
     CHECK_STR(EXPECT(&v12, "\r\r\n", "E:STOMP_E_PROTOCOL;"), "bare CR (not followed by LF)");
     EXPECT(&v12, "\n\r:\n", "HB1;E:STOMP_E_PROTOCOL;"); /* the heart-beat is reported first, whatever the chunking */
     EXPECT(&v12, "\nSEND\n\nx\0\n\r\nDISCONNECT\nreceipt:1\n\n\0\n", "HB1;SEND|#x;HB3;DISCONNECT|receipt=1|#;HB1;");
+    /* NULs between frames are noise, skipped with the EOLs (RabbitMQ's parser; clients write "\n\0" after a frame). */
+    EXPECT(&v12, "\0SEND\n\nx\0\0\n\0DISCONNECT\n\n\0\n\0", "HB1;SEND|#x;HB3;DISCONNECT|#;HB2;");
     EXPECT(&v12, "SEND\n\na\0SEND\n\nb\0", "SEND|#a;SEND|#b;");
     /* Bare CR inside the command line, a header, or between header lines. */
     EXPECT(&v12, "SE\rND\n\n\0", "E:STOMP_E_PROTOCOL;");
