@@ -200,6 +200,55 @@ describe('flow control towards the broker', { skip }, () => {
     }
   });
 
+  it('a blocked broker blocks nothing else: another session of the login is served, SIGTERM exits within the grace', async (t) => {
+    // One worker: the second session meets the upstream whose connection the broker blocks.
+    const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug', workers: 1 });
+    let a;
+    let b;
+    try {
+      const q = unique('flow-stuck');
+      const q2 = unique('flow-waiting');
+      await declare(q);
+      await declare(q2);
+      a = await RawStomp.connect(target.url);
+      // A message already queued before the alarm, for the second session to receive during it.
+      a.sendFrame('SEND', { destination: `/amq/queue/${q2}`, receipt: 'queued' }, 'waiting for b');
+      assert.equal((await a.next(WAIT_MS, 'RECEIPT of the queued message')).command, 'RECEIPT');
+
+      await setWatermark('0.0000001');
+      // Large SENDs in one go: warren reads them before connection.blocked comes back, and the broker stops reading the
+      // socket at the first publish, so more than its socket holds is on its way (before: the connection thread then
+      // sat in send() for as long as the block lasted, and SIGTERM hung in pthread_join).
+      const blocked = waitLog(target, /broker blocks publishers/, 'the "broker blocks publishers" debug line');
+      const body = 'x'.repeat(2 << 20);
+      const tb = Date.now();
+      for (let i = 0; i < 16; i++) a.sendFrame('SEND', { destination: `/amq/queue/${q}` }, body);
+      await blocked;
+      t.diagnostic(`16 SENDs of 2 MiB to connection.blocked: ${Date.now() - tb} ms`);
+
+      // Another session of the same login: CONNECTED, SUBSCRIBE, and the queued message, while the block lasts.
+      const t0 = Date.now();
+      b = await RawStomp.connect(target.url);
+      b.sendFrame('SUBSCRIBE', { destination: `/amq/queue/${q2}`, id: 'b', receipt: 'sub' });
+      const got = await collect(b, 1, 1);
+      assert.deepEqual(got.messages, ['waiting for b']);
+      t.diagnostic(`second session: CONNECTED to MESSAGE in ${Date.now() - t0} ms during the block`);
+
+      // SIGTERM while the block lasts: the process exits within its grace (2 s for the sessions, then 1 s for the AMQP
+      // connections, whose sockets are cut if the broker does not read their connection.close).
+      const t1 = Date.now();
+      await target.stop();
+      const took = Date.now() - t1;
+      t.diagnostic(`SIGTERM to exit during the block: ${took} ms`);
+      assert.ok(took < 6000, `warren took ${took} ms to exit while the broker blocked it`);
+    } finally {
+      await setWatermark(watermark).catch(() => {});
+      a?.close();
+      b?.close();
+      await target.stop().catch(() => {});
+    }
+  });
+
   it(`max_unconfirmed=${MAX_UNCONFIRMED}: after ${MAX_UNCONFIRMED} unconfirmed SENDs the next frame is not read until confirms come`, async () => {
     const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug', max_unconfirmed: String(MAX_UNCONFIRMED) });
     const q = unique('flow-unconfirmed');
