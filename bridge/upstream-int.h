@@ -140,6 +140,7 @@ struct upstream_inbox {
     bool cut;                       /* upstream_inbox_cut() shut sock_fd down */
     int wake_fd;                    /* eventfd: written after each push and by upstream_inbox_stop(), polled by the link */
     _Atomic uint64_t busy_since_ms; /* not under the lock: when the link last left its poll() (0 = waiting in it) */
+    _Atomic uint64_t full_since_ms; /* not under the lock: since when the link waits for room in the socket (0 = not) */
 };
 
 /* 0 or -errno (eventfd). upstream_inbox_deinit() is safe after a failed init, and frees commands still queued. */

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #ifdef WARREN_RABBITMQ_C_NEW_HEADERS
 #include <rabbitmq-c/amqp.h>
@@ -52,9 +53,11 @@
 #include <amqp_tcp_socket.h>
 #endif
 
-#define LINK_READ_BUDGET     256    /* frames read per round before commands are looked at again */
-#define LINK_DEFAULT_FRAME   131072 /* AMQP frame_max when the config says 0 */
-#define LINK_CLOSE_TIMEOUT_S 2      /* connection.close on the way out */
+#define LINK_READ_BUDGET     256       /* frames read per round before commands are looked at again */
+#define LINK_DEFAULT_FRAME   131072    /* AMQP frame_max when the config says 0 */
+#define LINK_CLOSE_TIMEOUT_S 2         /* connection.close on the way out */
+#define LINK_BODY_CHUNK      65536     /* most bytes of a body frame (any size up to frame_max is valid): see publish_body() */
+#define LINK_SNDBUF          (1 << 20) /* SO_SNDBUF of the socket: with POLLOUT, room for a body frame (see link_up()) */
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Types
@@ -106,6 +109,9 @@ struct upstream_link_chan {
     uint64_t pub_seq;                  /* basic.publish count, for confirms */
     struct list confirms;              /* struct confirm, by seq */
     struct list owned;                 /* struct owned_queue, newest first */
+    struct upstream_cmd *pub;          /* the publish whose body is being written (method and header sent), or NULL */
+    size_t pub_off;                    /* bytes of its body written */
+    bool release_wait;                 /* the loop's RELEASE came while a body was being written: released after it */
     struct {
         bool want_header;                    /* basic.deliver/return seen, header frame next */
         bool discard;                        /* basic.return, or a delivery for a channel no longer open */
@@ -532,7 +538,7 @@ static void link_failed(struct upstream_link *link, int status)
     link->failed = true;
     if (upstream_inbox_was_cut(link->inbox))
         link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost",
-                     "broker connection lost: warren cut it after a write to the broker was stuck for over %u ms",
+                     "broker connection lost: the broker read nothing of it for over %u ms (amqp_write_timeout_ms)",
                      link->cfg->write_timeout_ms);
     else
         link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost: %s", amqp_error_string2(status));
@@ -651,6 +657,8 @@ static void chan_free_state(struct upstream_link_chan *ch)
 
     upstream_cmd_free(ch->rpc);
     ch->rpc = NULL;
+    upstream_cmd_free(ch->pub);
+    ch->pub = NULL;
     upstream_cmd_free_list(&ch->ops);
     LIST_FOR_EACH_ENTRY_SAFE (k, knext, &ch->confirms, link) {
         list_unlink(&k->link);
@@ -719,6 +727,8 @@ static void chan_report_failure(struct upstream_link *link, struct upstream_link
         emit_terminal(link, ch, &ch->res_end, UPSTREAM_RES_CLOSED, err);
 }
 
+static void chan_done(struct upstream_link *link, struct upstream_link_chan *ch);
+
 /* The channel died (broker channel.close, connection lost, open refused): report it and wait for the release. */
 static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
 {
@@ -728,6 +738,8 @@ static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch,
     chan_free_state(ch);
     chan_unslot(link, ch);
     ch->st = LCH_DEAD;
+    if (ch->release_wait) /* released while its body was being written: done now */
+        chan_done(link, ch);
 }
 
 /* The channel is released and closed: its last result goes to the loop, which frees its handle; this half goes now. */
@@ -765,6 +777,12 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
 
     if (ch->st == LCH_ABORTING && link->st == LINK_OPEN) {
         ch->released = true; /* done at the broker's close-ok */
+        return;
+    }
+    if (ch->pub && link->st == LINK_OPEN && !link->failed) {
+        /* A content's frames must not be cut by a method on its channel (the broker would fail the connection, 505
+         * UNEXPECTED_FRAME): the release waits for the body (publish_body()). */
+        ch->release_wait = true;
         return;
     }
     if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) { /* an ABORTING one here: the link is down */
@@ -860,27 +878,81 @@ static int publish_encodable(struct upstream_link *link, const struct upstream_c
     return n < 0 ? n : AMQP_STATUS_OK;
 }
 
-static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+/* Whether the socket has room (poll(), no wait): a write into a full one would wait for the broker to read. */
+static bool link_writable(struct upstream_link *link)
+{
+    struct pollfd p = {amqp_get_sockfd(link->amqp), POLLOUT, 0};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+}
+
+/*
+ * Writes the body of ch->pub, a frame at a time, while the socket has room; returns with the rest for later when it has
+ * none (link_sweep() goes on once link_wait() saw room), so that the thread goes back to reading (connection.blocked,
+ * deliveries, the inbox) instead of sitting in a send the broker does not read. Frames of other channels may come in
+ * between (AMQP 0-9-1 §4.2.6: only a channel's own frames must not be cut into its content). Body frames are at most
+ * LINK_BODY_CHUNK bytes, which fits the room POLLOUT promises in a LINK_SNDBUF socket.
+ */
+static void publish_body(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_cmd *op = ch->pub;
+    size_t max = (size_t)amqp_get_frame_max(link->amqp) - 8; /* frame header (7) and end (1) */
+
+    if (max > LINK_BODY_CHUNK)
+        max = LINK_BODY_CHUNK;
+    while (ch->pub_off < op->u.publish.body_len) {
+        size_t n = op->u.publish.body_len - ch->pub_off;
+        amqp_frame_t f = {.frame_type = AMQP_FRAME_BODY, .channel = ch->id};
+        int status;
+        if (!link_writable(link)) {
+            link->stalled = link->want_out = true;
+            return;
+        }
+        f.payload.body_fragment = (amqp_bytes_t){n < max ? n : max, (void *)(op->u.publish.body + ch->pub_off)};
+        status = amqp_send_frame(link->amqp, &f);
+        if (status != AMQP_STATUS_OK) { /* its confirm record fails with the connection (chan_fail_ops()) */
+            link_failed(link, status);
+            return;
+        }
+        ch->pub_off += f.payload.body_fragment.len;
+    }
+    upstream_cmd_free(op);
+    ch->pub = NULL;
+    if (ch->release_wait) {
+        ch->release_wait = false;
+        chan_release(link, ch);
+    }
+}
+
+/* Sends basic.publish and its content header, then as much of the body as the socket takes (publish_body()). Returns
+ * true when the command went to ch->pub (publish_body() frees it), false when the caller frees it. */
+static bool op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     amqp_basic_properties_t props;
     amqp_table_entry_t *entries;
+    amqp_basic_publish_t m = {0, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0};
+    amqp_frame_t header = {.frame_type = AMQP_FRAME_HEADER, .channel = ch->id};
     struct confirm *k = malloc(sizeof *k);
     int status;
 
     if (!k || props_to_amqp(&op->u.publish.props, &props, &entries) < 0) {
         free(k);
         op_nomem(link, ch, op);
-        return;
+        return false;
     }
     status = publish_encodable(link, op, &props);
     if (status != AMQP_STATUS_OK) {
         free(entries);
         free(k);
         op_failed(link, ch, op, status);
-        return;
+        return false;
     }
-    status = amqp_basic_publish(link->amqp, ch->id, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0,
-                                &props, (amqp_bytes_t){op->u.publish.body_len, (void *)op->u.publish.body});
+    header.payload.properties.class_id = AMQP_BASIC_CLASS;
+    header.payload.properties.body_size = op->u.publish.body_len;
+    header.payload.properties.decoded = &props;
+    status = amqp_send_method(link->amqp, ch->id, AMQP_BASIC_PUBLISH_METHOD, &m);
+    if (status == AMQP_STATUS_OK)
+        status = amqp_send_frame(link->amqp, &header);
     free(entries);
     if (status != AMQP_STATUS_OK) { /* part of it may be on the wire: whatever the status, the connection is lost */
         struct upstream_error err;
@@ -888,11 +960,15 @@ static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch
         link_failed(link, status);
         err = link->err;
         emit_done(link, ch, op->op_tag, &err, NULL);
-        return;
+        return false;
     }
     /* Confirm sequence numbers count every basic.publish on the channel from 1 (RabbitMQ confirms extension). */
     *k = (struct confirm){.seq = ++ch->pub_seq, .op_tag = op->op_tag};
     list_link_tail(&ch->confirms, &k->link);
+    ch->pub = op;
+    ch->pub_off = 0;
+    publish_body(link, ch); /* frees it once the body is written */
+    return true;
 }
 
 static void op_ack(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
@@ -979,13 +1055,13 @@ static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *c
     return sent;
 }
 
-/* Runs one operation; returns true when it became ch->rpc (it awaits a reply, and owns the command). */
+/* Runs one operation; returns true when it became ch->rpc (it awaits a reply) or ch->pub (its body is being written),
+ * which then owns the command. */
 static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     switch (op->kind) {
     case UPSTREAM_CMD_PUBLISH:
-        op_publish(link, ch, op);
-        return false;
+        return op_publish(link, ch, op);
     case UPSTREAM_CMD_ACK:
     case UPSTREAM_CMD_NACK:
         op_ack(link, ch, op);
@@ -1003,14 +1079,6 @@ static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, st
     }
     ch->rpc = op;
     return true;
-}
-
-/* Whether the socket has room (poll(), no wait): a write into a full one would wait for the broker to read. */
-static bool link_writable(struct upstream_link *link)
-{
-    struct pollfd p = {amqp_get_sockfd(link->amqp), POLLOUT, 0};
-
-    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
 /*
@@ -1038,8 +1106,10 @@ static void chan_pump(struct upstream_link *link, struct upstream_link_chan *ch)
 {
     struct upstream_cmd *op;
 
-    while (ch->st == LCH_OPEN && !ch->rpc && !link->failed && (op = list_first_entry(&ch->ops, struct upstream_cmd, link)) &&
-           op_may_write(link, op)) {
+    if (ch->pub && !link->failed)
+        publish_body(link, ch); /* may release the channel (release_wait): it is then no longer LCH_OPEN */
+    while (ch->st == LCH_OPEN && !ch->rpc && !ch->pub && !link->failed &&
+           (op = list_first_entry(&ch->ops, struct upstream_cmd, link)) && op_may_write(link, op)) {
         list_unlink(&op->link);
         if (!op_run(link, ch, op))
             upstream_cmd_free(op);
@@ -1536,6 +1606,10 @@ static int link_up(struct upstream_link *link)
         return -ENOMEM;
     }
     link->st = LINK_OPEN;
+    /* A fixed send buffer (no autotuning): POLLOUT then means room for a LINK_BODY_CHUNK frame (publish_body()). */
+    if (setsockopt(amqp_get_sockfd(link->amqp), SOL_SOCKET, SO_SNDBUF, &(int){LINK_SNDBUF}, sizeof(int)) != 0) {
+        /* the default buffer: a frame may wait for room, which the watchdog bounds */
+    }
     upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
     link->res_up->u.chan_max = link->chan_max;
     emit_conn(link, &link->res_up);
@@ -1602,7 +1676,8 @@ static bool link_run_cmds(struct upstream_link *link)
 }
 
 /* Waits for a command, broker data, room in the socket (when a queue stopped at a full one) or the heartbeat tick. The
- * watchdog (upstream.c) sees the thread idle while it waits, and busy from its return on. */
+ * watchdog (upstream.c) sees the thread idle while it waits, and busy from its return on; and it sees since when the
+ * thread waits for room (full_since_ms), until a poll() reports some. */
 static void link_wait(struct upstream_link *link, bool more)
 {
     struct pollfd p[2] = {{link->inbox->wake_fd, POLLIN, 0}, {-1, POLLIN, 0}};
@@ -1618,9 +1693,15 @@ static void link_wait(struct upstream_link *link, bool more)
         if (more || amqp_frames_enqueued(link->amqp) || amqp_data_in_buffer(link->amqp))
             timeout = 0;
     }
+    if (!link->want_out || link->blocked) /* a blocked broker does not read until it unblocks: not a dead one */
+        atomic_store(&link->inbox->full_since_ms, 0);
+    else if (atomic_load(&link->inbox->full_since_ms) == 0)
+        atomic_store(&link->inbox->full_since_ms, clock_now_ms());
     atomic_store(&link->inbox->busy_since_ms, 0);
     if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN))
         upstream_inbox_drain(link->inbox);
+    if (p[1].revents & POLLOUT)
+        atomic_store(&link->inbox->full_since_ms, 0);
     atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
 }
 
@@ -1640,7 +1721,9 @@ static void link_sweep(struct upstream_link *link)
     emit_blocked(link);
     link->lost = link->stalled = link->want_out = false;
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
-        if (lost && ch->lost) {
+        if (lost && ch->lost && ch->pub) {
+            link->lost = true; /* not inside a content (see chan_release()): after its body */
+        } else if (lost && ch->lost) {
             ch->lost = false;
             chan_abort(link, ch, &err);
         }

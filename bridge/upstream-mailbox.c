@@ -182,6 +182,7 @@ int upstream_inbox_init(struct upstream_inbox *ib)
     ib->sock_fd = -1;
     ib->cut = false;
     atomic_store(&ib->busy_since_ms, 0);
+    atomic_store(&ib->full_since_ms, 0);
     ib->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     return ib->wake_fd == -1 ? -errno : 0;
 }

@@ -109,7 +109,8 @@ struct upstream {
  */
 static atomic_uint conns_total;
 
-#define UPSTREAM_STOP_MS 1000 /* upstream_free(): how long links may take to close before their sockets are cut */
+#define UPSTREAM_STOP_MS  1000 /* upstream_free(): how long links may take to close before their sockets are cut */
+#define UPSTREAM_STUCK_MS 500  /* a connection stuck (conn_stuck_ms()) this long takes no new channel */
 
 const char *upstream_chan_state_str(enum upstream_chan_state st)
 {
@@ -322,6 +323,17 @@ static bool conn_matches(const struct upstream_conn *c, const struct upstream_lo
            strcmp(c->pass, login->pass ? login->pass : "") == 0;
 }
 
+/* How long `c`'s thread has been in one rabbitmq-c call (out of its poll()), or waiting for room in a socket the broker
+ * does not read; 0 when neither. */
+static uint64_t conn_stuck_ms(struct upstream_conn *c, uint64_t now)
+{
+    uint64_t busy = c->exited ? 0 : atomic_load(&c->inbox.busy_since_ms);
+    uint64_t full = c->exited ? 0 : atomic_load(&c->inbox.full_since_ms);
+    uint64_t since = busy && (!full || busy < full) ? busy : full;
+
+    return since && now > since ? now - since : 0;
+}
+
 /*
  * Whether a new connection for `login` stays within the caps (invariant 4: an unauthenticated peer chooses the
  * credentials, and each costs a connection and a thread). Connections count while their thread runs: a dead one whose
@@ -361,8 +373,13 @@ static int conn_pick(struct upstream *up, const struct upstream_login *login, st
 {
     struct upstream_conn *c;
 
+    uint64_t now = clock_now_ms();
+
+    /* Not a connection the broker does not read (blocked, or its socket full for a while): a channel.open sent there
+     * would wait with it. */
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        if (!c->retired && !c->blocked && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
+        if (!c->retired && !c->blocked && conn_stuck_ms(c, now) < UPSTREAM_STUCK_MS && c->n_chans < c->cap && conn_fresh(c) &&
+            conn_matches(c, login)) {
             *out = c;
             return 0;
         }
@@ -584,7 +601,8 @@ static int config_copy(struct upstream *up, const struct upstream_config *cfg)
  * The write watchdog. rabbitmq-c waits without a deadline for room in a full socket (amqp_try_send() polls with an infinite
  * one), and a broker may stop reading: RabbitMQ does when it blocks publishers, a host may vanish without a reset. Links
  * hold their publishes while blocked and wait for room before an operation (upstream-link.c), but a frame bigger than the
- * room, a heartbeat or a close can still be caught, so the loop watches every thread: one busy (out of its poll()) for
+ * room, a heartbeat or a close can still be caught, and a socket the broker does not read at all leaves the link waiting
+ * for room forever. So the loop watches every thread: one busy in a call (out of its poll()), or waiting for room, for
  * longer than write_timeout_ms has its socket shut down, which makes the stuck call fail, and that connection alone is
  * lost (its sessions get ERROR `Broker connection lost`, warren reconnects for new ones).
  */
@@ -595,9 +613,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     struct upstream_conn *c;
 
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        uint64_t since = c->exited ? 0 : atomic_load(&c->inbox.busy_since_ms);
-        if (since && now > since && now - since > up->cfg.write_timeout_ms && upstream_inbox_cut(&c->inbox))
-            log_msg(LOG_WARN, NULL, "AMQP connection of '%s' on vhost '%s': stuck writing to the broker for over %u ms; cut",
+        if (conn_stuck_ms(c, now) > up->cfg.write_timeout_ms && upstream_inbox_cut(&c->inbox))
+            log_msg(LOG_WARN, NULL, "AMQP connection of '%s' on vhost '%s': the broker read nothing of it for over %u ms; cut",
                     c->user, c->vhost, up->cfg.write_timeout_ms);
     }
 }
