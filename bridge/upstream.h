@@ -24,7 +24,12 @@
  * Flow control: every channel is in publisher-confirm mode; a publish completes (on_done) when the broker confirmed it
  * (basic.ack), or fails with UPSTREAM_ERR_NACK. Deliveries are bounded by basic.qos set per consumer (upstream_chan_consume's
  * prefetch), so the client loop never receives more than the session's windows. connection.blocked/unblocked is reported
- * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers.
+ * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers; meanwhile the connection's
+ * thread holds their publishes instead of writing them, and it never waits on a full socket: a connection whose broker
+ * reads nothing of it for write_timeout_ms is cut (UPSTREAM_ERR_CONNECTION for its channels).
+ *
+ * Caps: a channel that needs a new connection beyond max_connections (the whole process) or max_connections_per_credential
+ * fails its open with UPSTREAM_ERR_LIMIT (from the loop, like every callback); nothing is sent to the broker for it.
  *
  * Threading contract: all upstream_* functions must be called on the client loop thread. Callbacks run on that thread too,
  * never from inside an upstream_* call (they are always deferred through the event loop), so a callback may call any
@@ -52,7 +57,7 @@ struct upstream_config {
     unsigned reconnect_max_ms;
     unsigned idle_close_ms;    /* close a connection this long after its last channel closed (none reopened); 0 = never */
     unsigned auth_reuse_ms;    /* new channels join a connection only during its login and this long after it */
-    unsigned write_timeout_ms; /* a connection thread busy this long (a write the broker does not read) is cut */
+    unsigned write_timeout_ms; /* a connection whose broker reads nothing of it this long is cut (the watchdog); 0 = none */
     unsigned max_connections;  /* AMQP connections (threads) of the whole process, over every upstream; 0 = no cap */
     unsigned max_connections_per_credential; /* AMQP connections of one (vhost, login, passcode) in this upstream; 0 = no cap */
     const char *product;                     /* client property "product", e.g. "warren" */

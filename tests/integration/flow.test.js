@@ -32,7 +32,7 @@ const os = require('node:os');
 const path = require('node:path');
 const T = require('./lib/target');
 const { RawStomp } = require('./lib/raw');
-const { unique, withTimeout, WAIT_MS } = require('./lib/util');
+const { unique, withTimeout, waitFor, WAIT_MS } = require('./lib/util');
 
 const skip = T.suiteSkip() || T.warrenOnly('Web-STOMP reads its clients under RabbitMQ flow control, not its own');
 
@@ -205,9 +205,9 @@ describe('flow control towards the broker', { skip }, () => {
     const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug', workers: 1 });
     let a;
     let b;
+    const q = unique('flow-stuck');
+    const q2 = unique('flow-waiting');
     try {
-      const q = unique('flow-stuck');
-      const q2 = unique('flow-waiting');
       await declare(q);
       await declare(q2);
       a = await RawStomp.connect(target.url);
@@ -246,6 +246,9 @@ describe('flow control towards the broker', { skip }, () => {
       a?.close();
       b?.close();
       await target.stop().catch(() => {});
+      // What the flood left in the queue goes, and the next case starts once the alarm is gone.
+      await eval_(`{ok, Q} = rabbit_amqqueue:lookup(${queueRef(q)}), rabbit_amqqueue:delete(Q, false, false, <<"flow-test">>).`).catch(() => {});
+      await waitFor(async () => (await eval_('rabbit_alarm:get_alarms().')).trim() === '[]', undefined, 'the memory alarm to clear');
     }
   });
 
