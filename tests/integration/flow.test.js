@@ -70,19 +70,17 @@ function waitLog(target, re, what) {
   );
 }
 
-/** Sends a WebSocket ping; .pong resolves when its pong arrives, .got tells whether it has. */
+/** Sends a WebSocket ping; .pong() resolves when its pong arrives (within WAIT_MS of the call: a ping sent during a
+ * block is answered after the lift, which rabbitmqctl may take seconds to make), .got tells whether it has. */
 function ping(c) {
   const p = { got: false };
-  p.pong = withTimeout(
-    new Promise((resolve) => {
-      c.ws.once('pong', () => {
-        p.got = true;
-        resolve();
-      });
-    }),
-    WAIT_MS,
-    'pong',
-  );
+  const answered = new Promise((resolve) => {
+    c.ws.once('pong', () => {
+      p.got = true;
+      resolve();
+    });
+  });
+  p.pong = () => withTimeout(answered, WAIT_MS, 'pong');
   c.ws.ping();
   return p;
 }
@@ -144,7 +142,7 @@ describe('flow control towards the broker', { skip }, () => {
       const q = unique('flow-blocked');
       await declare(q);
       c = await RawStomp.connect(target.url);
-      await ping(c).pong; // reading works before the alarm
+      await ping(c).pong(); // reading works before the alarm
 
       await setWatermark('0.0000001');
       // RabbitMQ blocks the connection on its next publish: SEND until warren learns it. A SEND that gets its
@@ -187,7 +185,7 @@ describe('flow control towards the broker', { skip }, () => {
 
       await setWatermark(watermark);
       lifted = true;
-      await p.pong;
+      await p.pong();
       const pending = sent.filter((id) => !confirmed.includes(id));
       const got = await collect(c, pending.length + 1, sent.length);
       assert.deepEqual(got.receipts, [...pending, 'sub'], 'RECEIPTs in frame order');
@@ -265,7 +263,7 @@ describe('flow control towards the broker', { skip }, () => {
       const dest = `/amq/queue/${q}`;
       for (let i = 0; i < MAX_UNCONFIRMED - 1; i++) c.sendFrame('SEND', { destination: dest, receipt: `send-${i}` }, `m-${i}`);
       // Below the limit warren keeps reading: the ping behind those SENDs is answered, and no confirm came.
-      await ping(c).pong;
+      await ping(c).pong();
       assert.equal(c.frames.length, 0, 'no RECEIPT before the confirms');
 
       const last = MAX_UNCONFIRMED - 1;
@@ -277,7 +275,7 @@ describe('flow control towards the broker', { skip }, () => {
 
       await queueSys(q, 'resume');
       resumed = true;
-      await p.pong;
+      await p.pong();
       const ids = Array.from({ length: MAX_UNCONFIRMED }, (_, i) => `send-${i}`);
       const got = await collect(c, MAX_UNCONFIRMED + 1, MAX_UNCONFIRMED);
       assert.deepEqual(got.receipts, [...ids, 'sub'], 'RECEIPTs in frame order');
