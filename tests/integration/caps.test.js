@@ -5,7 +5,8 @@
 // credential; a session that would need one more gets ERROR 'Too many broker connections' naming the key. A refused
 // login stops counting as soon as its session was told (its connection thread exits at once).
 //
-// Threads are counted in /proc/PID/task; one worker, so the counts are this file's own.
+// Threads are counted in /proc/PID/task; one worker, so the counts are this file's own. The failed-login throttle
+// (login_failure_delay_max_ms) is off: it would make the bogus logins of this one address take turns, one at a time.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -27,7 +28,7 @@ async function login(t, login, passcode) {
 
 describe('AMQP connection caps', { skip }, () => {
   it('amqp_max_connections=3: 20 bogus logins at once cost at most 3 connection threads, each gets an ERROR, a valid login works after', async (t) => {
-    const target = await T.startTarget({ workers: 1, amqp_max_connections: 3 });
+    const target = await T.startTarget({ workers: 1, amqp_max_connections: 3, login_failure_delay_max_ms: 0 });
     const clients = [];
     try {
       const base = threads(target);
@@ -63,7 +64,7 @@ describe('AMQP connection caps', { skip }, () => {
 
   it('amqp_max_connections_per_credential=1: a second connection of one credential is refused, another credential is not', async () => {
     // amqp_auth_reuse_ms=0: a second session of the credential needs a new connection once the first is up.
-    const target = await T.startTarget({ workers: 1, amqp_max_connections_per_credential: 1, amqp_auth_reuse_ms: 0 });
+    const target = await T.startTarget({ workers: 1, amqp_max_connections_per_credential: 1, amqp_auth_reuse_ms: 0, login_failure_delay_max_ms: 0 });
     const clients = [];
     try {
       const a = await RawStomp.connect(target.url);
