@@ -73,6 +73,7 @@
     X(TX_TOO_LARGE, "Transaction too large", "Too many actions in transaction (limit %1)", 1, 0)                                   \
     /* the broker */                                                                                                               \
     X(BROKER_LOST, "Broker connection lost", "%1", 1, 0)                                                                           \
+    X(CONN_LIMIT, "Too many broker connections", "%1", 1, 0)                                                                       \
     X(BROKER, "%1", "%2", 2, 0)                                                                                                    \
     X(NACK, "nack", "The broker refused the message (basic.nack)%1", 1, 0)
 

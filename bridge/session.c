@@ -256,6 +256,10 @@ static void broker_error(struct session *s, const char *receipt, const struct up
 
 static void open_failed(struct session *s, const struct upstream_error *err)
 {
+    if (err->kind == UPSTREAM_ERR_LIMIT) { /* a cap on AMQP connections: the text names the key */
+        (void)SESSION_FAIL(s, NULL, CONN_LIMIT, SARG(err->text ? err->text : upstream_err_str(err->kind)));
+        return;
+    }
     if (err->kind != UPSTREAM_ERR_ACCESS_REFUSED) {
         /* The connection died under the channel.open: the same ERROR as for the sessions already open on it. */
         broker_error(s, NULL, err);

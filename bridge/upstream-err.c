@@ -23,6 +23,8 @@ const char *upstream_err_str(enum upstream_err e)
         return "out of memory";
     case UPSTREAM_ERR_CLOSED:
         return "channel closed";
+    case UPSTREAM_ERR_LIMIT:
+        return "too many broker connections";
     }
     return "unknown";
 }

@@ -136,7 +136,11 @@ struct upstream_inbox {
     struct list cmds;
     bool stopping;
     int login_fd;
-    int wake_fd; /* eventfd: written after each push and by upstream_inbox_stop(), polled by the link */
+    int sock_fd;                    /* the logged-in connection's socket, -1 before and after: what upstream_inbox_cut() cuts */
+    bool cut;                       /* upstream_inbox_cut() shut sock_fd down */
+    int wake_fd;                    /* eventfd: written after each push and by upstream_inbox_stop(), polled by the link */
+    _Atomic uint64_t busy_since_ms; /* not under the lock: when the link last left its poll() (0 = waiting in it) */
+    _Atomic uint64_t full_since_ms; /* not under the lock: since when the link waits for room in the socket (0 = not) */
 };
 
 /* 0 or -errno (eventfd). upstream_inbox_deinit() is safe after a failed init, and frees commands still queued. */
@@ -157,6 +161,16 @@ bool upstream_inbox_stopping(struct upstream_inbox *ib);
 /* Link side: publishes the socket a blocking login runs on (fd >= 0) or withdraws it (-1), before the socket is closed or
  * used for the open connection. Returns false when the loop already asked the link to stop. */
 bool upstream_inbox_set_login_fd(struct upstream_inbox *ib, int fd);
+
+/* Link side: publishes the logged-in connection's socket (fd >= 0) or withdraws it (-1) before it is closed. */
+void upstream_inbox_set_sock_fd(struct upstream_inbox *ib, int fd);
+
+/* Loop side: shuts the logged-in connection's socket down (SHUT_RDWR), so that a rabbitmq-c call blocked on it returns
+ * with an error and the link fails that connection. Returns false when there was no socket to cut. */
+bool upstream_inbox_cut(struct upstream_inbox *ib);
+
+/* Link side: whether upstream_inbox_cut() cut the socket (for the error text). */
+bool upstream_inbox_was_cut(struct upstream_inbox *ib);
 
 /* Link side: resets the wake-up eventfd after poll() said it is readable. */
 void upstream_inbox_drain(struct upstream_inbox *ib);
@@ -278,6 +292,10 @@ int upstream_link_new(const struct upstream_link_params *p, struct upstream_link
  * nothing of the link: the loop joins it, then frees the link. */
 void *upstream_link_main(void *link);
 
+/* Loop side, for a dead link whose thread has exited (CONN_EXIT) with channels not yet released: runs the commands queued
+ * for it (releases, operations that fail, a late open), which only push results. Returns true once no channel is left. */
+bool upstream_link_run_dead(struct upstream_link *link);
+
 /* Frees a link whose thread never started or has been joined. NULL is a no-op. */
 void upstream_link_free(struct upstream_link *link);
 
@@ -298,6 +316,7 @@ enum upstream_chan_state {
     UPSTREAM_CHAN_OPEN_FAILED = 3, /* on_open(err) ran: dead; on_done(err) of the operations queued behind may follow */
     UPSTREAM_CHAN_CLOSED = 4,      /* on_closed ran: dead, no callback follows */
     UPSTREAM_CHAN_RELEASED = 5,    /* upstream_chan_release() ran: no callback, freed at CHAN_DONE */
+    UPSTREAM_CHAN_REFUSED = 6,     /* no connection may take it (a cap): its on_open(UPSTREAM_ERR_LIMIT) is queued */
 };
 const char *upstream_chan_state_str(enum upstream_chan_state st);
 

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #ifdef WARREN_RABBITMQ_C_NEW_HEADERS
 #include <rabbitmq-c/amqp.h>
@@ -52,9 +53,11 @@
 #include <amqp_tcp_socket.h>
 #endif
 
-#define LINK_READ_BUDGET     256    /* frames read per round before commands are looked at again */
-#define LINK_DEFAULT_FRAME   131072 /* AMQP frame_max when the config says 0 */
-#define LINK_CLOSE_TIMEOUT_S 2      /* connection.close on the way out */
+#define LINK_READ_BUDGET     256       /* frames read per round before commands are looked at again */
+#define LINK_DEFAULT_FRAME   131072    /* AMQP frame_max when the config says 0 */
+#define LINK_CLOSE_TIMEOUT_S 2         /* connection.close on the way out */
+#define LINK_BODY_CHUNK      65536     /* most bytes of a body frame (any size up to frame_max is valid): see publish_body() */
+#define LINK_SNDBUF          (1 << 20) /* SO_SNDBUF of the socket: with POLLOUT, room for a body frame (see link_up()) */
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Types
@@ -102,9 +105,13 @@ struct upstream_link_chan {
     struct list ops;                   /* upstream_cmds waiting for the channel to be open and rpc to be answered */
     struct upstream_cmd *rpc;          /* the synchronous method waiting for its reply */
     bool rpc_qos_ok;                   /* rpc is a CONSUME whose basic.qos-ok came: basic.consume-ok is next */
+    bool lost;                         /* a result of this open channel was lost (out of memory): abort it (link_sweep) */
     uint64_t pub_seq;                  /* basic.publish count, for confirms */
     struct list confirms;              /* struct confirm, by seq */
     struct list owned;                 /* struct owned_queue, newest first */
+    struct upstream_cmd *pub;          /* the publish whose body is being written (method and header sent), or NULL */
+    size_t pub_off;                    /* bytes of its body written */
+    bool release_wait;                 /* the loop's RELEASE came while a body was being written: released after it */
     struct {
         bool want_header;                    /* basic.deliver/return seen, header frame next */
         bool discard;                        /* basic.return, or a delivery for a channel no longer open */
@@ -134,6 +141,11 @@ struct upstream_link {
     struct list chans; /* every channel given to the link and not done, newest first */
     bool shutdown;     /* SHUTDOWN came: exit once chans is empty */
     bool failed;       /* a send or read failed: die at the top of the loop */
+    bool blocked;      /* connection.blocked is in effect: publishes are held in their channels' queues */
+    bool blocked_sent; /* what the loop was last told (a BLOCKED result that failed to allocate is retried) */
+    bool stalled;      /* a channel's queue stopped at a held publish or at a full socket: pump again (link_sweep) */
+    bool want_out;     /* it stopped at a full socket: poll for writability */
+    bool lost;         /* some channel is `lost` */
     uint8_t *scratch;  /* frame_max bytes: a publish's content header is encoded here before anything is sent */
     size_t scratch_len;
     struct upstream_error err;
@@ -182,8 +194,22 @@ static void emit(struct upstream_link *link, struct upstream_link_chan *ch, stru
     upstream_outbox_push(link->outbox, r);
 }
 
-/* An operation's completion. Lost when out of memory: the channel's end (on_closed, or the failed on_open before it)
- * still tells the session that whatever did not complete failed. */
+/*
+ * A result of an open channel could not be allocated: its session would wait for it forever (an operation never done, a
+ * consumer cancelled unseen, a delivery unacknowledged), so the channel is aborted at the top of the next round
+ * (link_sweep(), not here: callers may be walking the channel's lists). Its end (on_closed, preallocated) then tells the
+ * session, and the broker requeues what it had delivered on it. A channel already failing needs nothing more.
+ */
+static void chan_lost(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    if (ch && ch->st == LCH_OPEN) {
+        ch->lost = true;
+        link->lost = true;
+    }
+}
+
+/* An operation's completion. When out of memory the channel is given up (chan_lost()): the channel's end (on_closed, or
+ * the failed on_open before it) tells the session that whatever did not complete failed. */
 static void emit_done(struct upstream_link *link, struct upstream_link_chan *ch, uint64_t op_tag, const struct upstream_error *err,
                       const char *queue)
 {
@@ -194,8 +220,10 @@ static void emit_done(struct upstream_link *link, struct upstream_link_chan *ch,
         upstream_bump_str(&b, err->text);
     upstream_bump_str(&b, queue);
     r = upstream_res_new(link->outbox, b.off - offsetof(struct upstream_res, text));
-    if (!r)
+    if (!r) {
+        chan_lost(link, ch);
         return;
+    }
     b = res_bump(r);
     r->kind = UPSTREAM_RES_DONE;
     r->u.done.op_tag = op_tag;
@@ -215,22 +243,26 @@ static void emit_cancel(struct upstream_link *link, struct upstream_link_chan *c
 
     bump_bytes(&b, tag);
     r = upstream_res_new(link->outbox, b.off - offsetof(struct upstream_res, text));
-    if (!r)
+    if (!r) {
+        chan_lost(link, ch);
         return;
+    }
     b = res_bump(r);
     r->kind = UPSTREAM_RES_CANCEL;
     r->u.consumer_tag = bump_bytes(&b, tag);
     emit(link, ch, r);
 }
 
-static void emit_blocked(struct upstream_link *link, bool blocked)
+/* Tells the loop whether the broker blocks publishers, when that changed since it was last told. A result that cannot be
+ * allocated is retried at the next round (link_sweep()): an unblocked that is lost would pause its sessions for good. */
+static void emit_blocked(struct upstream_link *link)
 {
-    struct upstream_res *r = upstream_res_new(link->outbox, 0);
+    struct upstream_res *r;
 
-    if (!r)
+    if (link->blocked == link->blocked_sent || !(r = upstream_res_new(link->outbox, 0)))
         return;
     r->kind = UPSTREAM_RES_BLOCKED;
-    r->u.blocked = blocked;
+    r->u.blocked = link->blocked_sent = link->blocked;
     emit(link, NULL, r);
 }
 
@@ -504,7 +536,12 @@ static void link_failed(struct upstream_link *link, int status)
     if (link->failed)
         return;
     link->failed = true;
-    link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost: %s", amqp_error_string2(status));
+    if (upstream_inbox_was_cut(link->inbox))
+        link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost",
+                     "broker connection lost: the broker read nothing of it for over %u ms (amqp_write_timeout_ms)",
+                     link->cfg->write_timeout_ms);
+    else
+        link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost: %s", amqp_error_string2(status));
 }
 
 /*
@@ -551,6 +588,19 @@ static void op_failed(struct upstream_link *link, struct upstream_link_chan *ch,
     err = (struct upstream_error){UPSTREAM_ERR_CHANNEL, 0, "frame_error", text};
     if (upstream_cmd_has_completion(op->kind))
         emit_done(link, ch, op->op_tag, &err, NULL);
+    chan_abort(link, ch, &err);
+}
+
+/*
+ * `op` could not be run for want of memory. Its on_done says so, and its channel fails with it (chan_abort()): on_done
+ * with any error but a nack means the channel died, and the session waits for on_closed (bridge/upstream.h), which a
+ * channel that carried on would never send.
+ */
+static void op_nomem(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_cmd *op)
+{
+    struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"};
+
+    emit_done(link, ch, op->op_tag, &err, NULL);
     chan_abort(link, ch, &err);
 }
 
@@ -607,6 +657,8 @@ static void chan_free_state(struct upstream_link_chan *ch)
 
     upstream_cmd_free(ch->rpc);
     ch->rpc = NULL;
+    upstream_cmd_free(ch->pub);
+    ch->pub = NULL;
     upstream_cmd_free_list(&ch->ops);
     LIST_FOR_EACH_ENTRY_SAFE (k, knext, &ch->confirms, link) {
         list_unlink(&k->link);
@@ -675,6 +727,8 @@ static void chan_report_failure(struct upstream_link *link, struct upstream_link
         emit_terminal(link, ch, &ch->res_end, UPSTREAM_RES_CLOSED, err);
 }
 
+static void chan_done(struct upstream_link *link, struct upstream_link_chan *ch);
+
 /* The channel died (broker channel.close, connection lost, open refused): report it and wait for the release. */
 static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
 {
@@ -684,6 +738,8 @@ static void chan_fail(struct upstream_link *link, struct upstream_link_chan *ch,
     chan_free_state(ch);
     chan_unslot(link, ch);
     ch->st = LCH_DEAD;
+    if (ch->release_wait) /* released while its body was being written: done now */
+        chan_done(link, ch);
 }
 
 /* The channel is released and closed: its last result goes to the loop, which frees its handle; this half goes now. */
@@ -721,6 +777,12 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
 
     if (ch->st == LCH_ABORTING && link->st == LINK_OPEN) {
         ch->released = true; /* done at the broker's close-ok */
+        return;
+    }
+    if (ch->pub && link->st == LINK_OPEN && !link->failed) {
+        /* A content's frames must not be cut by a method on its channel (the broker would fail the connection, 505
+         * UNEXPECTED_FRAME): the release waits for the body (publish_body()). */
+        ch->release_wait = true;
         return;
     }
     if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) { /* an ABORTING one here: the link is down */
@@ -816,28 +878,81 @@ static int publish_encodable(struct upstream_link *link, const struct upstream_c
     return n < 0 ? n : AMQP_STATUS_OK;
 }
 
-static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
+/* Whether the socket has room (poll(), no wait): a write into a full one would wait for the broker to read. */
+static bool link_writable(struct upstream_link *link)
+{
+    struct pollfd p = {amqp_get_sockfd(link->amqp), POLLOUT, 0};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+}
+
+/*
+ * Writes the body of ch->pub, a frame at a time, while the socket has room; returns with the rest for later when it has
+ * none (link_sweep() goes on once link_wait() saw room), so that the thread goes back to reading (connection.blocked,
+ * deliveries, the inbox) instead of sitting in a send the broker does not read. Frames of other channels may come in
+ * between (AMQP 0-9-1 §4.2.6: only a channel's own frames must not be cut into its content). Body frames are at most
+ * LINK_BODY_CHUNK bytes, which fits the room POLLOUT promises in a LINK_SNDBUF socket.
+ */
+static void publish_body(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_cmd *op = ch->pub;
+    size_t max = (size_t)amqp_get_frame_max(link->amqp) - 8; /* frame header (7) and end (1) */
+
+    if (max > LINK_BODY_CHUNK)
+        max = LINK_BODY_CHUNK;
+    while (ch->pub_off < op->u.publish.body_len) {
+        size_t n = op->u.publish.body_len - ch->pub_off;
+        amqp_frame_t f = {.frame_type = AMQP_FRAME_BODY, .channel = ch->id};
+        int status;
+        if (!link_writable(link)) {
+            link->stalled = link->want_out = true;
+            return;
+        }
+        f.payload.body_fragment = (amqp_bytes_t){n < max ? n : max, (void *)(op->u.publish.body + ch->pub_off)};
+        status = amqp_send_frame(link->amqp, &f);
+        if (status != AMQP_STATUS_OK) { /* its confirm record fails with the connection (chan_fail_ops()) */
+            link_failed(link, status);
+            return;
+        }
+        ch->pub_off += f.payload.body_fragment.len;
+    }
+    upstream_cmd_free(op);
+    ch->pub = NULL;
+    if (ch->release_wait) {
+        ch->release_wait = false;
+        chan_release(link, ch);
+    }
+}
+
+/* Sends basic.publish and its content header, then as much of the body as the socket takes (publish_body()). Returns
+ * true when the command went to ch->pub (publish_body() frees it), false when the caller frees it. */
+static bool op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     amqp_basic_properties_t props;
     amqp_table_entry_t *entries;
+    amqp_basic_publish_t m = {0, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0};
+    amqp_frame_t header = {.frame_type = AMQP_FRAME_HEADER, .channel = ch->id};
     struct confirm *k = malloc(sizeof *k);
     int status;
 
     if (!k || props_to_amqp(&op->u.publish.props, &props, &entries) < 0) {
-        struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"};
         free(k);
-        emit_done(link, ch, op->op_tag, &err, NULL);
-        return;
+        op_nomem(link, ch, op);
+        return false;
     }
     status = publish_encodable(link, op, &props);
     if (status != AMQP_STATUS_OK) {
         free(entries);
         free(k);
         op_failed(link, ch, op, status);
-        return;
+        return false;
     }
-    status = amqp_basic_publish(link->amqp, ch->id, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0,
-                                &props, (amqp_bytes_t){op->u.publish.body_len, (void *)op->u.publish.body});
+    header.payload.properties.class_id = AMQP_BASIC_CLASS;
+    header.payload.properties.body_size = op->u.publish.body_len;
+    header.payload.properties.decoded = &props;
+    status = amqp_send_method(link->amqp, ch->id, AMQP_BASIC_PUBLISH_METHOD, &m);
+    if (status == AMQP_STATUS_OK)
+        status = amqp_send_frame(link->amqp, &header);
     free(entries);
     if (status != AMQP_STATUS_OK) { /* part of it may be on the wire: whatever the status, the connection is lost */
         struct upstream_error err;
@@ -845,11 +960,15 @@ static void op_publish(struct upstream_link *link, struct upstream_link_chan *ch
         link_failed(link, status);
         err = link->err;
         emit_done(link, ch, op->op_tag, &err, NULL);
-        return;
+        return false;
     }
     /* Confirm sequence numbers count every basic.publish on the channel from 1 (RabbitMQ confirms extension). */
     *k = (struct confirm){.seq = ++ch->pub_seq, .op_tag = op->op_tag};
     list_link_tail(&ch->confirms, &k->link);
+    ch->pub = op;
+    ch->pub_off = 0;
+    publish_body(link, ch); /* frees it once the body is written */
+    return true;
 }
 
 static void op_ack(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
@@ -914,8 +1033,7 @@ static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *c
         n_args = op->u.consume.n_args;
     }
     if (args_to_table(args, n_args, &table) < 0) {
-        struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"};
-        emit_done(link, ch, op->op_tag, &err, NULL);
+        op_nomem(link, ch, op);
         return false;
     }
     if (op->kind == UPSTREAM_CMD_DECLARE) {
@@ -937,13 +1055,13 @@ static bool op_send_rpc(struct upstream_link *link, struct upstream_link_chan *c
     return sent;
 }
 
-/* Runs one operation; returns true when it became ch->rpc (it awaits a reply, and owns the command). */
+/* Runs one operation; returns true when it became ch->rpc (it awaits a reply) or ch->pub (its body is being written),
+ * which then owns the command. */
 static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     switch (op->kind) {
     case UPSTREAM_CMD_PUBLISH:
-        op_publish(link, ch, op);
-        return false;
+        return op_publish(link, ch, op);
     case UPSTREAM_CMD_ACK:
     case UPSTREAM_CMD_NACK:
         op_ack(link, ch, op);
@@ -963,12 +1081,35 @@ static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, st
     return true;
 }
 
-/* Runs the channel's queued operations in order until one awaits a reply. */
+/*
+ * Whether `op`, the next of its channel, may be written now. While the broker blocks publishers (connection.blocked) it
+ * does not read the socket once it gets a publish, so publishes are held in their channel's queue, with what follows
+ * them there (a channel's operations keep their order), until connection.unblocked; the other channels, and the
+ * operations ahead of the first publish, go on. Nothing is written into a full socket either: the link waits for room
+ * (link_wait()) while it goes on reading. Either way the stop is remembered (stalled) and link_sweep() pumps again.
+ */
+static bool op_may_write(struct upstream_link *link, const struct upstream_cmd *op)
+{
+    if (link->blocked && op->kind == UPSTREAM_CMD_PUBLISH) {
+        link->stalled = true;
+        return false;
+    }
+    if (!link_writable(link)) {
+        link->stalled = link->want_out = true;
+        return false;
+    }
+    return true;
+}
+
+/* Runs the channel's queued operations in order until one awaits a reply, or may not be written now. */
 static void chan_pump(struct upstream_link *link, struct upstream_link_chan *ch)
 {
     struct upstream_cmd *op;
 
-    while (ch->st == LCH_OPEN && !ch->rpc && !link->failed && (op = list_first_entry(&ch->ops, struct upstream_cmd, link))) {
+    if (ch->pub && !link->failed)
+        publish_body(link, ch); /* may release the channel (release_wait): it is then no longer LCH_OPEN */
+    while (ch->st == LCH_OPEN && !ch->rpc && !ch->pub && !link->failed &&
+           (op = list_first_entry(&ch->ops, struct upstream_cmd, link)) && op_may_write(link, op)) {
         list_unlink(&op->link);
         if (!op_run(link, ch, op))
             upstream_cmd_free(op);
@@ -1150,10 +1291,10 @@ static void chan_on_header(struct upstream_link *link, struct upstream_link_chan
     ch->in.left = f->payload.properties.body_size;
     ch->in.got = 0;
     if (!ch->in.discard && !delivery_start(link, ch, f->payload.properties.decoded, ch->in.left)) {
-        /* Dropping it would leave an unacked delivery nobody knows about: give up the connection instead. */
-        link->failed = true;
-        link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory for a %" PRIu64 "-byte delivery", ch->in.left);
-        return;
+        /* Dropping it would leave an unacked delivery nobody knows about: its channel is given up instead (the broker
+         * requeues it at the channel's close); its body frames are read and discarded meanwhile. */
+        ch->in.discard = true;
+        chan_lost(link, ch);
     }
     ch->in.deliver = NULL;
     if (ch->in.left == 0)
@@ -1184,7 +1325,9 @@ static void link_on_method0(struct upstream_link *link, amqp_method_number_t id,
                      (int)close->reply_text.len, (const char *)close->reply_text.bytes);
         link->failed = true;
     } else if (id == AMQP_CONNECTION_BLOCKED_METHOD || id == AMQP_CONNECTION_UNBLOCKED_METHOD) {
-        emit_blocked(link, id == AMQP_CONNECTION_BLOCKED_METHOD);
+        link->blocked = id == AMQP_CONNECTION_BLOCKED_METHOD;
+        link->stalled = link->stalled || !link->blocked; /* unblocked: the held publishes go (link_sweep()) */
+        emit_blocked(link);
     }
 }
 
@@ -1261,6 +1404,7 @@ static void link_die(struct upstream_link *link)
             chan_fail(link, ch, &link->err);
     }
     if (link->amqp) {
+        upstream_inbox_set_sock_fd(link->inbox, -1);
         amqp_destroy_connection(link->amqp);
         link->amqp = NULL;
     }
@@ -1295,13 +1439,9 @@ static int link_login_failed(struct upstream_link *link, amqp_rpc_reply_t reply,
                      (const char *)m->reply_text.bytes);
         return refused ? UPSTREAM_ERR_ACCESS_REFUSED : UPSTREAM_ERR_UNREACHABLE;
     }
-    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-        (reply.library_error == AMQP_STATUS_CONNECTION_CLOSED || reply.library_error == AMQP_STATUS_SOCKET_ERROR)) {
-        /* A broker without authentication_failure_close just drops the socket on a bad password. */
-        link_set_err(link, UPSTREAM_ERR_ACCESS_REFUSED, 403, "access_refused",
-                     "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN");
-        return UPSTREAM_ERR_ACCESS_REFUSED;
-    }
+    /* Anything else, a socket closed or failing during the login included, is the connection's failure, not a refusal:
+     * warren asks for authentication_failure_close, so a broker that refuses a login says so with connection.close (403)
+     * before it closes. The next broker is tried, and the reconnect backoff applies. */
     link_set_err(link, UPSTREAM_ERR_UNREACHABLE, 0, "broker_unreachable", "login to %s failed: %s", broker,
                  reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(reply.library_error)
                                                                      : "unexpected reply");
@@ -1466,6 +1606,11 @@ static int link_up(struct upstream_link *link)
         return -ENOMEM;
     }
     link->st = LINK_OPEN;
+    /* A fixed send buffer (no autotuning): POLLOUT then means room for a LINK_BODY_CHUNK frame (publish_body()). */
+    if (setsockopt(amqp_get_sockfd(link->amqp), SOL_SOCKET, SO_SNDBUF, &(int){LINK_SNDBUF}, sizeof(int)) != 0) {
+        /* the default buffer: a frame may wait for room, which the watchdog bounds */
+    }
+    upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
     link->res_up->u.chan_max = link->chan_max;
     emit_conn(link, &link->res_up);
     return 0;
@@ -1530,7 +1675,9 @@ static bool link_run_cmds(struct upstream_link *link)
     return stopping;
 }
 
-/* Waits for a command, broker data or the heartbeat tick. */
+/* Waits for a command, broker data, room in the socket (when a queue stopped at a full one) or the heartbeat tick. The
+ * watchdog (upstream.c) sees the thread idle while it waits, and busy from its return on; and it sees since when the
+ * thread waits for room (full_since_ms), until a poll() reports some. */
 static void link_wait(struct upstream_link *link, bool more)
 {
     struct pollfd p[2] = {{link->inbox->wake_fd, POLLIN, 0}, {-1, POLLIN, 0}};
@@ -1539,39 +1686,94 @@ static void link_wait(struct upstream_link *link, bool more)
     if (link->st == LINK_OPEN) {
         int hb = amqp_get_heartbeat(link->amqp);
         p[1].fd = amqp_get_sockfd(link->amqp);
+        if (link->want_out)
+            p[1].events |= POLLOUT;
         /* rabbitmq-c only sends heartbeats from inside its read calls: wake at half the interval. */
         timeout = hb > 0 ? hb * 500 : -1;
         if (more || amqp_frames_enqueued(link->amqp) || amqp_data_in_buffer(link->amqp))
             timeout = 0;
     }
+    if (!link->want_out || link->blocked) /* a blocked broker does not read until it unblocks: not a dead one */
+        atomic_store(&link->inbox->full_since_ms, 0);
+    else if (atomic_load(&link->inbox->full_since_ms) == 0)
+        atomic_store(&link->inbox->full_since_ms, clock_now_ms());
+    atomic_store(&link->inbox->busy_since_ms, 0);
     if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN))
         upstream_inbox_drain(link->inbox);
+    if (p[1].revents & POLLOUT)
+        atomic_store(&link->inbox->full_since_ms, 0);
+    atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
 }
 
-/* On the way out: closes a connection still open, frees the channels left (only when stopping), reports CONN_EXIT.
- * After that push the loop may free the link at any time. */
+/*
+ * The work a round leaves for the next: tell the loop about a change of connection.blocked it could not be told of,
+ * abort the channels that lost a result (chan_lost()), and pump the queues that stopped at a held publish or at a full
+ * socket (op_may_write()), which stop again at once when that still holds.
+ */
+static void link_sweep(struct upstream_link *link)
+{
+    struct upstream_link_chan *ch, *next;
+    struct upstream_error err = {UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory for a result of this channel"};
+    bool lost = link->lost, stalled = link->stalled;
+
+    if (link->st != LINK_OPEN)
+        return;
+    emit_blocked(link);
+    link->lost = link->stalled = link->want_out = false;
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+        if (lost && ch->lost && ch->pub) {
+            link->lost = true; /* not inside a content (see chan_release()): after its body */
+        } else if (lost && ch->lost) {
+            ch->lost = false;
+            chan_abort(link, ch, &err);
+        }
+        if (stalled && !link->failed)
+            chan_pump(link, ch);
+    }
+}
+
+/*
+ * On the way out: closes a connection still open (bounded: the watchdog, or upstream_free()'s deadline, cuts a close the
+ * broker does not read), frees the channels left when stopping, reports CONN_EXIT. A dead link may leave with channels
+ * not yet released: they stay in the link, which the loop then serves itself (upstream_link_run_dead()). After that push
+ * the loop may free the link at any time.
+ */
 static void link_finish(struct upstream_link *link, bool stopping)
 {
     struct upstream_link_chan *ch, *next;
 
+    atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
     if (link->st == LINK_OPEN) {
         struct timeval tv = {LINK_CLOSE_TIMEOUT_S, 0};
         amqp_set_rpc_timeout(link->amqp, &tv);
         amqp_connection_close(link->amqp, AMQP_REPLY_SUCCESS);
     }
-    if (link->amqp)
+    if (link->amqp) {
+        upstream_inbox_set_sock_fd(link->inbox, -1);
         amqp_destroy_connection(link->amqp);
+    }
     link->amqp = NULL;
-    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
-        list_unlink(&ch->link);
-        upstream_link_chan_free(ch);
+    link->st = LINK_DEAD;
+    if (stopping) {
+        LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+            list_unlink(&ch->link);
+            upstream_link_chan_free(ch);
+        }
     }
     free(link->slots);
     link->slots = NULL;
     free(link->scratch);
     link->scratch = NULL;
+    atomic_store(&link->inbox->busy_since_ms, 0);
     if (!stopping)
         emit_conn(link, &link->res_exit);
+}
+
+bool upstream_link_run_dead(struct upstream_link *link)
+{
+    assert(link->st == LINK_DEAD);
+    link_run_cmds(link);
+    return list_is_empty(&link->chans);
 }
 
 void *upstream_link_main(void *arg)
@@ -1581,12 +1783,16 @@ void *upstream_link_main(void *arg)
 
     if (link_connect(link) != 0 || link_up(link) != 0)
         link_die(link);
+    atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
     for (;;) {
         bool more = false;
         stopping = link_run_cmds(link);
+        link_sweep(link);
         if (link->failed && link->st == LINK_OPEN)
             link_die(link);
-        if (stopping || (link->shutdown && list_is_empty(&link->chans)))
+        /* A dead link has nothing to wait for: the releases still to come are served by the loop (link_finish()), so a
+         * refused or failed login costs no thread once its channels heard of it. */
+        if (stopping || (link->shutdown && (list_is_empty(&link->chans) || link->st == LINK_DEAD)))
             break;
         if (link->st == LINK_OPEN) {
             more = link_read(link);

@@ -4,9 +4,10 @@
  * let a command or a result cross without borrowing anything from the side that made it.
  *
  * Locking is the same in both directions and nothing more: a box's mutex is held only to link or unlink items (and, in
- * an inbox, to read or set `stopping` and `login_fd`), never across a callback, a rabbitmq-c call or a system call
- * other than shutdown(). The reader is woken through an eventfd written after the item is linked; whoever reads the
- * eventfd then takes the whole list under the lock, so a wake-up is never lost and an item is never seen half-made.
+ * an inbox, to read or set `stopping`, `login_fd`, `sock_fd` and `cut`; `busy_since_ms` is an atomic of its own), never across a
+ * callback, a rabbitmq-c call or a system call other than shutdown(). The reader is woken through an eventfd written after the item
+ * is linked; whoever reads the eventfd then takes the whole list under the lock, so a wake-up is never lost and an item is never
+ * seen half-made.
  */
 #include "bridge/upstream-int.h"
 
@@ -178,6 +179,10 @@ int upstream_inbox_init(struct upstream_inbox *ib)
     list_init(&ib->cmds);
     ib->stopping = false;
     ib->login_fd = -1;
+    ib->sock_fd = -1;
+    ib->cut = false;
+    atomic_store(&ib->busy_since_ms, 0);
+    atomic_store(&ib->full_since_ms, 0);
     ib->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     return ib->wake_fd == -1 ? -errno : 0;
 }
@@ -268,6 +273,36 @@ bool upstream_inbox_set_login_fd(struct upstream_inbox *ib, int fd)
     stopping = ib->stopping;
     pthread_mutex_unlock(&ib->lock);
     return !stopping;
+}
+
+void upstream_inbox_set_sock_fd(struct upstream_inbox *ib, int fd)
+{
+    pthread_mutex_lock(&ib->lock);
+    ib->sock_fd = fd;
+    pthread_mutex_unlock(&ib->lock);
+}
+
+bool upstream_inbox_cut(struct upstream_inbox *ib)
+{
+    bool cut = false;
+
+    pthread_mutex_lock(&ib->lock);
+    if (ib->sock_fd >= 0 && !ib->cut) {
+        shutdown(ib->sock_fd, SHUT_RDWR); /* the thread withdraws it under the lock before closing it */
+        ib->cut = cut = true;
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return cut;
+}
+
+bool upstream_inbox_was_cut(struct upstream_inbox *ib)
+{
+    bool cut;
+
+    pthread_mutex_lock(&ib->lock);
+    cut = ib->cut;
+    pthread_mutex_unlock(&ib->lock);
+    return cut;
 }
 
 void upstream_inbox_drain(struct upstream_inbox *ib)

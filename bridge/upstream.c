@@ -35,10 +35,12 @@
 #include "bridge/upstream.h"
 
 #include "bridge/clock.h"
+#include "bridge/log.h"
 #include "bridge/upstream-int.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +62,7 @@ struct upstream_chan {
     struct upstream_cmd open_cmd;    /* embedded, cannot fail to allocate */
     struct upstream_cmd release_cmd; /* embedded, the last command naming the channel */
     struct list held;                /* while WAITING: the operations queued behind open_cmd, in order */
+    struct upstream_res *refused;    /* REFUSED: its CHAN_DONE, sent by the release (no link ever had it) */
 };
 
 /* A connection as the pool sees it. */
@@ -74,6 +77,7 @@ struct upstream_conn {
     uint64_t auth_ms;            /* when CONN_UP came: the broker authenticated the credential then */
     bool blocked;                /* the broker blocks publishers on it (connection.blocked): it takes no new channel */
     bool retired;                /* given no more channels; shutdown_cmd queued (once) */
+    bool exited;                 /* its dead link's thread has been joined: the loop serves the link's releases itself */
     struct event *idle_ev;       /* armed while n_chans == 0, if cfg.idle_close_ms */
     struct upstream_inbox inbox; /* the mailbox to its link */
     struct upstream_cmd shutdown_cmd;
@@ -94,7 +98,19 @@ struct upstream {
     uint64_t published, delivered;
     unsigned channels;
     unsigned closing;
+    struct event *watch_ev; /* the write watchdog, every write_timeout_ms / 4 */
+    char limit_text[160];   /* the text of the last refusal by a cap (conn_within_caps()) */
 };
+
+/*
+ * AMQP connection threads of the whole process, over every upstream (one per worker): a connection counts from its
+ * creation to the join of its thread, and a new one is refused at cfg.max_connections. This is the one process-wide
+ * count of the upstream, so it is a global of this file, an atomic.
+ */
+static atomic_uint conns_total;
+
+#define UPSTREAM_STOP_MS  1000 /* upstream_free(): how long links may take to close before their sockets are cut */
+#define UPSTREAM_STUCK_MS 500  /* a connection stuck (conn_stuck_ms()) this long takes no new channel */
 
 const char *upstream_chan_state_str(enum upstream_chan_state st)
 {
@@ -111,6 +127,8 @@ const char *upstream_chan_state_str(enum upstream_chan_state st)
         return "closed";
     case UPSTREAM_CHAN_RELEASED:
         return "released";
+    case UPSTREAM_CHAN_REFUSED:
+        return "refused";
     }
     return "?";
 }
@@ -159,6 +177,15 @@ static void chan_attach(struct upstream_conn *c, struct upstream_chan *ch)
         ch->st = UPSTREAM_CHAN_WAITING;
         list_link_tail(&c->waiting, &ch->link);
     }
+}
+
+/* Queues one command for `c`'s link; a link whose thread has exited (`exited`, it was dead) runs it here and now, which
+ * only pushes results (the callbacks still run later, from the outbox). */
+static void conn_push(struct upstream_conn *c, struct upstream_cmd *cmd)
+{
+    upstream_inbox_push(&c->inbox, cmd);
+    if (c->exited)
+        upstream_link_run_dead(c->tlink);
 }
 
 /*
@@ -225,6 +252,8 @@ static void conn_free(struct upstream_conn *c)
 
     if (!c)
         return;
+    if (c->tlink && !c->exited)
+        atomic_fetch_sub(&conns_total, 1); /* its thread never started, or upstream_free() joined it */
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &c->waiting, link) {
         list_unlink(&ch->link);
         chan_free_waiting(ch);
@@ -276,6 +305,7 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
     r = upstream_link_new(&params, &c->tlink);
     if (r < 0)
         goto fail;
+    atomic_fetch_add(&conns_total, 1); /* given back at CONN_EXIT, or by conn_free() */
     r = -pthread_create(&c->thread, NULL, upstream_link_main, c->tlink);
     if (r < 0)
         goto fail;
@@ -293,17 +323,69 @@ static bool conn_matches(const struct upstream_conn *c, const struct upstream_lo
            strcmp(c->pass, login->pass ? login->pass : "") == 0;
 }
 
-/* A live connection of this credential with a free channel, or a new one. */
-static int conn_pick(struct upstream *up, const struct upstream_login *login, struct upstream_conn **out)
+/* How long `c`'s thread has been in one rabbitmq-c call (out of its poll()), or waiting for room in a socket the broker
+ * does not read; 0 when neither. */
+static uint64_t conn_stuck_ms(struct upstream_conn *c, uint64_t now)
+{
+    uint64_t busy = c->exited ? 0 : atomic_load(&c->inbox.busy_since_ms);
+    uint64_t full = c->exited ? 0 : atomic_load(&c->inbox.full_since_ms);
+    uint64_t since = busy && (!full || busy < full) ? busy : full;
+
+    return since && now > since ? now - since : 0;
+}
+
+/*
+ * Whether a new connection for `login` stays within the caps (invariant 4: an unauthenticated peer chooses the
+ * credentials, and each costs a connection and a thread). Connections count while their thread runs: a dead one whose
+ * thread has exited (`exited`) no longer does, nor does a failed login once its sessions heard of it. Fills *why when not.
+ */
+static bool conn_within_caps(struct upstream *up, const struct upstream_login *login, struct upstream_error *why)
+{
+    const struct upstream_config *cfg = &up->cfg;
+    char *text = up->limit_text;
+    const struct upstream_conn *c;
+    unsigned n = 0;
+
+    if (cfg->max_connections && atomic_load(&conns_total) >= cfg->max_connections) {
+        snprintf(text, sizeof up->limit_text,
+                 "warren has its most AMQP connections open (amqp_max_connections = %u); try again later", cfg->max_connections);
+        *why = (struct upstream_error){UPSTREAM_ERR_LIMIT, 0, "connection_limit", text};
+        return false;
+    }
+    if (!cfg->max_connections_per_credential)
+        return true;
+    LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
+        n += !c->exited && conn_matches(c, login);
+    }
+    if (n < cfg->max_connections_per_credential)
+        return true;
+    snprintf(text, sizeof up->limit_text,
+             "this credential has its most AMQP connections open (amqp_max_connections_per_credential = %u); try again later",
+             cfg->max_connections_per_credential);
+    *why = (struct upstream_error){UPSTREAM_ERR_LIMIT, 0, "credential_connection_limit", text};
+    return false;
+}
+
+/* A live connection of this credential with a free channel, or a new one. 0, -errno, or UPSTREAM_ERR_LIMIT (*why says
+ * which cap; its text is valid until the next call). */
+static int conn_pick(struct upstream *up, const struct upstream_login *login, struct upstream_conn **out,
+                     struct upstream_error *why)
 {
     struct upstream_conn *c;
 
+    uint64_t now = clock_now_ms();
+
+    /* Not a connection the broker does not read (blocked, or its socket full for a while): a channel.open sent there
+     * would wait with it. */
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        if (!c->retired && !c->blocked && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
+        if (!c->retired && !c->blocked && conn_stuck_ms(c, now) < UPSTREAM_STUCK_MS && c->n_chans < c->cap && conn_fresh(c) &&
+            conn_matches(c, login)) {
             *out = c;
             return 0;
         }
     }
+    if (!conn_within_caps(up, login, why))
+        return UPSTREAM_ERR_LIMIT;
     return conn_new(up, login, out);
 }
 
@@ -316,6 +398,7 @@ static int conn_pick(struct upstream *up, const struct upstream_login *login, st
 static void conn_on_up(struct upstream *up, struct upstream_conn *c, unsigned cap)
 {
     struct upstream_login login = {c->vhost, c->user, c->pass, c->name};
+    struct upstream_error why;
     struct upstream_chan *ch, *next;
     unsigned sent = 0;
 
@@ -332,8 +415,8 @@ static void conn_on_up(struct upstream *up, struct upstream_conn *c, unsigned ca
             continue;
         }
         c->n_chans--;
-        if (conn_pick(up, &login, &to) < 0)
-            to = c;
+        if (conn_pick(up, &login, &to, &why) != 0)
+            to = c; /* which fails it for want of a channel number */
         chan_attach(to, ch);
     }
 }
@@ -369,9 +452,18 @@ static void on_conn_result(struct upstream *up, struct upstream_res *r)
         conn_on_down(c);
         break;
     case UPSTREAM_RES_CONN_EXIT:
+        /* The thread is gone and counts no more. A dead link leaves before its channels are released (a refused login
+         * must not keep a thread for a session that does not go away): the loop serves what is queued for it and what
+         * comes later (conn_push()), and frees the connection at the CHAN_DONE of its last channel. */
         pthread_join(c->thread, NULL);
-        list_unlink(&c->link);
-        conn_free(c);
+        atomic_fetch_sub(&conns_total, 1);
+        c->exited = true;
+        if (c->n_chans == 0) {
+            list_unlink(&c->link);
+            conn_free(c);
+        } else {
+            upstream_link_run_dead(c->tlink);
+        }
         break;
     case UPSTREAM_RES_BLOCKED:
         /* A blocked connection's socket is not read by the broker: a channel.open sent there would wait with it. */
@@ -391,10 +483,17 @@ static void chan_on_done(struct upstream *up, struct upstream_chan *ch)
 {
     struct upstream_conn *c = ch->conn;
 
-    c->n_chans--;
     up->closing--;
     list_unlink(&ch->link);
     free(ch);
+    if (!c) /* refused: it never had a connection */
+        return;
+    c->n_chans--;
+    if (c->exited && c->n_chans == 0) {
+        list_unlink(&c->link);
+        conn_free(c);
+        return;
+    }
     conn_idle_arm(c);
 }
 
@@ -407,6 +506,8 @@ static bool chan_takes(const struct upstream_chan *ch, enum upstream_res_kind ki
     case UPSTREAM_CHAN_CLOSED:
     case UPSTREAM_CHAN_RELEASED:
         return false;
+    case UPSTREAM_CHAN_REFUSED:
+        return kind == UPSTREAM_RES_OPEN;
     default:
         return true;
     }
@@ -496,6 +597,38 @@ static int config_copy(struct upstream *up, const struct upstream_config *cfg)
     return 0;
 }
 
+/*
+ * The write watchdog. rabbitmq-c waits without a deadline for room in a full socket (amqp_try_send() polls with an infinite
+ * one), and a broker may stop reading: RabbitMQ does when it blocks publishers, a host may vanish without a reset. Links
+ * hold their publishes while blocked and wait for room before an operation (upstream-link.c), but a frame bigger than the
+ * room, a heartbeat or a close can still be caught, and a socket the broker does not read at all leaves the link waiting
+ * for room forever. So the loop watches every thread: one busy in a call (out of its poll()), or waiting for room, for
+ * longer than write_timeout_ms has its socket shut down, which makes the stuck call fail, and that connection alone is
+ * lost (its sessions get ERROR `Broker connection lost`, warren reconnects for new ones).
+ */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    uint64_t now = clock_now_ms();
+    struct upstream_conn *c;
+
+    LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
+        if (conn_stuck_ms(c, now) > up->cfg.write_timeout_ms && upstream_inbox_cut(&c->inbox))
+            log_msg(LOG_WARN, NULL, "AMQP connection of '%s' on vhost '%s': the broker read nothing of it for over %u ms; cut",
+                    c->user, c->vhost, up->cfg.write_timeout_ms);
+    }
+}
+
+static int watch_start(struct upstream *up)
+{
+    struct timeval tv = clock_timeval(up->cfg.write_timeout_ms / 4 ? up->cfg.write_timeout_ms / 4 : 1);
+
+    if (!up->cfg.write_timeout_ms)
+        return 0;
+    up->watch_ev = event_new(up->base, -1, EV_PERSIST, on_watch, up);
+    return up->watch_ev && event_add(up->watch_ev, &tv) == 0 ? 0 : -ENOMEM;
+}
+
 int upstream_new(struct event_base *base, const struct upstream_config *cfg, struct upstream **out)
 {
     struct upstream *up;
@@ -515,7 +648,7 @@ int upstream_new(struct event_base *base, const struct upstream_config *cfg, str
         goto fail;
     r = -ENOMEM;
     up->res_ev = event_new(base, up->outbox.fd, EV_READ | EV_PERSIST, on_results, up);
-    if (!up->res_ev || event_add(up->res_ev, NULL) != 0)
+    if (!up->res_ev || event_add(up->res_ev, NULL) != 0 || watch_start(up) != 0)
         goto fail;
     *out = up;
     return 0;
@@ -524,26 +657,52 @@ fail:
     return r;
 }
 
+/*
+ * upstream_free(): a link told to stop closes its connection (connection.close, bounded by its rpc timeout) and exits. One
+ * whose broker does not read, or that sits in a write, does not: at `deadline` its socket is cut, so the join returns
+ * whatever the broker does.
+ */
+static void conn_join(struct upstream_conn *c, const struct timespec *deadline)
+{
+    if (c->exited)
+        return;
+    if (pthread_timedjoin_np(c->thread, NULL, deadline) == 0)
+        return;
+    upstream_inbox_cut(&c->inbox);
+    pthread_join(c->thread, NULL);
+}
+
 void upstream_free(struct upstream *up)
 {
     struct upstream_conn *c, *cnext;
     struct upstream_chan *ch, *chnext;
+    struct timespec deadline;
 
     if (!up)
         return;
+    clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_timedjoin_np() measures on CLOCK_REALTIME */
+    deadline.tv_sec += UPSTREAM_STOP_MS / 1000;
+    deadline.tv_nsec += (long)(UPSTREAM_STOP_MS % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
         upstream_inbox_stop(&c->inbox);
     }
     LIST_FOR_EACH_ENTRY_SAFE (c, cnext, &up->conns, link) {
         list_unlink(&c->link);
-        pthread_join(c->thread, NULL);
+        conn_join(c, &deadline);
         conn_free(c);
     }
+    if (up->watch_ev)
+        event_free(up->watch_ev);
     if (up->res_ev)
         event_free(up->res_ev);
     upstream_outbox_deinit(&up->outbox);
     LIST_FOR_EACH_ENTRY_SAFE (ch, chnext, &up->chans, link) {
         list_unlink(&ch->link);
+        free(ch->refused);
         free(ch);
     }
     for (size_t i = 0; up->brokers && i < up->cfg.n_brokers; i++)
@@ -562,6 +721,7 @@ void upstream_get_stats(const struct upstream *up, struct upstream_stats *out)
     memset(out, 0, sizeof *out);
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
         out->connections += c->live;
+        out->threads += !c->exited;
     }
     out->channels = up->channels;
     out->closing = up->closing;
@@ -573,6 +733,30 @@ void upstream_get_stats(const struct upstream *up, struct upstream_stats *out)
  * Channels, as sessions use them
  */
 
+/*
+ * A channel that no connection may take (a cap, conn_within_caps()): its on_open(err) comes through the outbox like any
+ * result, so it runs later, from the loop; its CHAN_DONE is sent by the release. Both are allocated now. 0 or -ENOMEM.
+ */
+static int chan_refuse(struct upstream_chan *ch, const struct upstream_error *why)
+{
+    struct upstream_res *open = upstream_res_prealloc(UPSTREAM_RES_OPEN, true);
+
+    ch->refused = upstream_res_prealloc(UPSTREAM_RES_CHAN_DONE, false);
+    if (!open || !ch->refused) {
+        free(open);
+        free(ch->refused);
+        return -ENOMEM;
+    }
+    upstream_link_chan_free(ch->lch);
+    ch->lch = NULL;
+    ch->st = UPSTREAM_CHAN_REFUSED;
+    list_link_tail(&ch->up->chans, &ch->link);
+    upstream_res_set_err(open, why);
+    open->ch = ch;
+    upstream_outbox_push(&ch->up->outbox, open);
+    return 0;
+}
+
 int upstream_chan_open(struct upstream *up, const struct upstream_login *login, const struct upstream_chan_cb *cb, void *ud,
                        struct upstream_chan **out)
 {
@@ -580,12 +764,21 @@ int upstream_chan_open(struct upstream *up, const struct upstream_login *login, 
     struct upstream_conn *c = NULL;
     int r = -ENOMEM;
 
-    if (!ch || (r = upstream_link_chan_new(ch, &ch->lch)) < 0 || (r = conn_pick(up, login, &c)) < 0)
+    struct upstream_error why;
+
+    if (!ch || (r = upstream_link_chan_new(ch, &ch->lch)) < 0 || (r = conn_pick(up, login, &c, &why)) < 0)
         goto fail;
     ch->up = up;
     ch->cb = *cb;
     ch->ud = ud;
     list_init(&ch->held);
+    if (r == UPSTREAM_ERR_LIMIT) {
+        r = chan_refuse(ch, &why);
+        if (r < 0)
+            goto fail;
+        *out = ch;
+        return 0;
+    }
     ch->open_cmd = (struct upstream_cmd){.kind = UPSTREAM_CMD_OPEN, .embedded = true, .ch = ch->lch};
     ch->release_cmd = (struct upstream_cmd){.kind = UPSTREAM_CMD_RELEASE, .embedded = true, .ch = ch->lch};
     chan_attach(c, ch);
@@ -605,6 +798,15 @@ void upstream_chan_release(struct upstream_chan *ch)
     if (!ch || ch->st == UPSTREAM_CHAN_RELEASED)
         return;
     c = ch->conn;
+    if (!c) { /* refused: no link ever had it */
+        struct upstream_res *done = ch->refused;
+        ch->refused = NULL;
+        ch->st = UPSTREAM_CHAN_RELEASED;
+        ch->up->closing++;
+        done->ch = ch;
+        upstream_outbox_push(&ch->up->outbox, done);
+        return;
+    }
     if (ch->st == UPSTREAM_CHAN_WAITING) {
         list_unlink(&ch->link);
         chan_free_waiting(ch);
@@ -616,7 +818,7 @@ void upstream_chan_release(struct upstream_chan *ch)
         ch->up->channels--;
     ch->st = UPSTREAM_CHAN_RELEASED;
     ch->up->closing++;
-    upstream_inbox_push(&c->inbox, &ch->release_cmd);
+    conn_push(c, &ch->release_cmd);
 }
 
 /* Copies an operation and queues it; see the header for the return values. */
@@ -630,6 +832,7 @@ static int chan_queue(struct upstream_chan *ch, const struct upstream_cmd *tmpl)
     case UPSTREAM_CHAN_OPEN_FAILED:
     case UPSTREAM_CHAN_CLOSED:
     case UPSTREAM_CHAN_RELEASED:
+    case UPSTREAM_CHAN_REFUSED:
         return UPSTREAM_ERR_CLOSED;
     default:
         break;
@@ -641,7 +844,7 @@ static int chan_queue(struct upstream_chan *ch, const struct upstream_cmd *tmpl)
     if (ch->st == UPSTREAM_CHAN_WAITING)
         list_link_tail(&ch->held, &cmd->link);
     else
-        upstream_inbox_push(&ch->conn->inbox, cmd);
+        conn_push(ch->conn, cmd);
     return 0;
 }
 

@@ -24,7 +24,12 @@
  * Flow control: every channel is in publisher-confirm mode; a publish completes (on_done) when the broker confirmed it
  * (basic.ack), or fails with UPSTREAM_ERR_NACK. Deliveries are bounded by basic.qos set per consumer (upstream_chan_consume's
  * prefetch), so the client loop never receives more than the session's windows. connection.blocked/unblocked is reported
- * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers.
+ * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers; meanwhile the connection's
+ * thread holds their publishes instead of writing them, and it never waits on a full socket: a connection whose broker
+ * reads nothing of it for write_timeout_ms is cut (UPSTREAM_ERR_CONNECTION for its channels).
+ *
+ * Caps: a channel that needs a new connection beyond max_connections (the whole process) or max_connections_per_credential
+ * fails its open with UPSTREAM_ERR_LIMIT (from the loop, like every callback); nothing is sent to the broker for it.
  *
  * Threading contract: all upstream_* functions must be called on the client loop thread. Callbacks run on that thread too,
  * never from inside an upstream_* call (they are always deferred through the event loop), so a callback may call any
@@ -50,10 +55,13 @@ struct upstream_config {
     unsigned connect_timeout_ms; /* TCP connect + login */
     unsigned reconnect_min_ms;   /* backoff after a broker connection failure (doubles up to max) */
     unsigned reconnect_max_ms;
-    unsigned idle_close_ms; /* close a connection this long after its last channel closed (none reopened); 0 = never */
-    unsigned auth_reuse_ms; /* new channels join a connection only during its login and this long after it */
-    const char *product;    /* client property "product", e.g. "warren" */
-    const char *version;    /* client property "version" */
+    unsigned idle_close_ms;    /* close a connection this long after its last channel closed (none reopened); 0 = never */
+    unsigned auth_reuse_ms;    /* new channels join a connection only during its login and this long after it */
+    unsigned write_timeout_ms; /* a connection whose broker reads nothing of it this long is cut (the watchdog); 0 = none */
+    unsigned max_connections;  /* AMQP connections (threads) of the whole process, over every upstream; 0 = no cap */
+    unsigned max_connections_per_credential; /* AMQP connections of one (vhost, login, passcode) in this upstream; 0 = no cap */
+    const char *product;                     /* client property "product", e.g. "warren" */
+    const char *version;                     /* client property "version" */
 };
 
 /* Who a channel belongs to. Strings are copied. */
@@ -75,6 +83,9 @@ enum upstream_err {
     UPSTREAM_ERR_NOMEM = 6,          /* out of memory; as on_closed: a delivery could not be allocated, so the connection
                                         was given up rather than leave it unacknowledged */
     UPSTREAM_ERR_CLOSED = 7,         /* operation on a channel that is already dead */
+    UPSTREAM_ERR_LIMIT = 8,          /* channel open: a new AMQP connection was needed and max_connections (name
+                                        "connection_limit") or max_connections_per_credential ("credential_connection_limit") is
+                                        reached; nothing was sent to the broker */
 };
 const char *upstream_err_str(enum upstream_err e);
 
@@ -238,6 +249,7 @@ int upstream_chan_nack(struct upstream_chan *ch, uint64_t delivery_tag, bool mul
 /* Figures for logs, tests and metrics. */
 struct upstream_stats {
     unsigned connections; /* live AMQP connections (an idle one until its connection.close-ok) */
+    unsigned threads;     /* connection threads running (what amqp_max_connections counts, for this upstream) */
     unsigned channels;    /* open channels over all connections */
     unsigned closing;     /* released channels not yet closed at the broker (their owned queues are deleted when 0) */
     uint64_t published;   /* messages published */

@@ -58,6 +58,9 @@ static int upstream_open(struct worker *w, const struct conf *conf)
         .reconnect_max_ms = (unsigned)conf->amqp_reconnect_max_ms,
         .idle_close_ms = (unsigned)conf->amqp_idle_close_ms,
         .auth_reuse_ms = (unsigned)conf->amqp_auth_reuse_ms,
+        .write_timeout_ms = (unsigned)conf->amqp_write_timeout_ms,
+        .max_connections = (unsigned)conf->amqp_max_connections,
+        .max_connections_per_credential = (unsigned)conf->amqp_max_connections_per_credential,
         .product = "warren",
         .version = WARREN_VERSION,
     };

@@ -92,6 +92,9 @@ struct conf {
     size_t amqp_frame_max_bytes;
     int amqp_idle_close_ms;
     int amqp_auth_reuse_ms;
+    int amqp_max_connections;
+    int amqp_max_connections_per_credential;
+    int amqp_write_timeout_ms;
 
     /* STOMP heart-beats and timeouts. */
     int heartbeat_send_min_ms;

@@ -122,6 +122,12 @@ static const struct conf_key keys[] = {
           "close an AMQP connection this long after its last channel closed, unless a session reuses it; 0 = never"),
     K_INT(amqp_auth_reuse_ms, RESTART, 15000, 0, MS_DAY,
           "a new session reuses an AMQP connection of its credential only this long after the broker authenticated it"),
+    K_INT(amqp_max_connections, RESTART, 1024, 1, 1000000,
+          "most AMQP connections (one thread each) warren keeps open, over all workers; a session needing one more gets ERROR"),
+    K_INT(amqp_max_connections_per_credential, RESTART, 256, 0, 1000000,
+          "most AMQP connections of one credential (vhost, login, passcode) per worker; 0 = only amqp_max_connections"),
+    K_INT(amqp_write_timeout_ms, RESTART, 30000, 100, MS_HOUR,
+          "an AMQP connection whose thread is stuck this long writing to a broker that does not read is cut"),
 
     /* STOMP heart-beats and timeouts. */
     K_INT(heartbeat_send_min_ms, RELOAD, 1000, 0, MS_HOUR,

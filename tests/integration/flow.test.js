@@ -32,7 +32,7 @@ const os = require('node:os');
 const path = require('node:path');
 const T = require('./lib/target');
 const { RawStomp } = require('./lib/raw');
-const { unique, withTimeout, WAIT_MS } = require('./lib/util');
+const { unique, withTimeout, waitFor, WAIT_MS } = require('./lib/util');
 
 const skip = T.suiteSkip() || T.warrenOnly('Web-STOMP reads its clients under RabbitMQ flow control, not its own');
 
@@ -70,19 +70,17 @@ function waitLog(target, re, what) {
   );
 }
 
-/** Sends a WebSocket ping; .pong resolves when its pong arrives, .got tells whether it has. */
+/** Sends a WebSocket ping; .pong() resolves when its pong arrives (within WAIT_MS of the call: a ping sent during a
+ * block is answered after the lift, which rabbitmqctl may take seconds to make), .got tells whether it has. */
 function ping(c) {
   const p = { got: false };
-  p.pong = withTimeout(
-    new Promise((resolve) => {
-      c.ws.once('pong', () => {
-        p.got = true;
-        resolve();
-      });
-    }),
-    WAIT_MS,
-    'pong',
-  );
+  const answered = new Promise((resolve) => {
+    c.ws.once('pong', () => {
+      p.got = true;
+      resolve();
+    });
+  });
+  p.pong = () => withTimeout(answered, WAIT_MS, 'pong');
   c.ws.ping();
   return p;
 }
@@ -144,7 +142,7 @@ describe('flow control towards the broker', { skip }, () => {
       const q = unique('flow-blocked');
       await declare(q);
       c = await RawStomp.connect(target.url);
-      await ping(c).pong; // reading works before the alarm
+      await ping(c).pong(); // reading works before the alarm
 
       await setWatermark('0.0000001');
       // RabbitMQ blocks the connection on its next publish: SEND until warren learns it. A SEND that gets its
@@ -187,7 +185,7 @@ describe('flow control towards the broker', { skip }, () => {
 
       await setWatermark(watermark);
       lifted = true;
-      await p.pong;
+      await p.pong();
       const pending = sent.filter((id) => !confirmed.includes(id));
       const got = await collect(c, pending.length + 1, sent.length);
       assert.deepEqual(got.receipts, [...pending, 'sub'], 'RECEIPTs in frame order');
@@ -197,6 +195,58 @@ describe('flow control towards the broker', { skip }, () => {
       if (!lifted) await setWatermark(watermark).catch(() => {});
       c?.close();
       await target.stop();
+    }
+  });
+
+  it('a blocked broker blocks nothing else: another session of the login is served, SIGTERM exits within the grace', async (t) => {
+    // One worker: the second session meets the upstream whose connection the broker blocks.
+    const target = await T.startTarget({ ...brokerOpts(), log_level: 'debug', workers: 1 });
+    let a;
+    let b;
+    const q = unique('flow-stuck');
+    const q2 = unique('flow-waiting');
+    try {
+      await declare(q);
+      await declare(q2);
+      a = await RawStomp.connect(target.url);
+      // A message already queued before the alarm, for the second session to receive during it.
+      a.sendFrame('SEND', { destination: `/amq/queue/${q2}`, receipt: 'queued' }, 'waiting for b');
+      assert.equal((await a.next(WAIT_MS, 'RECEIPT of the queued message')).command, 'RECEIPT');
+
+      await setWatermark('0.0000001');
+      // Large SENDs in one go: warren reads them before connection.blocked comes back, and the broker stops reading the
+      // socket at the first publish, so more than its socket holds is on its way (before: the connection thread then
+      // sat in send() for as long as the block lasted, and SIGTERM hung in pthread_join).
+      const blocked = waitLog(target, /broker blocks publishers/, 'the "broker blocks publishers" debug line');
+      const body = 'x'.repeat(2 << 20);
+      const tb = Date.now();
+      for (let i = 0; i < 16; i++) a.sendFrame('SEND', { destination: `/amq/queue/${q}` }, body);
+      await blocked;
+      t.diagnostic(`16 SENDs of 2 MiB to connection.blocked: ${Date.now() - tb} ms`);
+
+      // Another session of the same login: CONNECTED, SUBSCRIBE, and the queued message, while the block lasts.
+      const t0 = Date.now();
+      b = await RawStomp.connect(target.url);
+      b.sendFrame('SUBSCRIBE', { destination: `/amq/queue/${q2}`, id: 'b', receipt: 'sub' });
+      const got = await collect(b, 1, 1);
+      assert.deepEqual(got.messages, ['waiting for b']);
+      t.diagnostic(`second session: CONNECTED to MESSAGE in ${Date.now() - t0} ms during the block`);
+
+      // SIGTERM while the block lasts: the process exits within its grace (2 s for the sessions, then 1 s for the AMQP
+      // connections, whose sockets are cut if the broker does not read their connection.close).
+      const t1 = Date.now();
+      await target.stop();
+      const took = Date.now() - t1;
+      t.diagnostic(`SIGTERM to exit during the block: ${took} ms`);
+      assert.ok(took < 6000, `warren took ${took} ms to exit while the broker blocked it`);
+    } finally {
+      await setWatermark(watermark).catch(() => {});
+      a?.close();
+      b?.close();
+      await target.stop().catch(() => {});
+      // What the flood left in the queue goes, and the next case starts once the alarm is gone.
+      await eval_(`{ok, Q} = rabbit_amqqueue:lookup(${queueRef(q)}), rabbit_amqqueue:delete(Q, false, false, <<"flow-test">>).`).catch(() => {});
+      await waitFor(async () => (await eval_('rabbit_alarm:get_alarms().')).trim() === '[]', undefined, 'the memory alarm to clear');
     }
   });
 
@@ -213,7 +263,7 @@ describe('flow control towards the broker', { skip }, () => {
       const dest = `/amq/queue/${q}`;
       for (let i = 0; i < MAX_UNCONFIRMED - 1; i++) c.sendFrame('SEND', { destination: dest, receipt: `send-${i}` }, `m-${i}`);
       // Below the limit warren keeps reading: the ping behind those SENDs is answered, and no confirm came.
-      await ping(c).pong;
+      await ping(c).pong();
       assert.equal(c.frames.length, 0, 'no RECEIPT before the confirms');
 
       const last = MAX_UNCONFIRMED - 1;
@@ -225,7 +275,7 @@ describe('flow control towards the broker', { skip }, () => {
 
       await queueSys(q, 'resume');
       resumed = true;
-      await p.pong;
+      await p.pong();
       const ids = Array.from({ length: MAX_UNCONFIRMED }, (_, i) => `send-${i}`);
       const got = await collect(c, MAX_UNCONFIRMED + 1, MAX_UNCONFIRMED);
       assert.deepEqual(got.receipts, [...ids, 'sub'], 'RECEIPTs in frame order');

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/unit/harness.h"
@@ -61,6 +63,7 @@ struct sess {
     enum upstream_err closed_kind;
     int closed_code;
     char closed_name[64];
+    char closed_text[256];
     struct done_rec done[16];
     int n_done;
     struct deliv_rec del[8];
@@ -126,6 +129,7 @@ static void on_closed(void *ud, const struct upstream_error *err)
     s->closed_kind = err->kind;
     s->closed_code = err->code;
     snprintf(s->closed_name, sizeof s->closed_name, "%s", err->name ? err->name : "");
+    snprintf(s->closed_text, sizeof s->closed_text, "%s", err->text ? err->text : "");
 }
 
 static void on_blocked(void *ud, bool blocked)
@@ -581,6 +585,7 @@ struct tune_proxy {
     struct evconnlistener *lis;
     char addr[64];
     uint16_t chan_max;
+    bool frozen; /* stops reading from warren, as a blocked broker does */
     int n_tuned; /* connection.tune frames lowered */
     struct tune_link *links;
 };
@@ -601,7 +606,36 @@ static void tune_link_free(struct tune_link *l)
 static void tune_on_client(struct bufferevent *bev, void *arg)
 {
     struct tune_link *l = arg;
+    if (l->proxy->frozen) {
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     evbuffer_add_buffer(bufferevent_get_output(l->broker), bufferevent_get_input(bev));
+}
+
+/* From now on the proxy reads nothing more from warren's side (what is in its buffers stays there): warren's socket
+ * fills as when RabbitMQ blocks a publishing connection and stops reading it. */
+static void tune_proxy_freeze(struct tune_proxy *p)
+{
+    p->frozen = true;
+    for (struct tune_link *l = p->links; l; l = l->next) {
+        bufferevent_disable(l->client, EV_READ);
+        bufferevent_setwatermark(l->client, EV_READ, 0, 1); /* libevent buffers no more than this */
+    }
+}
+
+/* Bytes warren wrote that the frozen proxy left in its sockets' receive buffers. */
+static bool proxy_filled(const void *arg)
+{
+    const struct tune_proxy *p = arg;
+    int n = 0;
+
+    for (const struct tune_link *l = p->links; l; l = l->next) {
+        int k = 0;
+        if (ioctl(bufferevent_getfd(l->client), FIONREAD, &k) == 0)
+            n += k;
+    }
+    return n >= (16 << 10); /* the receive window of a socket nobody reads stays small: this is most of it */
 }
 
 /* Broker -> client: frames are passed on whole until the connection.tune (class 10, method 30) is lowered, then bytes. */
@@ -1045,6 +1079,250 @@ static void test_unreachable(void)
 }
 
 /* ---------------------------------------------------------------------------------------------------------------------
+ * A broker that stops reading, and the caps on connections
+ */
+
+#define BIG_BODY  (4u << 20)
+#define BIG_COUNT 16 /* 64 MiB: far more than the sockets between warren and the frozen proxy hold */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct upstream *new_upstream_via(const char *const *via, unsigned write_timeout_ms)
+{
+    struct upstream_config cfg = {.brokers = via,
+                                  .n_brokers = 1,
+                                  .channel_max = 2047,
+                                  .frame_max_bytes = 131072,
+                                  .connect_timeout_ms = 5000,
+                                  .reconnect_min_ms = 10,
+                                  .reconnect_max_ms = 100,
+                                  .auth_reuse_ms = 3600000,
+                                  .write_timeout_ms = write_timeout_ms};
+    struct upstream *up = NULL;
+    CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
+    return up;
+}
+
+/* Publishes BIG_COUNT bodies of BIG_BODY bytes on `s` (tags 1..), into a proxy that no longer reads. */
+static void publish_big(struct sess *s)
+{
+    uint8_t *body = calloc(1, BIG_BODY);
+
+    CHECK(body != NULL);
+    for (int i = 0; body && i < BIG_COUNT; i++)
+        CHECK_EQ_INT(upstream_chan_publish(s->ch, (uint64_t)i + 1, "", "warren-nowhere", NULL, body, BIG_BODY), 0);
+    free(body);
+}
+
+/*
+ * A broker that stops reading (the proxy freezes) while a connection thread writes 64 MiB: the thread sits in
+ * rabbitmq-c's send, which waits without a deadline. The watchdog cuts that connection after write_timeout_ms: its
+ * channel gets on_closed(CONNECTION) saying so, and the next session gets a new connection. (Before: no callback, ever.)
+ */
+static void test_write_watchdog(void)
+{
+    struct tune_proxy proxy;
+    const char *via[1] = {proxy.addr};
+    struct upstream *up = NULL;
+    struct sess a, b;
+    uint64_t t0;
+
+    if (!tune_proxy_start(&proxy, 2047) || !(up = new_upstream_via(via, 300)) || !open_sess(up, &guest, &a))
+        goto out;
+    tune_proxy_freeze(&proxy);
+    publish_big(&a);
+    t0 = now_ms();
+    if (wait_for(proxy_filled, &proxy, "warren's socket to fill") && wait_for(is_closed, &a, "on_closed of the stuck connection")) {
+        CHECK_EQ_INT(a.closed_kind, UPSTREAM_ERR_CONNECTION);
+        CHECK(strstr(a.closed_text, "amqp_write_timeout_ms") != NULL);
+        CHECK(now_ms() - t0 < 5000);
+    }
+    upstream_chan_release(a.ch);
+    proxy.frozen = false; /* new connections through the proxy are read again */
+    if (open_sess(up, &guest, &b)) {
+        CHECK_EQ_INT(b.opened, 1);
+        upstream_chan_release(b.ch);
+    }
+    wait_for(nothing_closing, up, "CHAN_DONE after the cut");
+out:
+    upstream_free(up);
+    tune_proxy_stop(&proxy);
+}
+
+/* upstream_free() while a thread is stuck writing to a broker that does not read (and the watchdog is far off): it
+ * returns within its deadline, cutting the socket. (Before: pthread_join waited until the broker read again.) */
+static void test_free_while_stuck(void)
+{
+    struct tune_proxy proxy;
+    const char *via[1] = {proxy.addr};
+    struct upstream *up = NULL;
+    struct sess a;
+    uint64_t t0;
+
+    if (!tune_proxy_start(&proxy, 2047) || !(up = new_upstream_via(via, 3600000)) || !open_sess(up, &guest, &a))
+        goto out;
+    tune_proxy_freeze(&proxy);
+    publish_big(&a);
+    wait_for(proxy_filled, &proxy, "warren's socket to fill");
+    t0 = now_ms();
+    upstream_free(up);
+    up = NULL;
+    CHECK(now_ms() - t0 < 3000);
+out:
+    upstream_free(up);
+    tune_proxy_stop(&proxy);
+}
+
+/* A "broker" that accepts and closes at once: the socket ends during the login. */
+static void drop_on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (*(int *)arg)++;
+    evutil_closesocket(fd);
+}
+
+/*
+ * The socket closes during the AMQP login: that is a connection failure (UNREACHABLE, broker_unreachable), not a refused
+ * login, and the reconnect backoff applies to the next attempt. (Before: ACCESS_REFUSED, and no backoff.)
+ */
+static void test_login_dropped(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof sin;
+    char addr[64] = "";
+    const char *via[1] = {addr};
+    int accepted = 0;
+    struct evconnlistener *lis;
+    struct upstream_config cfg = {
+        .brokers = via, .n_brokers = 1, .connect_timeout_ms = 2000, .reconnect_min_ms = 400, .reconnect_max_ms = 400};
+    struct upstream *up = NULL;
+    struct sess a, b;
+    uint64_t t0;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    lis = evconnlistener_new_bind(base, drop_on_accept, &accepted, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
+                                  (struct sockaddr *)&sin, sizeof sin);
+    CHECK(lis != NULL);
+    if (!lis || getsockname(evconnlistener_get_fd(lis), (struct sockaddr *)&sin, &len) != 0)
+        goto out;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sin.sin_port));
+    CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
+    if (!up || !open_sess(up, &guest, &a))
+        goto out;
+    CHECK_EQ_INT(a.opened, -1);
+    CHECK_EQ_INT(a.open_kind, UPSTREAM_ERR_UNREACHABLE);
+    CHECK(strstr(a.open_text, "login") != NULL);
+    t0 = now_ms();
+    if (open_sess(up, &guest, &b)) {
+        CHECK_EQ_INT(b.open_kind, UPSTREAM_ERR_UNREACHABLE);
+        CHECK(now_ms() - t0 >= 300); /* the second attempt waited out the backoff */
+        upstream_chan_release(b.ch);
+    }
+    CHECK_EQ_INT(accepted, 2);
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE of both");
+out:
+    upstream_free(up);
+    if (lis)
+        evconnlistener_free(lis);
+}
+
+static bool no_thread(const void *arg)
+{
+    struct upstream_stats st;
+    upstream_get_stats(arg, &st);
+    return st.threads == 0;
+}
+
+static struct upstream *new_upstream_capped(unsigned max, unsigned per_credential, unsigned auth_reuse_ms)
+{
+    struct upstream_config cfg = {.brokers = brokers,
+                                  .n_brokers = 1,
+                                  .frame_max_bytes = 131072,
+                                  .connect_timeout_ms = 5000,
+                                  .reconnect_min_ms = 10,
+                                  .reconnect_max_ms = 100,
+                                  .auth_reuse_ms = auth_reuse_ms,
+                                  .max_connections = max,
+                                  .max_connections_per_credential = per_credential};
+    struct upstream *up = NULL;
+    CHECK_EQ_INT(upstream_new(base, &cfg, &up), 0);
+    return up;
+}
+
+/*
+ * amqp_max_connections = 1: a second credential is refused (on_open(LIMIT), connection_limit, later, from the loop) and
+ * nothing is sent to the broker for it. A refused login stops counting as soon as its session heard of it, released or
+ * not: its thread exits at once, and the cap admits the next credential.
+ */
+static void test_conn_limit(void)
+{
+    struct upstream *up = new_upstream_capped(1, 0, 3600000);
+    struct upstream_login other = {"/", "warren-nobody", "nothing", NULL};
+    struct upstream_login bad = {"/", "guest", "wrong-password", NULL};
+    struct upstream_stats st;
+    struct sess a, b, c, d;
+
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    memset(&b, 0, sizeof b);
+    CHECK_EQ_INT(upstream_chan_open(up, &other, &cbs, &b, &b.ch), 0);
+    CHECK_EQ_INT(b.opened, 0); /* not from inside the call */
+    if (wait_for(is_opened, &b, "on_open of the refused channel")) {
+        CHECK_EQ_INT(b.opened, -1);
+        CHECK_EQ_INT(b.open_kind, UPSTREAM_ERR_LIMIT);
+        CHECK(strstr(b.open_text, "amqp_max_connections") != NULL);
+    }
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 1, "", "q", NULL, NULL, 0), UPSTREAM_ERR_CLOSED);
+    upstream_get_stats(up, &st);
+    CHECK_EQ_INT(st.threads, 1);
+    upstream_chan_release(b.ch);
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE of both");
+    upstream_free(up);
+
+    /* A refused login, never released: its thread goes all the same, and the next credential gets a connection. */
+    up = new_upstream_capped(1, 0, 3600000);
+    if (!open_sess(up, &bad, &c))
+        goto out;
+    CHECK_EQ_INT(c.open_kind, UPSTREAM_ERR_ACCESS_REFUSED);
+    wait_for(no_thread, up, "the refused login's thread to exit");
+    if (open_sess(up, &guest, &d)) {
+        CHECK_EQ_INT(d.opened, 1);
+        upstream_chan_release(d.ch);
+    }
+    upstream_chan_release(c.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE of the refused login's channel, served by the loop");
+out:
+    upstream_free(up);
+}
+
+/* amqp_max_connections_per_credential = 1 with amqp_auth_reuse_ms = 0: the second session of the credential needs a new
+ * connection and is refused (credential_connection_limit); another credential is not. */
+static void test_conn_limit_per_credential(void)
+{
+    struct upstream *up = new_upstream_capped(100, 1, 0);
+    struct sess a, b;
+
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    if (open_sess(up, &guest, &b)) {
+        CHECK_EQ_INT(b.opened, -1);
+        CHECK_EQ_INT(b.open_kind, UPSTREAM_ERR_LIMIT);
+        CHECK(strstr(b.open_text, "amqp_max_connections_per_credential") != NULL);
+        upstream_chan_release(b.ch);
+    }
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE of both");
+out:
+    upstream_free(up);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------------
  * Channel states, as the loop side sees them
  */
 
@@ -1123,9 +1401,10 @@ out:
     upstream_free(up);
 }
 
-/* A delivery the thread cannot allocate ends the connection (it cannot be dropped unacked): every channel on it gets
- * on_closed(NOMEM), and the next session gets a new connection. */
-static void test_oom_connection_lost(void)
+/* A delivery the thread cannot allocate ends its channel, not the connection (it cannot be dropped unacked; the broker
+ * requeues it at the channel's close), and so does a publish whose confirm cannot be reported (its session would wait for
+ * it forever): both channels get on_closed(NOMEM), the connection lives on and serves the next session. */
+static void test_oom_channel_lost(void)
 {
     struct upstream *up = new_upstream(0);
     struct sess a, b, c;
@@ -1152,7 +1431,7 @@ static void test_oom_connection_lost(void)
         CHECK(find_done(&b, 3) == NULL);
         CHECK_EQ_INT(upstream_chan_get_state(a.ch), UPSTREAM_CHAN_CLOSED);
     }
-    CHECK_EQ_INT(connections_of(up), 0);
+    CHECK_EQ_INT(connections_of(up), 1);
     upstream_chan_release(a.ch);
     upstream_chan_release(b.ch);
     wait_for(nothing_closing, up, "CHAN_DONE of both while out of memory");
@@ -1512,9 +1791,14 @@ int main(void)
     RUN(test_idle_keep);
     RUN(test_auth_reuse);
     RUN(test_unreachable);
+    RUN(test_write_watchdog);
+    RUN(test_free_while_stuck);
+    RUN(test_login_dropped);
+    RUN(test_conn_limit);
+    RUN(test_conn_limit_per_credential);
     RUN(test_chan_states);
     RUN(test_oom_channel_closed);
-    RUN(test_oom_connection_lost);
+    RUN(test_oom_channel_lost);
     RUN(test_oom_open_failed);
     event_base_free(base);
     return harness_done();

@@ -64,6 +64,20 @@ static void test_connect_refused(void)
     fake_open(fake_last_chan(r.up), &e);
     CHECK(strstr(rig_last(&r), "\n\nVirtual host 'nope' access denied") != NULL && !strstr(rig_last(&r), "NOT_ALLOWED"));
     rig_deinit(&r);
+
+    /* A cap on AMQP connections (issue 7): its own ERROR, whose body names the key. */
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.2\nlogin:eve\npasscode:x\n\n");
+    e = (struct upstream_error){.kind = UPSTREAM_ERR_LIMIT,
+                                .name = "connection_limit",
+                                .text = "warren has its most AMQP connections open (amqp_max_connections = 3); try again later"};
+    fake_open(fake_last_chan(r.up), &e);
+    CHECK_EQ_INT(rig_count(&r, "ERROR"), 1);
+    CHECK(frame_has(rig_last(&r), "message:Too many broker connections"));
+    CHECK(strstr(rig_last(&r), "amqp_max_connections = 3") != NULL);
+    CHECK(r.closed);
+    rig_deinit(&r);
 }
 
 static void test_before_connect_and_versions(void)
