@@ -177,7 +177,7 @@ struct session_oplog {
 struct session_subs {
     struct list all; /* struct session_sub */
     size_t n;
-    struct list retired;  /* struct session_retired: consumer tags still being cancelled */
+    struct list retired;  /* struct session_retired: consumer tags still being cancelled, in cancel_op order */
     unsigned seq;         /* numbering of consumer tags that need a suffix to be unique in the session */
     struct timer *settle; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 };

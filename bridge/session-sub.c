@@ -93,21 +93,17 @@ static void sub_unlink(struct session *s, struct session_sub *sub)
     }
 }
 
-static bool op_pending(const struct session *s, uint64_t tag)
-{
-    const struct session_op *op;
-    LIST_FOR_EACH_ENTRY (op, &s->ops.ops, link)
-        if (op->tag == tag)
-            return true;
-    return false;
-}
-
-/* Forgets the retired tags whose basic.cancel completed: no delivery names them any more. */
+/* Forgets the retired tags whose basic.cancel completed: no delivery names them any more. One walk over both lists, which
+ * are in tag order (retired entries are appended as their cancels are issued): a SUBSCRIBE/UNSUBSCRIBE flood with
+ * max_pending_ops operations pending costs each frame that many steps, not that many squared. */
 static void retired_prune(struct session *s)
 {
     struct session_retired *r, *tmp;
+    const struct list *o = s->ops.ops.next;
     LIST_FOR_EACH_ENTRY_SAFE (r, tmp, &s->subs.retired, link) {
-        if (!op_pending(s, r->cancel_op)) {
+        while (o != &s->ops.ops && list_entry(o, const struct session_op, link)->tag < r->cancel_op)
+            o = o->next;
+        if (o == &s->ops.ops || list_entry(o, const struct session_op, link)->tag != r->cancel_op) {
             list_unlink(&r->link);
             free(r);
         }
@@ -416,7 +412,7 @@ enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_fr
     retired_prune(s);
     retired->cancel_op = tag;
     memcpy(retired->ctag, sub->ctag, ctag_len + 1);
-    list_link_front(&s->subs.retired, &retired->link);
+    list_link_tail(&s->subs.retired, &retired->link); /* in cancel_op order (retired_prune) */
     if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
         if (session_excl_check(s, f, sub->queue) != SESSION_OK)
             return SESSION_CLOSED;
