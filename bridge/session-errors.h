@@ -71,6 +71,8 @@
     X(TX_OPEN, "Bad transaction", "Transaction '%1' is already open", 1, 200)                                                      \
     X(TX_TOO_MANY, "Transaction limit exceeded", "Too many concurrent transactions (limit %1)", 1, 0)                              \
     X(TX_TOO_LARGE, "Transaction too large", "Too many actions in transaction (limit %1)", 1, 0)                                   \
+    X(TX_TOO_MANY_BYTES, "Transaction too large", "The open transactions may buffer at most %1 bytes (max_transaction_bytes)", 1,  \
+      0)                                                                                                                           \
     /* the broker */                                                                                                               \
     X(BROKER_LOST, "Broker connection lost", "%1", 1, 0)                                                                           \
     X(CONN_LIMIT, "Too many broker connections", "%1", 1, 0)                                                                       \

@@ -8,11 +8,17 @@
  * session-sub.c    SUBSCRIBE, UNSUBSCRIBE, ACK/NACK, deliveries (MESSAGE) and consumer cancellation;
  * session-map.c    SEND: STOMP headers → AMQP properties, /queue/ declare cache, /temp-queue/ reply queues;
  *                  AMQP properties → MESSAGE headers;
- * session-tx.c     BEGIN/COMMIT/ABORT: transactional frames are copied and replayed in order at COMMIT.
+ * session-tx.c     BEGIN/COMMIT/ABORT: transactional frames are checked and copied when they arrive, and replayed in
+ *                  order at COMMIT.
  *
  * Receipts: every upstream operation gets an increasing op tag and a record in `ops` until on_done. A RECEIPT (and the
  * close after DISCONNECT) waits in `waiters` for every op issued before it to complete, so receipts follow the order of
  * the frames and a SEND's receipt means "confirmed by the broker".
+ *
+ * Budgets (DESIGN.md invariant 4): what a peer makes the session hold is counted and bounded before it is copied:
+ * pending ops and receipts (max_pending_ops) and unconfirmed publishes (max_unconfirmed, max_unconfirmed_bytes) stop
+ * reading from the client (flow pause, session-ops.c); buffered transactional frames (max_transactions,
+ * max_transaction_frames, max_transaction_bytes) fail the session with an ERROR (session-tx.c).
  */
 #pragma once
 
@@ -86,7 +92,8 @@ struct session_op {
     struct list link;
     uint64_t tag;
     enum session_op_kind kind;
-    char *receipt; /* PUBLISH: the SEND's receipt, for the ERROR after a broker nack */
+    size_t bytes;  /* PUBLISH: counted in unconfirmed_bytes (session_frame_bytes() of the SEND) */
+    char *receipt; /* the frame's receipt, for the ERROR when the op fails (broker nack, out of memory) */
 };
 
 /* A RECEIPT (or the DISCONNECT close) waiting for every op up to `tag`. */
@@ -108,6 +115,8 @@ struct session_tx {
     char *id;
     struct list frames; /* struct session_frame_copy, in order */
     size_t n;
+    size_t bytes;      /* the copies' allocations, counted in txs.bytes */
+    size_t send_bytes; /* session_frame_bytes() of its SENDs: what COMMIT adds to the unconfirmed bytes */
 };
 
 struct session_temp {
@@ -154,18 +163,21 @@ struct session_login {
 /* Upstream operations, receipts and flow control (session-ops.c). */
 struct session_oplog {
     uint64_t last_tag;
-    struct list ops;      /* struct session_op, in tag order */
-    struct list waiters;  /* struct session_waiter, in frame order */
-    unsigned unconfirmed; /* publishes awaiting the broker's confirm */
-    bool blocked;         /* the broker blocks publishers on this channel's connection */
-    bool read_paused;     /* io->pause_reading(true) is in force */
+    struct list ops;          /* struct session_op, in tag order */
+    struct list waiters;      /* struct session_waiter, in frame order */
+    size_t n_ops, n_waiters;  /* lengths of ops and waiters: together at most about max_pending_ops */
+    unsigned unconfirmed;     /* publishes awaiting the broker's confirm */
+    size_t unconfirmed_bytes; /* their session_frame_bytes() */
+    size_t wait_bytes;        /* a SEND or COMMIT deferred for want of max_unconfirmed_bytes room: its bytes, else 0 */
+    bool blocked;             /* the broker blocks publishers on this channel's connection */
+    bool read_paused;         /* io->pause_reading(true) is in force */
 };
 
 /* Subscriptions (session-sub.c). */
 struct session_subs {
     struct list all; /* struct session_sub */
     size_t n;
-    struct list retired;  /* struct session_retired: consumer tags still being cancelled */
+    struct list retired;  /* struct session_retired: consumer tags still being cancelled, in cancel_op order */
     unsigned seq;         /* numbering of consumer tags that need a suffix to be unique in the session */
     struct timer *settle; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 };
@@ -183,6 +195,7 @@ struct session_map {
 struct session_txs {
     struct list all; /* struct session_tx */
     size_t n;
+    size_t bytes; /* buffered by all of them: at most max_transaction_bytes */
 };
 
 struct session {
@@ -220,6 +233,8 @@ enum session_rc {
     SESSION_OK = 0,     /* handled; the frame's RECEIPT, if it asked for one, is queued behind its work */
     SESSION_HELD = 1,   /* handled, no RECEIPT now (buffered in a transaction; CONNECT and DISCONNECT answer themselves) */
     SESSION_CLOSED = 2, /* the session failed: ERROR sent (or not possible) and io->close() called; stop */
+    SESSION_DEFER = 3,  /* not handled, nothing done: no room for it now (max_unconfirmed_bytes); reading is paused and the
+                         * frame stays in the input, to be parsed and dispatched again when reading resumes */
 };
 
 /* A header for a frame the session writes (`value` borrowed), of `len` bytes or, in session_hdr(), NUL-terminated. */
@@ -283,6 +298,14 @@ void session_ops_init(struct session *s);
 void session_ops_deinit(struct session *s);
 /* Starts an op record; returns its tag, or 0 on ENOMEM (the session has failed). */
 uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const struct stomp_header *receipt);
+/* The same for a publish of `bytes` (session_frame_bytes() of its SEND), counted in the unconfirmed bytes. */
+uint64_t session_op_begin_publish(struct session *s, const struct stomp_header *receipt, size_t bytes);
+/* What a frame's copy (in a transaction, or at the upstream as a publish) costs: its header names and values and body. */
+size_t session_frame_bytes(const struct stomp_frame *f);
+/* true when a publish (or a COMMIT's publishes) of `bytes` may start now: nothing awaits a confirm, or the unconfirmed
+ * bytes stay within max_unconfirmed_bytes with it. Otherwise reading pauses until confirms make room (the caller then
+ * returns SESSION_DEFER). */
+bool session_unconfirmed_room(struct session *s, size_t bytes);
 /* Checks the return of the upstream_* call made for `tag`: 0 → SESSION_OK; else drops the op and fails the session. */
 enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);
 /* on_done of op `op_tag`: a nack fails the session (with the SEND's receipt-id); receipts due are sent. */
@@ -293,7 +316,8 @@ const char *session_ops_first_receipt(const struct session *s);
  * SESSION_OK (the session may be closed by now: DISCONNECT), or SESSION_CLOSED when out of memory. */
 enum session_rc session_receipt_add(struct session *s, const struct stomp_header *receipt, bool close);
 void session_ops_blocked(struct session *s, bool blocked);
-/* Pauses or resumes reading from the client as CONNECTING, a blocked broker and max_unconfirmed say. */
+/* Pauses or resumes reading from the client as CONNECTING, a blocked broker, max_unconfirmed, max_unconfirmed_bytes and
+ * max_pending_ops say. */
 void session_flow_update(struct session *s);
 
 /* session-sub.c */
@@ -302,6 +326,8 @@ void session_subs_deinit(struct session *s);
 enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay);
+/* What ACK/NACK `f` would fail with now, without settling anything: SESSION_OK, or SESSION_CLOSED after its ERROR. */
+enum session_rc session_ack_check(struct session *s, const struct stomp_frame *f);
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
 void session_sub_cancelled(struct session *s, const char *ctag);
 void session_subs_drain(struct session *s);
@@ -320,6 +346,9 @@ enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, con
 void session_map_init(struct session *s);
 void session_map_deinit(struct session *s);
 enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay);
+/* What SEND `f` would fail with at the STOMP boundary (destination, headers, what AMQP can carry), without doing any of
+ * it: SESSION_OK, or SESSION_CLOSED after its ERROR. */
+enum session_rc session_send_check(struct session *s, const struct stomp_frame *f);
 /* MESSAGE for delivery `d` on `sub`. 0, or non-zero when it was not sent (the caller gives the delivery back). */
 int session_message_send(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
 /* Declares /queue/ `name` once per session (flags and args from f's headers; `nowait` for SEND). */
@@ -331,5 +360,6 @@ void session_txs_deinit(struct session *s);
 enum session_rc session_cmd_begin(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_commit(struct session *s, const struct stomp_frame *f, bool replay);
 enum session_rc session_cmd_abort(struct session *s, const struct stomp_frame *f, bool replay);
-/* For SEND/ACK/NACK: SESSION_OK when `f` has no `transaction` header (handle it now), SESSION_HELD when it was buffered. */
+/* For SEND/ACK/NACK: SESSION_OK when `f` has no `transaction` header (handle it now), SESSION_HELD when it was checked
+ * (session_send_check(), session_ack_check(), the transaction bounds) and buffered, SESSION_CLOSED when it failed. */
 enum session_rc session_tx_capture(struct session *s, const struct stomp_frame *f, bool replay);

@@ -217,15 +217,16 @@ static void map_table(struct send_ctx *c, const struct stomp_frame *f)
 }
 
 /* reply-to: /temp-queue/N becomes the name of the session's real reply queue, which AMQP repliers publish to as is (through
- * the default exchange); a STOMP replier sees it as /reply-queue/<name> (put_props). */
-static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
+ * the default exchange); a STOMP replier sees it as /reply-queue/<name> (put_props). `dry` (session_send_check()): no
+ * queue is made, a name of the same length stands in for it. */
+static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const struct stomp_frame *f, bool dry)
 {
     const struct stomp_header *h = stomp_frame_header(f, "reply-to");
     struct dest d;
     if (!h)
         return SESSION_OK;
     if (dest_parse(h->value, h->value_len, &d, NULL) == 0 && d.kind == DEST_TEMP_QUEUE) {
-        const char *q = temp_queue(s, f, d.name, strlen(d.name));
+        const char *q = dry ? "stomp.gen-0123456789abcdefghijkl" : temp_queue(s, f, d.name, strlen(d.name));
         if (!q)
             return SESSION_CLOSED;
         snprintf(c->reply_to, sizeof(c->reply_to), "%s", q);
@@ -236,7 +237,7 @@ static enum session_rc map_reply_to(struct session *s, struct send_ctx *c, const
     return SESSION_OK;
 }
 
-static enum session_rc map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f)
+static enum session_rc map_props(struct session *s, struct send_ctx *c, const struct stomp_frame *f, bool dry)
 {
     struct upstream_props *p = &c->props;
     const struct stomp_header *h;
@@ -263,7 +264,7 @@ static enum session_rc map_props(struct session *s, struct send_ctx *c, const st
         p->timestamp = (uint64_t)v;
     }
     map_table(c, f);
-    return map_reply_to(s, c, f);
+    return map_reply_to(s, c, f, dry);
 }
 
 /*
@@ -355,27 +356,50 @@ static enum session_rc send_check(struct session *s, const struct stomp_frame *f
     return SESSION_FAIL(s, f, DEST, SARG(reason), SARG(body));
 }
 
+/* The checks of a SEND up to its route: destination, properties, what AMQP can carry; *c is initialised (deinit it).
+ * `dry`: make no /temp-queue/ (session_send_check()). */
+static enum session_rc send_prepare(struct session *s, const struct stomp_frame *f, struct dest *d, struct send_ctx *c, bool dry)
+{
+    if (send_ctx_init(c, f) != 0)
+        return SESSION_FATAL(s, "out of memory");
+    if (send_check(s, f, d) != SESSION_OK || map_props(s, c, f, dry) != SESSION_OK || send_fits_amqp(s, f, &c->props) != SESSION_OK)
+        return SESSION_CLOSED;
+    return SESSION_OK;
+}
+
+enum session_rc session_send_check(struct session *s, const struct stomp_frame *f)
+{
+    struct dest d;
+    struct send_ctx c;
+    struct dest_queue_opts o;
+    const char *reason = NULL, *bad = "";
+    enum session_rc r = send_prepare(s, f, &d, &c, true);
+    send_ctx_deinit(&c);
+    if (r == SESSION_OK && d.kind == DEST_QUEUE && !declared(s, d.name) &&
+        dest_queue_opts_parse(DEST_QUEUE, f->headers, f->n_headers, &o, &reason, &bad) != 0) /* as session_queue_ensure() */
+        return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
+    return r;
+}
+
 enum session_rc session_cmd_send(struct session *s, const struct stomp_frame *f, bool replay)
 {
     struct dest d;
     struct send_ctx c;
     const char *x = NULL, *key = NULL;
+    size_t bytes = session_frame_bytes(f);
     enum session_rc r = session_tx_capture(s, f, replay);
     if (r != SESSION_OK)
         return r;
-    if (send_check(s, f, &d) != SESSION_OK)
-        return SESSION_CLOSED;
-    if (send_ctx_init(&c, f) != 0) {
-        send_ctx_deinit(&c);
-        return SESSION_FATAL(s, "out of memory");
-    }
-    r = SESSION_CLOSED;
-    if (map_props(s, &c, f) == SESSION_OK && send_fits_amqp(s, f, &c.props) == SESSION_OK &&
-        send_route(s, f, &d, &x, &key) == SESSION_OK) {
-        uint64_t tag = session_op_begin(s, SESSION_OP_PUBLISH, stomp_frame_header(f, "receipt"));
-        if (tag)
-            r = session_op_check(s, tag,
-                                 upstream_chan_publish(s->ch, tag, x, key, &c.props, (const uint8_t *)f->body, f->body_len));
+    if (!replay && !session_unconfirmed_room(s, bytes)) /* before anything is copied: the frame waits in the input */
+        return SESSION_DEFER;
+    r = send_prepare(s, f, &d, &c, false);
+    if (r == SESSION_OK)
+        r = send_route(s, f, &d, &x, &key);
+    if (r == SESSION_OK) {
+        uint64_t tag = session_op_begin_publish(s, stomp_frame_header(f, "receipt"), bytes);
+        r = !tag ? SESSION_CLOSED
+                 : session_op_check(s, tag,
+                                    upstream_chan_publish(s->ch, tag, x, key, &c.props, (const uint8_t *)f->body, f->body_len));
     }
     send_ctx_deinit(&c);
     return r;

@@ -93,21 +93,17 @@ static void sub_unlink(struct session *s, struct session_sub *sub)
     }
 }
 
-static bool op_pending(const struct session *s, uint64_t tag)
-{
-    const struct session_op *op;
-    LIST_FOR_EACH_ENTRY (op, &s->ops.ops, link)
-        if (op->tag == tag)
-            return true;
-    return false;
-}
-
-/* Forgets the retired tags whose basic.cancel completed: no delivery names them any more. */
+/* Forgets the retired tags whose basic.cancel completed: no delivery names them any more. One walk over both lists, which
+ * are in tag order (retired entries are appended as their cancels are issued): a SUBSCRIBE/UNSUBSCRIBE flood with
+ * max_pending_ops operations pending costs each frame that many steps, not that many squared. */
 static void retired_prune(struct session *s)
 {
     struct session_retired *r, *tmp;
+    const struct list *o = s->ops.ops.next;
     LIST_FOR_EACH_ENTRY_SAFE (r, tmp, &s->subs.retired, link) {
-        if (!op_pending(s, r->cancel_op)) {
+        while (o != &s->ops.ops && list_entry(o, const struct session_op, link)->tag < r->cancel_op)
+            o = o->next;
+        if (o == &s->ops.ops || list_entry(o, const struct session_op, link)->tag != r->cancel_op) {
             list_unlink(&r->link);
             free(r);
         }
@@ -416,7 +412,7 @@ enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_fr
     retired_prune(s);
     retired->cancel_op = tag;
     memcpy(retired->ctag, sub->ctag, ctag_len + 1);
-    list_link_front(&s->subs.retired, &retired->link);
+    list_link_tail(&s->subs.retired, &retired->link); /* in cancel_op order (retired_prune) */
     if (sub->durable && dest_header_durable(f->headers, f->n_headers)) {
         if (session_excl_check(s, f, sub->queue) != SESSION_OK)
             return SESSION_CLOSED;
@@ -501,26 +497,40 @@ static enum session_rc settle_range(struct session *s, struct session_sub *sub, 
     return SESSION_OK;
 }
 
-enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
+/* The subscription holding the message f acknowledges, and its index there; fails the session when there is none. */
+static enum session_rc ack_find(struct session *s, const struct stomp_frame *f, struct session_sub **sub, size_t *idx)
 {
-    enum session_rc r = session_tx_capture(s, f, replay);
-    if (r != 0)
-        return r;
-    bool nack = f->cmd == STOMP_CMD_NACK;
     const char *hname = s->version == STOMP_V1_2 ? "id" : "message-id";
     const struct stomp_header *h = stomp_frame_header(f, hname);
     uint64_t tag = 0;
-    size_t idx = 0;
-    struct session_sub *sub = NULL;
     if (!h)
         return SESSION_FAIL(s, f, ACK_NO_ID, SARG(stomp_cmd_str(f->cmd)), SARG(hname));
     if (parse_msg_id(s, h, &tag) != 0)
         return SESSION_FAIL(s, f, ACK_INVALID, SARG(stomp_cmd_str(f->cmd)), SARG(hname));
     char num[24];
-    if (!(sub = find_tag(s, tag, &idx)))
+    if (!(*sub = find_tag(s, tag, idx)))
         return SESSION_FAIL(s, f, ACK_NOT_FOUND, session_arg_int(num, sizeof(num), (long long)tag));
+    return SESSION_OK;
+}
+
+enum session_rc session_ack_check(struct session *s, const struct stomp_frame *f)
+{
+    struct session_sub *sub = NULL;
+    size_t idx = 0;
+    return ack_find(s, f, &sub, &idx);
+}
+
+enum session_rc session_cmd_ack(struct session *s, const struct stomp_frame *f, bool replay)
+{
+    enum session_rc r = session_tx_capture(s, f, replay);
+    struct session_sub *sub = NULL;
+    size_t idx = 0;
+    if (r != SESSION_OK)
+        return r;
+    if (ack_find(s, f, &sub, &idx) != SESSION_OK)
+        return SESSION_CLOSED;
     bool requeue = dest_header_bool(f->headers, f->n_headers, "requeue", s->conf->default_nack_requeue);
-    return settle_range(s, sub, idx, nack, requeue);
+    return settle_range(s, sub, idx, f->cmd == STOMP_CMD_NACK, requeue);
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */

@@ -4,9 +4,10 @@
  *
  * Input: every WebSocket message is appended to `in`; the stomp/ parser runs over it frame by frame (zero-copy, the frame
  * borrows `in` until the loop drops the consumed bytes). The loop stops while CONNECT waits for the broker, while the
- * session is flow-paused (too many unconfirmed publishes, or the broker blocked publishers: DESIGN.md invariant 2) and
- * after DISCONNECT; held bytes stay in `in` (bounded: the transport stops reading while paused, and a WebSocket message
- * is bounded by max_message_bytes).
+ * session is flow-paused (too many unconfirmed publishes or bytes, too many pending operations, or the broker blocked
+ * publishers: DESIGN.md invariants 2 and 4) and after DISCONNECT; held bytes stay in `in` (bounded: the transport stops
+ * reading while paused, and a WebSocket message is bounded by max_message_bytes). A frame its handler deferred
+ * (SESSION_DEFER: no room for it yet) stays there unconsumed too.
  *
  * Errors follow the spec, not Web-STOMP: every ERROR is followed by io->close() (STOMP 1.2 "ERROR": "the server MUST
  * then close the connection"), and carries `receipt-id` when the offending frame had `receipt`.
@@ -546,7 +547,8 @@ static void process_input(struct session *s)
             break;
         }
         s->in.last_frame_ms = timer_now_ms();
-        (void)session_dispatch(s, &f, false);
+        if (session_dispatch(s, &f, false) == SESSION_DEFER)
+            break; /* nothing was done: the frame is parsed again when reading resumes (the parser is between frames) */
         off += used;
     }
     if (s->state == SESSION_ST_CLOSED)

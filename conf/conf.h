@@ -131,7 +131,10 @@ struct conf {
     int max_subscriptions;
     int max_transactions;
     int max_transaction_frames;
+    size_t max_transaction_bytes;
     int max_unconfirmed;
+    size_t max_unconfirmed_bytes;
+    int max_pending_ops;
     bool default_nack_requeue;
     const char *default_topic_exchange;
     bool trailing_lf;

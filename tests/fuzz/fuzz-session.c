@@ -11,8 +11,9 @@
  *     completion that the fake recorded up to the end of that frame's feed has completed;
  *  2. no delivery after UNSUBSCRIBE: a delivery on a consumer tag whose basic.cancel was issued (and that no later
  *     SUBSCRIBE reused) produces no MESSAGE (it is given back: basic.nack with requeue);
- *  3. bounded memory: the operations pending at the fake stay under a bound derived from the configured limits, and
- *     the upstream contract holds (the fake aborts on an operation after release or a double release);
+ *  3. bounded memory: the operations pending at the fake stay under a bound derived from max_pending_ops and the
+ *     transaction limits, and the upstream contract holds (the fake aborts on an operation after release or a double
+ *     release);
  *  4. after io->close() nothing more is sent, and session_free() leaves no timer behind.
  * Tight limits (small windows, few subscriptions and transactions) make the limit paths reachable.
  */
@@ -289,12 +290,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st.r.conf.max_subscriptions = 3;
     st.r.conf.max_transactions = 2;
     st.r.conf.max_transaction_frames = 4;
+    st.r.conf.max_transaction_bytes = 2048;
+    st.r.conf.max_unconfirmed_bytes = 1024;
+    st.r.conf.max_pending_ops = 16;
     st.r.conf.client_send_buffer_bytes = 4096;
     st.r.on_send = on_send;
     rig_start(&st.r);
     st.r.up->max_cmds = 4096;
     struct prog g = {data, size};
-    size_t bound = 64 + 16 * (size_t)st.r.conf.max_unconfirmed + 16 * (size_t)st.r.conf.max_subscriptions;
+    /* Reading stops at max_pending_ops; the frame being handled adds its own: a COMMIT replays at most
+     * max_transaction_frames SENDs of at most 4 operations each (queue declare, reply queue declare and consume, publish). */
+    size_t bound = (size_t)st.r.conf.max_pending_ops + 4 * ((size_t)st.r.conf.max_transaction_frames + 1);
     while (g.n > 0 && !st.r.closed) {
         step(&st, &g);
         REQUIRE(pending_ops(st.r.up) <= bound); /* invariant 3 */

@@ -167,6 +167,33 @@ describe('receipts and transactions', { skip: T.suiteSkip() }, () => {
       assert.equal(await amqp.get(q), false);
     });
 
+    it(
+      'a frame in a transaction is checked when it arrives: a bad 4th SEND fails before COMMIT, nothing is published',
+      { skip: T.warrenOnly('Web-STOMP checks at COMMIT: the first three are published, then ERROR') },
+      async () => {
+        // issue 7: the COMMIT used to be half applied (3 of 4 published, then ERROR for the 4th's destination).
+        const q = queueName('txhalf');
+        await amqp.declareQueue(q, { durable: true });
+        for (const bad of [
+          { destination: '/bogus/x' },
+          { destination: `/amq/queue/${q}`, priority: '300' },
+          { destination: `/amq/queue/${q}`, 'correlation-id': 'c'.repeat(300) },
+        ]) {
+          const c = await RawStomp.connect(target.url);
+          await c.withReceipt('BEGIN', { transaction: 't' });
+          for (let i = 1; i <= 3; i++) c.sendFrame('SEND', { destination: `/amq/queue/${q}`, transaction: 't' }, `good ${i}`);
+          c.sendFrame('SEND', { ...bad, transaction: 't', receipt: 'bad' }, 'bad');
+          c.sendFrame('COMMIT', { transaction: 't', receipt: 'commit' });
+          const e = await expectError(c, /Invalid destination|Invalid header|Unknown destination/, { receiptId: 'bad' });
+          assert.ok(e.text.length > 0);
+          await amqp.publish('', q, 'sentinel');
+          const m = await amqp.get(q);
+          assert.equal(m.content.toString(), 'sentinel', `nothing of the transaction was published (${JSON.stringify(bad).slice(0, 60)})`);
+          assert.equal(await amqp.get(q), false);
+        }
+      },
+    );
+
     it('BEGIN without transaction → ERROR "Missing transaction"', async () => {
       const c = await RawStomp.connect(target.url);
       c.sendFrame('BEGIN', { receipt: 'b' });

@@ -422,15 +422,16 @@ static void test_channel_lost(void)
     CHECK(frame_has(rig_last(&r), "message:not_found") && strstr(rig_last(&r), "\n\nno exchange 'missing' in vhost '/'") != NULL);
     rig_deinit(&r);
 
-    rig_init(&r); /* the upstream ran out of memory for one op: the channel is dead, no RECEIPT, one ERROR */
+    rig_init(&r); /* the upstream ran out of memory for one op: no RECEIPT, one ERROR with its receipt-id (issue 7) */
     rig_start(&r);
     rig_connect(&r, "1.2", "0,0");
     rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:oom\n\nx");
-    struct upstream_error oom = {.kind = UPSTREAM_ERR_NOMEM, .name = "out_of_memory", .text = "out of memory"};
+    struct upstream_error oom = {.kind = UPSTREAM_ERR_NOMEM, .name = "internal_error", .text = "out of memory"};
     fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), &oom);
-    CHECK(rig_count(&r, "RECEIPT") == 0 && rig_count(&r, "ERROR") == 0 && !r.closed);
-    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_NOMEM, 0, "out_of_memory", "out of memory");
-    CHECK(frame_has(rig_last(&r), "message:out_of_memory") && frame_has(rig_last(&r), "receipt-id:oom") && r.closed);
+    CHECK(rig_count(&r, "RECEIPT") == 0 && rig_count(&r, "ERROR") == 1 && r.closed);
+    CHECK(frame_has(rig_last(&r), "message:Processing error") && frame_has(rig_last(&r), "receipt-id:oom"));
+    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory"); /* released: no callback */
+    CHECK_EQ_INT(rig_count(&r, "ERROR"), 1);
     rig_deinit(&r);
 
     rig_init(&r);
@@ -1004,6 +1005,257 @@ static void test_login_throttle(void)
     throttle_free(t);
 }
 
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Session budgets (issue 7): transactions in bytes, frames checked on arrival, unconfirmed bytes, pending operations,
+ * failed operations completed. */
+
+/* Operations with a completion that the broker has not answered yet. */
+static size_t pending_at_fake(const struct upstream *up)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < up->n_cmds; i++) {
+        enum fake_cmd_kind k = up->cmds[i].kind;
+        n += k >= FAKE_DECLARE && k <= FAKE_PUBLISH && !up->cmds[i].completed;
+    }
+    return n;
+}
+
+/* A SEND of a `len`-byte body ('x'), with extra header lines `hdrs` ("" or "name:value\n..."), NUL included. */
+static size_t send_frame(char *out, size_t cap, const char *hdrs, size_t len)
+{
+    int n = snprintf(out, cap, "SEND\ndestination:/topic/a\n%s\n", hdrs);
+    if (n < 0 || (size_t)n + len + 1 > cap)
+        return 0;
+    memset(out + n, 'x', len);
+    out[n + len] = '\0';
+    return (size_t)n + len + 1;
+}
+
+/* max_transaction_bytes bounds the copies of all of a session's open transactions together, before copying. */
+static void test_tx_bytes_bounded(void)
+{
+    static char f[4096];
+    struct rig r;
+    rig_init(&r);
+    r.conf.max_transaction_bytes = 4096;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "BEGIN\ntransaction:t1\n\n");
+    rig_feed(&r, "BEGIN\ntransaction:t2\n\n");
+    size_t n = send_frame(f, sizeof(f), "transaction:t1\n", 1500);
+    rig_feed_n(&r, f, n);
+    rig_feed_n(&r, f, n);
+    CHECK(!r.closed);
+    n = send_frame(f, sizeof(f), "transaction:t2\nreceipt:big\n", 1500); /* another transaction: the same budget */
+    rig_feed_n(&r, f, n);
+    CHECK(r.closed && frame_has(rig_last(&r), "message:Transaction too large") && frame_has(rig_last(&r), "receipt-id:big"));
+    CHECK(strstr(rig_last(&r), "at most 4096 bytes (max_transaction_bytes)") != NULL);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 0);
+    rig_deinit(&r);
+
+    rig_init(&r); /* COMMIT and ABORT give the bytes back */
+    r.conf.max_transaction_bytes = 4096;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    for (int i = 0; i < 4; i++) {
+        rig_feed(&r, "BEGIN\ntransaction:t\n\n");
+        n = send_frame(f, sizeof(f), "transaction:t\n", 1500);
+        rig_feed_n(&r, f, n);
+        rig_feed_n(&r, f, n);
+        rig_feed(&r, i % 2 ? "COMMIT\ntransaction:t\n\n" : "ABORT\ntransaction:t\n\n");
+        fake_done_all(r.up);
+    }
+    CHECK(!r.closed && fake_count(r.up, FAKE_PUBLISH) == 4);
+    rig_deinit(&r);
+}
+
+/* The ERROR of the single frame `frame` fed to a fresh session after CONNECT (`pre`, if set, fed first). */
+static void error_of(const char *pre, const char *frame, char *out, size_t cap)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    if (pre)
+        rig_feed(&r, pre);
+    rig_feed(&r, frame);
+    snprintf(out, cap, "%s", r.closed ? rig_last(&r) : "");
+    rig_deinit(&r);
+}
+
+/* A transactional frame gets, when it arrives, the ERROR it would get outside a transaction; COMMIT is not half applied. */
+static void test_tx_checked_on_arrival(void)
+{
+    static const struct {
+        const char *head, *body; /* the frame is head, the receipt (and transaction) lines, a blank line, body */
+    } bad[] = {
+        {"SEND\ndestination:/bogus/x\n", "x"},
+        {"SEND\ndestination:/topic/a\npriority:300\n", "x"},
+        {"SEND\ndestination:/topic/a\nmessage-id:m\n", "x"},
+        {"SEND\ndestination:/queue/q\nx-max-length:many\n", "x"},
+        {"SEND\ndestination:/topic/a\ncorrelation-id:"
+         "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+         "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+         "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\n",
+         "x"},
+        {"ACK\nid:T_s@@session-nope@@1\n", ""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char plain[1024], in_tx[1024], outside[2048], inside[2048];
+        snprintf(plain, sizeof(plain), "%sreceipt:r\n\n%s", bad[i].head, bad[i].body);
+        snprintf(in_tx, sizeof(in_tx), "%sreceipt:r\ntransaction:t\n\n%s", bad[i].head, bad[i].body);
+        error_of(NULL, plain, outside, sizeof(outside));
+        error_of("BEGIN\ntransaction:t\n\n", in_tx, inside, sizeof(inside)); /* no COMMIT: refused on arrival */
+        CHECK(outside[0] != '\0' && strcmp(outside, inside) == 0);
+        if (!outside[0] || strcmp(outside, inside) != 0)
+            fprintf(stderr, "case %zu:\noutside: %s\ninside: %s\n", i, outside, inside);
+    }
+
+    /* An ACK valid on arrival whose message was settled since: COMMIT publishes nothing before its ERROR. */
+    struct rig r;
+    char id[256], f[512];
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    subscribe(&r, "s", "client-individual");
+    fake_deliver(fake_last_chan(r.up), "T_s", "m", NULL);
+    last_ack_id(&r, id, sizeof(id));
+    rig_feed(&r, "BEGIN\ntransaction:t\n\n");
+    rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t\n\nfirst");
+    snprintf(f, sizeof(f), "ACK\nid:%s\ntransaction:t\n\n", id);
+    rig_feed(&r, f);
+    CHECK(!r.closed);
+    snprintf(f, sizeof(f), "ACK\nid:%s\n\n", id);
+    rig_feed(&r, f);
+    rig_feed(&r, "SEND\ndestination:/topic/a\ntransaction:t\n\nthird");
+    rig_feed(&r, "COMMIT\ntransaction:t\nreceipt:c\n\n");
+    CHECK(r.closed && frame_has(rig_last(&r), "message:Message not found"));
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 0);
+    rig_deinit(&r);
+}
+
+/* max_unconfirmed_bytes: a SEND that would pass it waits unread (no copy) until confirms make room; one frame larger
+ * than the budget goes alone. */
+static void test_unconfirmed_bytes(void)
+{
+    static char f[8192], two[8192];
+    struct rig r;
+    rig_init(&r);
+    r.conf.max_unconfirmed_bytes = 2048;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    size_t n = send_frame(f, sizeof(f), "receipt:a\n", 1500);
+    memcpy(two, f, n);
+    size_t m = send_frame(two + n, sizeof(two) - n, "receipt:b\n", 1500);
+    rig_feed_n(&r, two, n + m);
+    CHECK(r.paused && !r.closed);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 1); /* the second is not copied to the upstream */
+    fake_done_all(r.up);
+    CHECK(!r.paused && rig_count(&r, "RECEIPT") == 1);
+    fake_timer_run(); /* the held frame is parsed again */
+    CHECK_EQ_INT(fake_count(r.up, FAKE_PUBLISH), 2);
+    fake_done_all(r.up);
+    CHECK(rig_count(&r, "RECEIPT") == 2 && frame_has(rig_last(&r), "receipt-id:b"));
+    n = send_frame(f, sizeof(f), "", 5000); /* larger than the budget, nothing unconfirmed: goes */
+    rig_feed_n(&r, f, n);
+    CHECK(fake_count(r.up, FAKE_PUBLISH) == 3 && !r.paused);
+
+    /* a COMMIT waits the same way for its SENDs */
+    rig_feed(&r, "BEGIN\ntransaction:t\n\n");
+    n = send_frame(f, sizeof(f), "transaction:t\n", 1500);
+    rig_feed_n(&r, f, n);
+    rig_feed(&r, "COMMIT\ntransaction:t\nreceipt:c\n\n");
+    CHECK(r.paused && fake_count(r.up, FAKE_PUBLISH) == 3);
+    fake_done_all(r.up);
+    fake_timer_run();
+    CHECK(!r.paused && fake_count(r.up, FAKE_PUBLISH) == 4);
+    fake_done_all(r.up);
+    CHECK(frame_has(rig_last(&r), "receipt-id:c") && !r.closed);
+    rig_deinit(&r);
+}
+
+/* max_pending_ops: a SUBSCRIBE/UNSUBSCRIBE flood (and a flood of receipts behind one unconfirmed publish) stops reading
+ * at the bound instead of queueing records without end, and goes on as the broker answers. */
+static void test_pending_ops_bounded(void)
+{
+    static char flood[64 * 1024];
+    struct rig r;
+    rig_init(&r);
+    r.conf.max_pending_ops = 16;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    size_t len = 0;
+    for (int i = 0; i < 200; i++)
+        len += (size_t)snprintf(flood + len, sizeof(flood) - len,
+                                "SUBSCRIBE\nid:s%d\ndestination:/topic/t\n\n%cUNSUBSCRIBE\nid:s%d\n\n%c", i, 0, i, 0);
+    rig_feed_n(&r, flood, len);
+    CHECK(r.paused && !r.closed);
+    CHECK(pending_at_fake(r.up) <= 16 + 3);
+    size_t rounds = 0;
+    while (r.paused && rounds++ < 1000) {
+        CHECK(pending_at_fake(r.up) <= 16 + 3);
+        fake_done_all(r.up);
+        fake_timer_run();
+    }
+    CHECK(!r.closed && fake_count(r.up, FAKE_CANCEL) == 200 && rounds > 10);
+    rig_deinit(&r);
+
+    rig_init(&r);
+    r.conf.max_pending_ops = 16;
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\n\nunconfirmed");
+    len = 0;
+    for (int i = 0; i < 100; i++)
+        len += (size_t)snprintf(flood + len, sizeof(flood) - len,
+                                "BEGIN\ntransaction:t\nreceipt:r%d\n\n%cABORT\ntransaction:t\n\n%c", i, 0, 0);
+    rig_feed_n(&r, flood, len);
+    CHECK(r.paused && rig_count(&r, "RECEIPT") == 0);
+    fake_done_all(r.up);
+    CHECK(!r.paused);
+    fake_timer_run();
+    CHECK(!r.closed && rig_count(&r, "RECEIPT") == 100);
+    rig_deinit(&r);
+}
+
+/* An upstream failure that does not kill the channel (out of memory) completes its operation: ERROR with its receipt,
+ * and a DISCONNECT behind it does not wait for ever. */
+static void test_failed_op_completes(void)
+{
+    struct upstream_error oom = {.kind = UPSTREAM_ERR_NOMEM, .name = "internal_error", .text = "out of memory"};
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:s\n\nx");
+    rig_feed(&r, "DISCONNECT\nreceipt:bye\n\n");
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), &oom);
+    CHECK(r.closed && rig_count(&r, "RECEIPT") == 0);
+    CHECK(frame_has(rig_last(&r), "message:Processing error") && frame_has(rig_last(&r), "receipt-id:s"));
+    CHECK(strstr(rig_last(&r), "out of memory") != NULL);
+    rig_deinit(&r);
+
+    rig_init(&r); /* a declare (SUBSCRIBE) */
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SUBSCRIBE\nid:1\ndestination:/queue/q\n\n");
+    rig_feed(&r, "DISCONNECT\nreceipt:bye\n\n");
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_DECLARE, 0), &oom);
+    CHECK(r.closed && frame_has(rig_last(&r), "message:Processing error"));
+    rig_deinit(&r);
+
+    rig_init(&r); /* a channel error still waits for on_closed, which names the broker's reason */
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_feed(&r, "SEND\ndestination:/topic/a\nreceipt:s\n\nx");
+    struct upstream_error chan = {.kind = UPSTREAM_ERR_CHANNEL, .code = 404, .name = "not_found", .text = "NOT_FOUND"};
+    fake_done(r.up, (size_t)fake_find(r.up, FAKE_PUBLISH, 0), &chan);
+    CHECK(!r.closed);
+    fake_close(fake_last_chan(r.up), UPSTREAM_ERR_CHANNEL, 404, "not_found", "NOT_FOUND");
+    CHECK(r.closed && frame_has(rig_last(&r), "message:not_found") && frame_has(rig_last(&r), "receipt-id:s"));
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_error_table);
@@ -1029,6 +1281,11 @@ int main(void)
     RUN(test_send_amqp_limits);
     RUN(test_resubscribe_new_tag);
     RUN(test_message_headers_not_shadowed);
+    RUN(test_tx_bytes_bounded);
+    RUN(test_tx_checked_on_arrival);
+    RUN(test_unconfirmed_bytes);
+    RUN(test_pending_ops_bounded);
+    RUN(test_failed_op_completes);
     RUN(test_parse_error_words);
     RUN(test_nack_10_and_no_id);
     RUN(test_oversize_delivery);
