@@ -221,10 +221,15 @@ static void send_connected(struct session *s, uint32_t send_ms, uint32_t recv_ms
     char hb[32];
     struct stomp_header h[4];
     size_t n = 0;
+    char server[UPSTREAM_BROKER_MAX + 72];
     snprintf(hb, sizeof(hb), "%u,%u", send_ms, recv_ms);
-    /* In Web-STOMP's order (clients and test suites match CONNECTED as a whole) */
-    if (s->env.server_header && !s->conf->hide_server_info)
-        h[n++] = session_hdr("server", s->env.server_header);
+    /* In Web-STOMP's order (clients and test suites match CONNECTED as a whole). `server` names the broker first, as
+     * Web-STOMP does ("RabbitMQ/3.10.8"), then warren: "RabbitMQ/3.10.8 warren/0.1.0". */
+    if (s->env.server_header && !s->conf->hide_server_info) {
+        const char *broker = upstream_chan_broker(s->ch);
+        snprintf(server, sizeof(server), "%s%s%s", broker, broker[0] ? " " : "", s->env.server_header);
+        h[n++] = session_hdr("server", server);
+    }
     h[n++] = session_hdr("session", s->id);
     h[n++] = session_hdr("heart-beat", hb);
     h[n++] = session_hdr("version", stomp_version_str(s->version));

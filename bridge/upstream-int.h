@@ -180,7 +180,7 @@ void upstream_inbox_drain(struct upstream_inbox *ib);
  */
 
 enum upstream_res_kind {
-    UPSTREAM_RES_CONN_UP = 0,   /* the login is done: u.chan_max */
+    UPSTREAM_RES_CONN_UP = 0,   /* the login is done: u.up */
     UPSTREAM_RES_CONN_DOWN = 1, /* the connection died or never came up: give it no more channels */
     UPSTREAM_RES_CONN_EXIT = 2, /* the thread is exiting: join it, free the connection */
     UPSTREAM_RES_BLOCKED = 3,   /* connection.blocked / unblocked: u.blocked */
@@ -202,8 +202,11 @@ struct upstream_res {
     bool has_err;               /* OPEN, DONE, CLOSED: `err` is valid */
     struct upstream_error err;
     union {
-        unsigned chan_max; /* CONN_UP */
-        bool blocked;      /* BLOCKED */
+        struct {
+            unsigned chan_max;
+            char broker[UPSTREAM_BROKER_MAX]; /* "<product>/<version>" of its connection.start, "" if it said none */
+        } up;                                 /* CONN_UP */
+        bool blocked;                         /* BLOCKED */
         struct {
             uint64_t op_tag;
             const char *queue; /* declare: the queue name; else NULL */

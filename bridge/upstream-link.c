@@ -1589,6 +1589,37 @@ static int link_connect(struct upstream_link *link)
     return r;
 }
 
+/* A longstr field of a table, or NULL. */
+static const amqp_bytes_t *table_str(const amqp_table_t *t, const char *key)
+{
+    for (int i = 0; t && i < t->num_entries; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            return &e->value.value.bytes;
+    }
+    return NULL;
+}
+
+/* "<product>/<version>" from connection.start's server-properties, printable bytes only; "" when it has no product. */
+static void broker_name(const amqp_table_t *props, char *out, size_t cap)
+{
+    const amqp_bytes_t *p = table_str(props, "product"), *v = table_str(props, "version");
+    size_t o = 0;
+    out[0] = '\0';
+    if (!p)
+        return;
+    const amqp_bytes_t *parts[2] = {p, v};
+    for (int k = 0; k < 2 && parts[k]; k++) {
+        if (k == 1 && o + 1 < cap)
+            out[o++] = '/';
+        for (size_t i = 0; i < parts[k]->len && o + 1 < cap; i++) {
+            unsigned char c = ((const unsigned char *)parts[k]->bytes)[i];
+            out[o++] = c > 0x20 && c < 0x7f ? (char)c : '_';
+        }
+    }
+    out[o] = '\0';
+}
 /* Logged in: the channel numbers it may use, and CONN_UP with how many. */
 static int link_up(struct upstream_link *link)
 {
@@ -1611,7 +1642,8 @@ static int link_up(struct upstream_link *link)
         /* the default buffer: a frame may wait for room, which the watchdog bounds */
     }
     upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
-    link->res_up->u.chan_max = link->chan_max;
+    link->res_up->u.up.chan_max = link->chan_max;
+    broker_name(amqp_get_server_properties(link->amqp), link->res_up->u.up.broker, sizeof(link->res_up->u.up.broker));
     emit_conn(link, &link->res_up);
     return 0;
 }

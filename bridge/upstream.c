@@ -70,16 +70,17 @@ struct upstream_conn {
     struct upstream *up;
     struct list link; /* in up->conns, newest first */
     char *vhost, *user, *pass, *name;
-    unsigned n_chans;            /* channels given to this connection (waiting ones included) and not yet done */
-    unsigned cap;                /* most channels it takes: its channel_max once up, a guess until then */
-    struct list waiting;         /* given to it before it was up, in order; nothing of them sent yet */
-    bool live;                   /* CONN_UP came and CONN_DOWN did not */
-    uint64_t auth_ms;            /* when CONN_UP came: the broker authenticated the credential then */
-    bool blocked;                /* the broker blocks publishers on it (connection.blocked): it takes no new channel */
-    bool retired;                /* given no more channels; shutdown_cmd queued (once) */
-    bool exited;                 /* its dead link's thread has been joined: the loop serves the link's releases itself */
-    struct event *idle_ev;       /* armed while n_chans == 0, if cfg.idle_close_ms */
-    struct upstream_inbox inbox; /* the mailbox to its link */
+    unsigned n_chans;                 /* channels given to this connection (waiting ones included) and not yet done */
+    unsigned cap;                     /* most channels it takes: its channel_max once up, a guess until then */
+    struct list waiting;              /* given to it before it was up, in order; nothing of them sent yet */
+    bool live;                        /* CONN_UP came and CONN_DOWN did not */
+    uint64_t auth_ms;                 /* when CONN_UP came: the broker authenticated the credential then */
+    bool blocked;                     /* the broker blocks publishers on it (connection.blocked): it takes no new channel */
+    bool retired;                     /* given no more channels; shutdown_cmd queued (once) */
+    bool exited;                      /* its dead link's thread has been joined: the loop serves the link's releases itself */
+    char broker[UPSTREAM_BROKER_MAX]; /* upstream_chan_broker() */
+    struct event *idle_ev;            /* armed while n_chans == 0, if cfg.idle_close_ms */
+    struct upstream_inbox inbox;      /* the mailbox to its link */
     struct upstream_cmd shutdown_cmd;
     struct upstream_link *tlink; /* the thread's state: never touched here but to make it and, once joined, free it */
     pthread_t thread;
@@ -446,7 +447,8 @@ static void on_conn_result(struct upstream *up, struct upstream_res *r)
 
     switch (r->kind) {
     case UPSTREAM_RES_CONN_UP:
-        conn_on_up(up, c, r->u.chan_max);
+        memcpy(c->broker, r->u.up.broker, sizeof(c->broker));
+        conn_on_up(up, c, r->u.up.chan_max);
         break;
     case UPSTREAM_RES_CONN_DOWN:
         conn_on_down(c);
@@ -755,6 +757,11 @@ static int chan_refuse(struct upstream_chan *ch, const struct upstream_error *wh
     open->ch = ch;
     upstream_outbox_push(&ch->up->outbox, open);
     return 0;
+}
+
+const char *upstream_chan_broker(const struct upstream_chan *ch)
+{
+    return ch && ch->conn ? ch->conn->broker : "";
 }
 
 int upstream_chan_open(struct upstream *up, const struct upstream_login *login, const struct upstream_chan_cb *cb, void *ud,

@@ -187,6 +187,15 @@ struct upstream_chan_cb {
     void (*on_blocked)(void *ud, bool blocked);
 };
 
+/* Bytes of upstream_chan_broker() at most, NUL included. */
+#define UPSTREAM_BROKER_MAX 64
+
+/*
+ * How the broker of the channel's connection names itself ("RabbitMQ/3.10.8": the product and version of its
+ * connection.start), once on_open reported the channel open; "" before that or when the broker said neither.
+ */
+const char *upstream_chan_broker(const struct upstream_chan *ch);
+
 /* Starts the upstream (no connection is made until the first channel is opened). Returns 0 or -errno. */
 int upstream_new(struct event_base *base, const struct upstream_config *cfg, struct upstream **out);
 

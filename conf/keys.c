@@ -209,7 +209,8 @@ static const struct conf_key keys[] = {
 
     /* Identity and logging. */
     K_STR(server_name, RELOAD, "warren",
-          "product name in the CONNECTED server header, sent as name/version"),
+          "product name in the CONNECTED server header, sent as name/version after the broker's own (RabbitMQ/3.10.8 "
+          "warren/0.1.0)"),
     K_BOOL(hide_server_info, RELOAD, false,
            "send no server header in CONNECTED and no version in HTTP replies"),
     K_ENUM(log_level, RELOAD, "info", log_level_names,

@@ -108,6 +108,8 @@ describe('compat', { skip: T.suiteSkip() }, () => {
     c.sendRaw('CONNECT\nlogin:guest\npasscode:guest\n\n\0');
     const f = await c.expect('CONNECTED');
     assert.deepEqual(f.rawHeaders.map(([k]) => k), ['server', 'session', 'heart-beat', 'version']);
+    // The broker's own name first, as Web-STOMP sends it (warren adds its own after it).
+    assert.match(f.headers.server, /^RabbitMQ\/\d+\.\d+\.\d+( warren\/\S+)?$/);
     assert.equal(f.headers.version, '1.0');
     c.close();
   });

@@ -82,6 +82,11 @@ static struct fake_cmd *record(struct upstream *up, enum fake_cmd_kind kind, str
 }
 
 /* The common head of every operation: the contract, the injected failure, a dead channel. 0 = go on. */
+const char *upstream_chan_broker(const struct upstream_chan *ch)
+{
+    return ch && ch->open ? "RabbitMQ/0.0.0" : "";
+}
+
 static int op_gate(struct upstream_chan *ch)
 {
     contract(ch != NULL, "operation on a NULL channel");

@@ -29,7 +29,7 @@ static void test_connect_ok(void)
     CHECK(i >= 0 && strcmp(r.up->cmds[i].a, "alice") == 0 && strcmp(r.up->cmds[i].b, "/v") == 0);
     fake_open(fake_last_chan(r.up), NULL);
     CHECK_EQ_INT(rig_count(&r, "CONNECTED"), 1);
-    CHECK(frame_has(rig_last(&r), "version:1.2") && frame_has(rig_last(&r), "server:warren/test"));
+    CHECK(frame_has(rig_last(&r), "version:1.2") && frame_has(rig_last(&r), "server:RabbitMQ/0.0.0 warren/test"));
     CHECK(strncmp(session_id(r.s), "session-", 8) == 0);
     CHECK(!r.paused && !r.closed);
     rig_deinit(&r);
