@@ -2,10 +2,11 @@
  * bridge/conn.c — one accepted connection as a bufferevent (plain, or TLS with libevent_openssl), and the
  * reference-counted configuration connections are accepted with. The contract is in bridge/conn.h.
  *
- * Three libevent events besides the bufferevent: `reaper` frees the connection at the next loop turn (conn_kill(), so
+ * Four libevent events besides the bufferevent: `reaper` frees the connection at the next loop turn (conn_kill(), so
  * no callback ever frees its own connection), `resume` delivers buffered input after conn_pause_reading(false) (never
- * re-entrantly from the front-end that resumed), and `deadline` is the one timer: the front-end's deadline while
- * CONN_OPEN (the request timeout of the HTTP front-end), then the linger once closing.
+ * re-entrantly from the front-end that resumed), `yield` delivers it at the next loop turn after a front-end spent its
+ * work budget (conn_yield_input()), and `deadline` is the one timer: the front-end's deadline while CONN_OPEN (the
+ * request timeout of the HTTP front-end), then the linger once closing.
  *
  * Back-pressure: the bufferevent's write low-watermark is the front-end's drain mark while CONN_OPEN and 0 once closing,
  * so the write callback says "drained" or "everything flushed"; its read high-watermark is the input limit, so a peer
@@ -44,6 +45,8 @@ struct conn {
     struct bufferevent *bev;
     struct event *reaper;   /* deferred free */
     struct event *resume;   /* deferred input after conn_pause_reading(false) */
+    struct event *yield;    /* conn_yield_input(): input again at the next loop turn */
+    uint64_t queued;        /* bytes ever queued for output (conn_written()) */
     struct event *deadline; /* the front-end's deadline, then the linger */
     const char *deadline_why;
     uint64_t deadline_ms;
@@ -126,6 +129,15 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     dispatch_input(arg);
 }
 
+void conn_yield_input(struct conn *c)
+{
+    /* A zero timeout, not event_active(): an active event re-activated from its own callback would run again in the same
+     * turn, before the loop polls the other sockets; a timer runs after the next poll. */
+    static const struct timeval now = {0, 0};
+    if (c->state != CONN_DEAD)
+        evtimer_add(c->yield, &now);
+}
+
 struct evbuffer *conn_input(struct conn *c)
 {
     return bufferevent_get_input(c->bev);
@@ -191,7 +203,10 @@ int conn_write(struct conn *c, const void *data, size_t len)
 {
     if (c->state == CONN_DEAD)
         return 0;
-    return bufferevent_write(c->bev, data, len) == 0 ? 0 : -ENOMEM;
+    if (bufferevent_write(c->bev, data, len) != 0)
+        return -ENOMEM;
+    c->queued += len;
+    return 0;
 }
 
 int conn_write_file(struct conn *c, int fd, uint64_t len)
@@ -200,7 +215,13 @@ int conn_write_file(struct conn *c, int fd, uint64_t len)
         close(fd); /* evbuffer_add_file() owns fd only on success */
         return -ENOMEM;
     }
+    c->queued += len;
     return 0;
+}
+
+uint64_t conn_written(const struct conn *c)
+{
+    return c->queued - conn_pending(c);
 }
 
 size_t conn_pending(const struct conn *c)
@@ -356,8 +377,9 @@ int conn_new(const struct conn_accept *a, struct conn **out)
     c->bev = bev_new(a->base, a->fd, a->ssl);
     c->reaper = event_new(a->base, -1, 0, reaper_cb, c);
     c->resume = event_new(a->base, -1, 0, resume_cb, c);
+    c->yield = evtimer_new(a->base, resume_cb, c);
     c->deadline = evtimer_new(a->base, deadline_cb, c);
-    if (!c->bev || !c->reaper || !c->resume || !c->deadline)
+    if (!c->bev || !c->reaper || !c->resume || !c->yield || !c->deadline)
         goto fail;
     c->gone = a->gone;
     c->owner = a->owner;
@@ -366,6 +388,9 @@ int conn_new(const struct conn_accept *a, struct conn **out)
     c->cc = a->cc;
     c->cc->refs++;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    /* One read per callback is at most this (libevent's default, made explicit: the per-turn input bound of issue 7;
+     * a TLS bufferevent may add what is pending in one decrypted record). */
+    bufferevent_set_max_single_read(c->bev, CONN_READ_MAX);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     log_msg(LOG_DEBUG, c->peer, "connection accepted%s", conn_is_tls(c) ? " (TLS)" : "");
     *out = c;
@@ -380,6 +405,8 @@ fail:
         event_free(c->reaper);
     if (c->resume)
         event_free(c->resume);
+    if (c->yield)
+        event_free(c->yield);
     if (c->deadline)
         event_free(c->deadline);
     free(c);
@@ -402,6 +429,7 @@ void conn_free(struct conn *c)
     bufferevent_free(c->bev);
     event_free(c->reaper);
     event_free(c->resume);
+    event_free(c->yield);
     event_free(c->deadline);
     conn_conf_unref(c->cc);
     log_msg(LOG_DEBUG, c->peer, "connection closed");

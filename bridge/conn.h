@@ -32,9 +32,9 @@
  * past client_send_limit_bytes the connection is closed as too slow (DESIGN.md invariant 2).
  *
  * Event loops. A connection belongs to one event_base and one owner and is only touched from that loop's thread; there
- * are no globals, so one server per loop (one loop per core) needs nothing more here. Budgets before login (issue 7)
- * belong here too: the deadline is the time part (conn_set_deadline()); a byte budget would be counted where input is
- * read and lifted by the front-end once its session is logged in.
+ * are no globals, so one server per loop (one loop per core) needs nothing more here. Budgets (issue 7): at most
+ * CONN_READ_MAX bytes per read callback, at most conn_set_input_limit() bytes waiting (the front-end lowers it before
+ * login), conn_yield_input() for a front-end that spent its work budget for the turn, the deadline for time.
  */
 #pragma once
 
@@ -52,6 +52,8 @@
 
 /* How long a closing connection waits for the peer's FIN after our last bytes are flushed. */
 #define CONN_CLOSE_LINGER_MS 5000
+/* Most bytes read from the socket per read callback (bufferevent_set_max_single_read()). */
+#define CONN_READ_MAX 16384
 
 struct conn;
 struct evbuffer;
@@ -176,6 +178,13 @@ void conn_hold_reading(struct conn *c, bool held);
  */
 void conn_held_check(struct conn *c);
 
+/*
+ * The front-end spent its work budget for this loop turn (issue 7: one client cannot hold the loop) with input left:
+ * ops->input is called again at the next loop turn, after the loop has polled every other socket. Never a busy loop:
+ * the callback comes once per call. Input keeps being read up to conn_set_input_limit() meanwhile.
+ */
+void conn_yield_input(struct conn *c);
+
 /* true while ops->input may be called: not paused, not held, not discarding, not dead. A front-end's decode loop runs while so. */
 bool conn_wants_input(const struct conn *c);
 
@@ -192,6 +201,10 @@ int conn_write_file(struct conn *c, int fd, uint64_t len);
 
 /* Bytes queued and not yet written to the socket. */
 size_t conn_pending(const struct conn *c);
+
+/* Bytes written to the socket so far: a front-end that noted conn_written() + conn_pending() after queueing something
+ * knows it has left once conn_written() reaches that mark (wsconn's one pong in flight). */
+uint64_t conn_written(const struct conn *c);
 
 /*
  * Before queueing `len` more bytes of data the peer can make pile up by not reading: returns 0 when they fit within

@@ -134,7 +134,8 @@ struct session_input {
     size_t len, cap;
     bool processing;        /* inside process_input() (no re-entry) */
     uint64_t last_frame_ms; /* last complete frame, for idle_timeout_ms */
-    struct timer *resume;   /* deferred input processing (after CONNECTED, after a pause ends) */
+    struct timer *resume;   /* deferred input processing (after CONNECTED, after a pause ends, after the budget) */
+    bool backlog;           /* process_input() stopped at SESSION_TURN_FRAMES: io->backlog(true) was said */
 };
 
 /* Output (session.c): the serialisation buffer, reused frame after frame. */

@@ -32,6 +32,13 @@
 /* Input and output buffers that grew past this for one big frame are given back afterwards, so an idle session costs
  * little whatever it once carried. */
 #define SESSION_KEEP_BYTES 16384
+/*
+ * Frames (heart-beat runs included) one process_input() call handles; the rest waits SESSION_YIELD_MS, so one message
+ * of 190k BEGIN/ABORT frames cannot hold the loop for tens of milliseconds (issue 7), and the front-end feeds nothing
+ * more meanwhile (io->backlog).
+ */
+#define SESSION_TURN_FRAMES 1024
+#define SESSION_YIELD_MS    1
 
 static void process_input(struct session *s);
 
@@ -530,13 +537,31 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
         (void)SESSION_FAIL(s, NULL, FRAME_INVALID, SARG(reason));
 }
 
+/* Held input waits for the next turn (the budget is spent); the front-end is told while it does. */
+static void input_backlog(struct session *s, bool pending)
+{
+    if (pending)
+        timer_yield(s->in.resume);
+    if (s->in.backlog == pending)
+        return;
+    s->in.backlog = pending;
+    if (s->io.backlog)
+        s->io.backlog(s->io_ud, pending);
+}
+
 static void process_input(struct session *s)
 {
     size_t off = 0;
+    unsigned frames = 0;
+    bool spent = false;
     if (s->in.processing)
         return;
     s->in.processing = true;
     while (off < s->in.len && can_parse(s)) {
+        if (frames++ == SESSION_TURN_FRAMES) {
+            spent = true;
+            break;
+        }
         size_t used = 0;
         struct stomp_frame f;
         const char *reason = NULL;
@@ -558,6 +583,7 @@ static void process_input(struct session *s)
     }
     if (s->state == SESSION_ST_CLOSED)
         off = s->in.len;
+    input_backlog(s, spent && s->state != SESSION_ST_CLOSED);
     if (s->in.len > off) /* never memmove(NULL, ...): the buffer may have been given back */
         memmove(s->in.buf, s->in.buf + off, s->in.len - off);
     s->in.len -= off;
@@ -686,4 +712,9 @@ void session_on_drain(struct session *s)
 const char *session_id(const struct session *s)
 {
     return s->connected ? s->id : "";
+}
+
+bool session_is_connected(const struct session *s)
+{
+    return s->connected;
 }

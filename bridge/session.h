@@ -64,6 +64,12 @@ struct session_io {
      * one (WebSocket: close 1000 with at most 123 bytes of it) and is dropped where it has none (a raw stream).
      */
     void (*close)(void *ud, const char *reason);
+    /*
+     * Optional (may be NULL). true: the session stopped parsing what it was fed at its per-turn frame budget and goes
+     * on by itself at a later loop turn; feed it nothing more until false (said once the held frames are parsed or
+     * the session stopped for another reason). The front-end stops reading meanwhile, so the peer waits in TCP.
+     */
+    void (*backlog)(void *ud, bool pending);
 };
 
 /*
@@ -83,6 +89,9 @@ int session_feed(struct session *s, const char *data, size_t len);
 
 /* The transport's queue towards the client went below the high-water mark again. */
 void session_on_drain(struct session *s);
+
+/* true once CONNECTED was sent: the front-end lifts its limits before login (max_frame_bytes_unauthenticated). */
+bool session_is_connected(const struct session *s);
 
 /* Session id as sent in CONNECTED `session` (for logs), or "" before CONNECTED. */
 const char *session_id(const struct session *s);

@@ -50,6 +50,12 @@ void timer_free(struct timer *t)
     free(t);
 }
 
+void timer_yield(struct timer *t)
+{
+    static const struct timeval zero = {0, 0};
+    evtimer_add(t->ev, &zero);
+}
+
 void timer_arm(struct timer *t, uint64_t delay_ms)
 {
     if (delay_ms == 0) {

@@ -29,5 +29,11 @@ void timer_free(struct timer *t);
 /* Fires `delay_ms` from now; 0 = on this loop turn, once the current callback has returned. */
 void timer_arm(struct timer *t, uint64_t delay_ms);
 
+/*
+ * Fires at the next loop turn, after the loop has polled every socket (a zero timeout, unlike timer_arm(t, 0), whose
+ * call runs in this turn): how work over a per-turn budget yields to the other clients without a busy loop.
+ */
+void timer_yield(struct timer *t);
+
 /* Cancels a pending firing. Harmless on a disarmed timer and on NULL. */
 void timer_disarm(struct timer *t);

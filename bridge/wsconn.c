@@ -13,6 +13,25 @@
  * output falls to half of client_send_buffer_bytes, which becomes session_on_drain(); a message that would take the
  * output past client_send_limit_bytes closes the connection as too slow (conn_send_check(); close 1008 after what is
  * queued).
+ *
+ * Isolation (issue 7, DESIGN.md invariant 4), everything a peer can make this front-end spend:
+ *  - memory before login: until the session sent CONNECTED, the decoder (and so the inflater, which writes into its
+ *    bounded buffer) accepts messages of at most max_frame_bytes_unauthenticated, and the transport holds at most that
+ *    much unread input; a frame header announcing more is refused before a byte of it is buffered (close 1009);
+ *  - control replies: a pong is queued only when the previous one has left the output (RFC 6455 §5.5.3 lets us answer
+ *    the latest ping only), otherwise the ping's payload is kept (the last one wins) and answered when the output
+ *    moves; every control frame goes through conn_send_check() like data;
+ *  - output over client_send_buffer_bytes: reading stops until it drains to half, so a peer that sends without reading
+ *    waits in TCP instead of making us queue replies;
+ *  - CPU per loop turn: one ws_input() call decodes at most WSCONN_TURN_BYTES from the wire, WSCONN_TURN_INFLATE bytes
+ *    of inflated output and WSCONN_TURN_EVENTS events, then yields to the other clients (conn_yield_input()); input is
+ *    fed to the decoder in slices of WSCONN_SLICE bytes so that one call cannot inflate much more than a budget; while
+ *    the session holds frames over its own per-turn budget (io->backlog) nothing more is fed;
+ *  - inflation: a message whose expansion ratio passes max_inflate_ratio once over WSCONN_RATIO_MIN_BYTES is refused
+ *    (close 1009), and a connection that inflates more than max_inflate_bytes_per_sec (a bucket holding one second of
+ *    it, at least one max_message_bytes message) is not read until the bucket has refilled.
+ * The reasons to stop reading (the session's flow control, its backlog, the output mark, the inflation rate) are
+ * kept apart and the socket is read when none holds.
  */
 #include "bridge/wsconn.h"
 
@@ -20,7 +39,9 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
+#include "bridge/clock.h"
 #include "bridge/conn.h"
 #include "bridge/log.h"
 #include "bridge/session.h"
@@ -32,6 +53,22 @@
 
 /* The compression scratch buffer is given back after a message that made it grow past this. */
 #define WSCONN_KEEP_BYTES (64u << 10)
+/* Work one ws_input() call may do before yielding to the other clients of the loop (see the file comment). */
+#define WSCONN_TURN_BYTES   (64u << 10)
+#define WSCONN_TURN_INFLATE (1u << 20)
+#define WSCONN_TURN_EVENTS  64
+/* Most bytes fed to the decoder at once: 1 KiB of DEFLATE inflates to at most ~1 MiB (1032:1). */
+#define WSCONN_SLICE 1024
+/* max_inflate_ratio applies to compressed messages once they inflated past this. */
+#define WSCONN_RATIO_MIN_BYTES (1u << 20)
+
+/* Why reading is stopped: any bit set stops it. */
+enum wsconn_hold {
+    HOLD_SESSION = 1 << 0, /* the session's flow control (io->pause_reading) */
+    HOLD_BACKLOG = 1 << 1, /* the session holds frames over its per-turn budget (io->backlog) */
+    HOLD_OUTPUT = 1 << 2,  /* our output is over client_send_buffer_bytes */
+    HOLD_RATE = 1 << 3,    /* the inflation bucket is empty */
+};
 
 struct wsconn {
     struct conn *conn;
@@ -39,9 +76,29 @@ struct wsconn {
     struct ws_deflate *z; /* NULL: permessage-deflate not negotiated */
     struct ws_buf zout;   /* compression scratch */
     struct session *session;
+    bool logged_in; /* the limits after login are in force */
+    unsigned hold;  /* enum wsconn_hold bits */
+    /* pongs: at most one in the output (until conn_written() reaches pong_mark), and one payload waiting */
+    uint64_t pong_mark;
+    bool pong_waiting;
+    uint8_t pong_len;
+    uint8_t pong[WS_CONTROL_PAYLOAD_MAX];
+    /* inflation rate: a bucket of `tokens` bytes refilled at max_inflate_bytes_per_sec */
+    int64_t tokens;
+    uint64_t tokens_ms;
+    struct event *rate_timer;
 };
 
 static const char *const stomp_subprotocols[] = {"v12.stomp", "v11.stomp", "v10.stomp"};
+
+/* Stops or resumes reading for `why`; the socket is read while no reason holds. */
+static void hold(struct wsconn *ws, unsigned why, bool on)
+{
+    unsigned before = ws->hold;
+    ws->hold = on ? ws->hold | why : ws->hold & ~why;
+    if ((before != 0) != (ws->hold != 0))
+        conn_pause_reading(ws->conn, ws->hold != 0);
+}
 
 /* Queues a close frame (RFC 6455 §5.5.1) and starts closing. `code` 0 sends an empty close frame. */
 static void ws_close(struct wsconn *ws, uint16_t code, const char *reason)
@@ -52,6 +109,48 @@ static void ws_close(struct wsconn *ws, uint16_t code, const char *reason)
     size_t n = ws_frame_close_encode(frame, code, reason, reason ? strlen(reason) : 0);
     conn_write(ws->conn, frame, n);
     conn_close(ws->conn);
+}
+
+/*
+ * Queues a control frame the peer asked for (a pong, the echo of its close) if it fits within client_send_limit_bytes
+ * like any data; otherwise the peer is too slow: close 1008 (the one frame allowed past the limit, once).
+ */
+static bool control_write(struct wsconn *ws, const uint8_t *frame, size_t n)
+{
+    if (conn_send_check(ws->conn, n) != 0) {
+        conn_discard_input(ws->conn);
+        ws_close(ws, WS_CLOSE_POLICY, "client too slow");
+        return false;
+    }
+    conn_write(ws->conn, frame, n);
+    return true;
+}
+
+/* Sends the waiting pong once the previous one has left the output (RFC 6455 §5.5.3: the latest ping is answered). */
+static void pong_flush(struct wsconn *ws)
+{
+    if (!ws->pong_waiting || conn_state(ws->conn) != CONN_OPEN || conn_written(ws->conn) < ws->pong_mark)
+        return;
+    uint8_t frame[WS_CONTROL_FRAME_MAX];
+    size_t n = ws_frame_pong_encode(frame, ws->pong, ws->pong_len);
+    ws->pong_waiting = false;
+    if (control_write(ws, frame, n))
+        ws->pong_mark = conn_written(ws->conn) + conn_pending(ws->conn);
+}
+
+static void on_ping(struct wsconn *ws, const uint8_t *data, size_t len)
+{
+    memcpy(ws->pong, data, len);
+    ws->pong_len = (uint8_t)len;
+    ws->pong_waiting = true;
+    pong_flush(ws);
+}
+
+/* Reading stops while our output is over client_send_buffer_bytes (resumed by ws_drain at half of it). */
+static void output_check(struct wsconn *ws)
+{
+    if (conn_pending(ws->conn) > conn_config(ws->conn)->client_send_buffer_bytes)
+        hold(ws, HOLD_OUTPUT, true);
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -111,8 +210,12 @@ static size_t io_pending(void *ud)
 
 static void io_pause_reading(void *ud, bool paused)
 {
-    struct wsconn *ws = ud;
-    conn_pause_reading(ws->conn, paused);
+    hold(ud, HOLD_SESSION, paused);
+}
+
+static void io_backlog(void *ud, bool pending)
+{
+    hold(ud, HOLD_BACKLOG, pending);
 }
 
 static void io_close(void *ud, const char *reason)
@@ -125,6 +228,7 @@ static const struct session_io wsconn_session_io = {
     .pending = io_pending,
     .pause_reading = io_pause_reading,
     .close = io_close,
+    .backlog = io_backlog,
 };
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -132,7 +236,6 @@ static const struct session_io wsconn_session_io = {
 
 static void on_event(struct wsconn *ws, const struct ws_event *ev)
 {
-    uint8_t frame[WS_CONTROL_FRAME_MAX];
     bool open = conn_state(ws->conn) == CONN_OPEN;
     switch (ev->type) {
     case WS_EV_MESSAGE:
@@ -141,11 +244,15 @@ static void on_event(struct wsconn *ws, const struct ws_event *ev)
         break;
     case WS_EV_PING:
         if (open)
-            conn_write(ws->conn, frame, ws_frame_pong_encode(frame, ev->data, ev->len));
+            on_ping(ws, ev->data, ev->len);
         break;
     case WS_EV_CLOSE:
         conn_discard_input(ws->conn);
-        if (open) /* echo the peer's code (RFC 6455 §5.5.1); 1005 means it sent none */
+        if (!open)
+            break;
+        if (conn_send_check(ws->conn, WS_CONTROL_FRAME_MAX) != 0) /* the echo counts like any reply */
+            ws_close(ws, WS_CLOSE_POLICY, "client too slow");
+        else /* echo the peer's code (RFC 6455 §5.5.1); 1005 means it sent none */
             ws_close(ws, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code, NULL);
         break;
     case WS_EV_PONG:
@@ -154,36 +261,108 @@ static void on_event(struct wsconn *ws, const struct ws_event *ev)
     }
 }
 
-/* conn_ops.input: decodes until no progress or until the transport says stop. */
+/* The decoder's and the transport's bounds: before login, a message is a STOMP frame of max_frame_bytes_unauthenticated. */
+static void set_limits(struct wsconn *ws, bool logged_in)
+{
+    const struct conf *conf = conn_config(ws->conn);
+    size_t max = logged_in ? conf->max_message_bytes : conf->max_frame_bytes_unauthenticated;
+    struct ws_limits lim = {
+        .max_message_bytes = max, .max_inflate_ratio = conf->max_inflate_ratio, .inflate_ratio_min_bytes = WSCONN_RATIO_MIN_BYTES};
+    ws->logged_in = logged_in;
+    ws_decoder_set_limits(&ws->dec, &lim);
+    conn_set_input_limit(ws->conn, max + WS_FRAME_HEADER_MAX_MASKED);
+}
+
+static void rate_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hold(arg, HOLD_RATE, false);
+}
+
+/*
+ * Takes `n` inflated bytes from the bucket (refilled at max_inflate_bytes_per_sec, holding one second of it but at
+ * least one max_message_bytes message, so a legitimate big message passes at full speed). Empty: reading stops until
+ * the deficit is refilled.
+ */
+static void rate_take(struct wsconn *ws, uint64_t n)
+{
+    const struct conf *conf = conn_config(ws->conn);
+    uint64_t rate = conf->max_inflate_bytes_per_sec;
+    if (rate == 0 || n == 0)
+        return;
+    int64_t burst = (int64_t)(rate > conf->max_message_bytes ? rate : conf->max_message_bytes);
+    uint64_t now = clock_now_ms();
+    uint64_t elapsed = now - ws->tokens_ms < 3600000 ? now - ws->tokens_ms : 3600000; /* no overflow below */
+    uint64_t refill = elapsed * rate / 1000;
+    ws->tokens_ms = now;
+    ws->tokens = refill >= (uint64_t)burst || ws->tokens + (int64_t)refill > burst ? burst : ws->tokens + (int64_t)refill;
+    ws->tokens -= (int64_t)n;
+    if (ws->tokens >= 0 || (ws->hold & HOLD_RATE))
+        return;
+    uint64_t wait_ms = ((uint64_t)-ws->tokens * 1000 + rate - 1) / rate;
+    struct timeval tv = clock_timeval(wait_ms ? wait_ms : 1);
+    if (ws->rate_timer && evtimer_add(ws->rate_timer, &tv) == 0)
+        hold(ws, HOLD_RATE, true);
+}
+
+/*
+ * One decoder step over the first bytes of the input (at most WSCONN_SLICE). Returns 1 when an event was handled, 0
+ * when bytes were only consumed, -1 when decoding must stop (no input, or an error: the close is under way).
+ */
+static int decode_some(struct wsconn *ws, struct evbuffer *in, size_t *wire)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+        return -1;
+    size_t n = v.iov_len < WSCONN_SLICE ? v.iov_len : WSCONN_SLICE;
+    size_t used = 0;
+    struct ws_event ev;
+    const char *reason = NULL;
+    int r = ws_decoder_feed(&ws->dec, v.iov_base, n, &used, &ev, &reason);
+    evbuffer_drain(in, used);
+    *wire += used;
+    if (r == WS_NEED_MORE)
+        return 0;
+    if (r != 0) {
+        log_msg(LOG_INFO, conn_peer(ws->conn), "WebSocket error %u: %s", ws_error_close_code(r), reason ? reason : "");
+        conn_discard_input(ws->conn); /* the decoder is failed: what follows is discarded */
+        ws_close(ws, ws_error_close_code(r), reason);
+        return -1;
+    }
+    on_event(ws, &ev);
+    return 1;
+}
+
+/* conn_ops.input: decodes until no progress, until the transport says stop, or until this turn's budget is spent. */
 static void ws_input(struct conn *c, void *fe)
 {
     struct wsconn *ws = fe;
     struct evbuffer *in = conn_input(c);
+    size_t wire = 0;
+    unsigned events = 0;
+    uint64_t inflated0 = ws_decoder_inflated_bytes(&ws->dec);
+    if (!ws->logged_in && session_is_connected(ws->session))
+        set_limits(ws, true);
     while (conn_wants_input(c)) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            return;
-        size_t used = 0;
-        struct ws_event ev;
-        const char *reason = NULL;
-        int r = ws_decoder_feed(&ws->dec, v.iov_base, v.iov_len, &used, &ev, &reason);
-        evbuffer_drain(in, used);
-        if (r == WS_NEED_MORE)
-            continue;
-        if (r != 0) {
-            log_msg(LOG_INFO, conn_peer(c), "WebSocket error %u: %s", ws_error_close_code(r), reason ? reason : "");
-            conn_discard_input(c); /* the decoder is failed: what follows is discarded */
-            ws_close(ws, ws_error_close_code(r), reason);
-            return;
+        uint64_t inflated = ws_decoder_inflated_bytes(&ws->dec);
+        if (wire >= WSCONN_TURN_BYTES || inflated - inflated0 >= WSCONN_TURN_INFLATE || events >= WSCONN_TURN_EVENTS) {
+            conn_yield_input(c);
+            break;
         }
-        on_event(ws, &ev);
+        int r = decode_some(ws, in, &wire);
+        if (r < 0)
+            break;
+        events += (unsigned)r;
+        rate_take(ws, ws_decoder_inflated_bytes(&ws->dec) - inflated);
+        output_check(ws);
     }
 }
 
-/* conn_ops.drain: the output fell to half of client_send_buffer_bytes. */
+/* conn_ops.drain: the output fell to half of client_send_buffer_bytes (or moved while below it). */
 static void ws_drain(struct conn *c, void *fe)
 {
     struct wsconn *ws = fe;
+    pong_flush(ws);
+    hold(ws, HOLD_OUTPUT, false);
     session_on_drain(ws->session);
 }
 
@@ -198,6 +377,8 @@ static void wsconn_free(struct wsconn *ws)
     if (!ws)
         return;
     session_free(ws->session);
+    if (ws->rate_timer)
+        event_free(ws->rate_timer);
     ws_decoder_deinit(&ws->dec);
     ws_deflate_free(ws->z);
     ws_buf_deinit(&ws->zout);
@@ -260,8 +441,7 @@ static int handshake(struct wsconn *ws, const struct ws_request *req, char *repl
 {
     const struct conf *conf = conn_config(ws->conn);
     char ext[WS_DEFLATE_RESPONSE_MAX];
-    struct ws_limits lim = {.max_message_bytes = conf->max_message_bytes};
-    ws_decoder_init(&ws->dec, &lim);
+    ws_decoder_init(&ws->dec, NULL);
     ws_buf_init(&ws->zout, conf->client_send_limit_bytes);
     *proto = ws_handshake_select_protocol(req, stomp_subprotocols, 3);
     if (negotiate_deflate(ws, req, ext, sizeof(ext)) != 0 ||
@@ -285,9 +465,13 @@ int wsconn_accept(struct conn *c, const struct ws_request *req, const char **rea
     status = handshake(ws, req, reply, sizeof(reply), &n, &proto, reason);
     if (status != 0)
         goto fail;
+    ws->rate_timer = evtimer_new(conn_session_env(c)->base, rate_cb, ws);
     ws->session = session_new(conn_session_env(c), &wsconn_session_io, ws, conn_peer(c));
-    if (!ws->session)
+    if (!ws->session || !ws->rate_timer)
         goto oom;
+    ws->tokens = INT64_MAX / 2; /* full: refilled to the burst at the first take */
+    ws->tokens_ms = clock_now_ms();
+    set_limits(ws, false);
     conn_write(c, reply, n);
     conn_set_deadline(c, 0, NULL); /* the session times the login from here */
     conn_set_frontend(c, &wsconn_ops, ws);

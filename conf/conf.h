@@ -122,6 +122,8 @@ struct conf {
     int deflate_mem_level;
     int deflate_server_max_window_bits;
     bool deflate_server_no_context_takeover;
+    int max_inflate_ratio;
+    size_t max_inflate_bytes_per_sec;
 
     /* Flow control and per-session bounds. */
     int default_prefetch_count;

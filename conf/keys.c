@@ -176,6 +176,10 @@ static const struct conf_key keys[] = {
           "largest compression window warren uses (server_max_window_bits); lower saves memory per connection"),
     K_BOOL(deflate_server_no_context_takeover, RELOAD, false,
            "reset the compressor after every message (server_no_context_takeover): less memory, worse ratio"),
+    K_INT(max_inflate_ratio, RELOAD, 256, 0, 1000000,
+          "a compressed message inflating past 1 MiB at more than this ratio is refused (close 1009); 0 = no check"),
+    K_SIZE(max_inflate_bytes_per_sec, RELOAD, 33554432, 0, 1 * GIB,
+           "inflated bytes per second one connection may make warren produce; past it its socket is not read for a while"),
 
     /* Flow control and per-session bounds. */
     K_INT(default_prefetch_count, RELOAD, 100, 1, 65535,

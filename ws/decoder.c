@@ -117,14 +117,26 @@ unsigned ws_mask_apply(uint8_t *buf, size_t len, const uint8_t mask[4], unsigned
 
 /* ---- decoder ---- */
 
+void ws_decoder_set_limits(struct ws_decoder *d, const struct ws_limits *lim)
+{
+    d->max_message = lim && lim->max_message_bytes ? lim->max_message_bytes : 1;
+    d->max_ratio = lim ? lim->max_inflate_ratio : 0;
+    d->ratio_min = lim ? lim->inflate_ratio_min_bytes : 0;
+    d->msg.max = d->max_message > SIZE_MAX ? SIZE_MAX : (size_t)d->max_message;
+}
+
 void ws_decoder_init(struct ws_decoder *d, const struct ws_limits *lim)
 {
     memset(d, 0, sizeof(*d));
     d->state = WS_DEC_HEADER;
-    d->max_message = lim && lim->max_message_bytes ? lim->max_message_bytes : 1;
-    size_t max = d->max_message > SIZE_MAX ? SIZE_MAX : (size_t)d->max_message;
-    ws_buf_init(&d->msg, max);
+    ws_buf_init(&d->msg, 1);
+    ws_decoder_set_limits(d, lim);
     ws_utf8_init(&d->utf8);
+}
+
+uint64_t ws_decoder_inflated_bytes(const struct ws_decoder *d)
+{
+    return d->inflated_total;
 }
 
 void ws_decoder_deinit(struct ws_decoder *d)
@@ -202,6 +214,7 @@ static void message_begin(struct ws_decoder *d)
     d->msg_opcode = d->opcode;
     d->msg_compressed = d->rsv1;
     d->msg_wire_bytes = 0;
+    d->msg_in_bytes = 0;
     d->msg.len = 0;
     d->utf8_done = 0;
     ws_utf8_init(&d->utf8);
@@ -290,15 +303,33 @@ static int utf8_check_new(struct ws_decoder *d, const char **why)
     return r;
 }
 
+/*
+ * After the inflate hook ran: counts its output, then the ratio check (a message that inflates absurdly AND is large
+ * is a bomb, whatever max_message_bytes allows: 4 KiB of compressed newlines make 4 MiB).
+ */
+static int inflated(struct ws_decoder *d, size_t before, const char **why)
+{
+    d->inflated_total += d->msg.len - before;
+    if (d->max_ratio && d->ratio_min && d->msg.len > d->ratio_min && d->msg.len / d->max_ratio > d->msg_in_bytes) {
+        *why = "compression ratio too high";
+        return WS_E_TOO_BIG;
+    }
+    return 0;
+}
+
 /* Compressed payload: unmask through a scratch buffer and stream into the inflate hook. */
 static int payload_inflate(struct ws_decoder *d, const uint8_t *p, size_t n, const char **why)
 {
     uint8_t scratch[INFLATE_CHUNK];
     while (n > 0) {
         size_t k = n < sizeof(scratch) ? n : sizeof(scratch);
+        size_t before = d->msg.len;
         memcpy(scratch, p, k);
         d->mask_pos = (uint8_t)ws_mask_apply(scratch, k, d->mask, d->mask_pos);
+        d->msg_in_bytes += k;
         int r = d->inflate(d->deflate, scratch, k, false, &d->msg, why);
+        if (r == 0)
+            r = inflated(d, before, why);
         if (r != 0)
             return r;
         r = utf8_check_new(d, why);
@@ -364,7 +395,10 @@ static int message_done(struct ws_decoder *d, struct ws_event *ev, const char **
 {
     int r;
     if (d->msg_compressed) {
+        size_t before = d->msg.len;
         r = d->inflate(d->deflate, NULL, 0, true, &d->msg, why);
+        if (r == 0)
+            r = inflated(d, before, why);
         if (r == 0)
             r = utf8_check_new(d, why);
         if (r != 0)

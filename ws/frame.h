@@ -70,6 +70,13 @@ struct ws_limits {
      * 0 is treated as 1.
      */
     uint64_t max_message_bytes;
+    /*
+     * permessage-deflate bomb check (DESIGN.md invariant 4): a compressed message whose inflated size has passed
+     * inflate_ratio_min_bytes and is more than max_inflate_ratio times the compressed bytes received for it so far fails
+     * with WS_E_TOO_BIG ("compression ratio too high"), checked as each chunk is inflated. 0 in either field: no check.
+     */
+    uint32_t max_inflate_ratio;
+    uint64_t inflate_ratio_min_bytes;
 };
 
 struct ws_deflate; /* ws/deflate.h; opaque here */
@@ -122,6 +129,9 @@ struct ws_decoder {
     int error; /* sticky result once FAILED */
     const char *error_reason;
     uint64_t max_message;
+    uint32_t max_ratio;
+    uint64_t ratio_min;
+    uint64_t inflated_total; /* bytes the inflate hook produced since _init (ws_decoder_inflated_bytes()) */
     ws_inflate_fn inflate;
     struct ws_deflate *deflate;
     /* current frame */
@@ -138,7 +148,8 @@ struct ws_decoder {
     bool msg_compressed;
     bool msg_ready_reset; /* the previous MESSAGE event's buffer must be cleared on the next feed */
     uint8_t msg_opcode;
-    uint64_t msg_wire_bytes; /* compressed bytes received for the current message */
+    uint64_t msg_wire_bytes; /* bytes announced by the headers of the current message's frames */
+    uint64_t msg_in_bytes;   /* compressed bytes of the current message handed to the inflate hook so far */
     size_t utf8_done;        /* bytes of msg already UTF-8 validated */
     struct ws_utf8 utf8;
     struct ws_buf msg;
@@ -149,6 +160,14 @@ struct ws_decoder {
 
 /* Prepares a decoder with the given limits (copied). Allocates nothing. */
 void ws_decoder_init(struct ws_decoder *d, const struct ws_limits *lim);
+/*
+ * Replaces the limits (copied) between two feeds, e.g. when the connection logs in and its bound before login
+ * (max_frame_bytes_unauthenticated) becomes max_message_bytes. A frame whose header was already checked keeps going; a
+ * message already buffered beyond a lowered max_message_bytes fails at its next byte.
+ */
+void ws_decoder_set_limits(struct ws_decoder *d, const struct ws_limits *lim);
+/* Total bytes the inflate hook has appended since _init(): the front-end's measure of inflation work (budgets, rate). */
+uint64_t ws_decoder_inflated_bytes(const struct ws_decoder *d);
 /* Frees the message buffer; idempotent. The decoder must be _init()ed again before reuse. */
 void ws_decoder_deinit(struct ws_decoder *d);
 
@@ -174,7 +193,8 @@ void ws_decoder_set_inflate(struct ws_decoder *d, ws_inflate_fn fn, struct ws_de
  *                 1000-1003, 1007-1014, 3000-4999);
  *   WS_E_UTF8     (→ 1007) text message or close reason not valid UTF-8 (detected at the first bad byte; an incomplete
  *                 sequence at the end of the message also fails);
- *   WS_E_TOO_BIG  (→ 1009) frame or message over max_message_bytes (inflated size included);
+ *   WS_E_TOO_BIG  (→ 1009) frame or message over max_message_bytes (inflated size included; a frame header announcing
+ *                 more is refused before any payload byte is buffered), or a compression ratio over max_inflate_ratio;
  *   WS_E_PAYLOAD  (→ 1007) the inflate hook rejected the compressed data;
  *   -ENOMEM, other negative errno (→ 1011).
  * After an error the decoder is FAILED and returns the same error (with the same *reason) for every later call. *reason

@@ -53,6 +53,11 @@ void timer_arm(struct timer *t, uint64_t delay_ms)
     t->seq = ++arm_seq;
 }
 
+void timer_yield(struct timer *t)
+{
+    timer_arm(t, 0);
+}
+
 void timer_disarm(struct timer *t)
 {
     if (t)
