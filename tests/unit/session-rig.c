@@ -48,11 +48,19 @@ static void io_close(void *ud, const char *reason)
     snprintf(r->close_reason, sizeof(r->close_reason), "%s", reason);
 }
 
+static void io_backlog(void *ud, bool pending)
+{
+    struct rig *r = ud;
+    r->backlog = pending;
+    r->backlog_calls++;
+}
+
 static const struct session_io rig_io = {
     .send = io_send,
     .pending = io_pending,
     .pause_reading = io_pause_reading,
     .close = io_close,
+    .backlog = io_backlog,
 };
 
 void rig_init(struct rig *r)

@@ -24,6 +24,8 @@ struct rig {
     size_t pending;   /* what io->pending() answers */
     bool paused;      /* last io->pause_reading() */
     bool closed;      /* io->close() ran */
+    bool backlog;     /* last io->backlog() */
+    size_t backlog_calls;
     char close_reason[128];
     struct excl *excl;                                                     /* env.excl (bridge/excl.h), NULL unless set */
     struct throttle *throttle;                                             /* env.throttle (bridge/throttle.h), NULL unless set */

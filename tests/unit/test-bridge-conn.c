@@ -34,6 +34,8 @@ struct probe {
     int inputs, drains, shutdowns, frees, gones;
     bool kill_in_input;
     bool hand_over_at_bar; /* consume up to '|' and install probe_next_ops */
+    bool yield_one;        /* consume one byte per call, then conn_yield_input() */
+    size_t max_seen;       /* most bytes waiting at one input call */
     struct list conns;     /* the owner's list */
 };
 
@@ -53,6 +55,16 @@ static void probe_input(struct conn *c, void *fe)
 {
     struct probe *p = fe;
     p->inputs++;
+    size_t waiting = evbuffer_get_length(conn_input(c));
+    if (waiting > p->max_seen)
+        p->max_seen = waiting;
+    if (p->yield_one) {
+        evbuffer_remove(conn_input(c), p->got + p->n_got, 1);
+        p->n_got++;
+        if (evbuffer_get_length(conn_input(c)) > 0)
+            conn_yield_input(c);
+        return;
+    }
     if (p->kill_in_input) {
         conn_kill(c);
         CHECK_EQ_INT(p->frees, 0); /* never freed from inside a callback */
@@ -306,6 +318,60 @@ static void test_held_peer_gone(void)
     rig_deinit(&r);
 }
 
+/*
+ * Issue 7: a front-end that spent its budget yields with conn_yield_input() and is called again at the next loop turn,
+ * once per turn (not again within the turn: other sockets are polled first); one read takes at most CONN_READ_MAX.
+ */
+static void test_yield_and_read_bound(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    r.p.yield_one = true;
+    CHECK_EQ_INT(write(r.peer, "abcde", 5), 5);
+    run_until(&r, &r.p.inputs, 1000);
+    CHECK_EQ_INT(r.p.inputs, 1);
+    for (int turn = 2; turn <= 5; turn++) {
+        event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        CHECK_EQ_INT(r.p.inputs, turn); /* exactly one more call per loop turn */
+    }
+    CHECK_EQ_INT(r.p.n_got, 5);
+    CHECK(memcmp(r.p.got, "abcde", 5) == 0);
+    event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_EQ_INT(r.p.inputs, 5); /* nothing left: no more calls */
+    rig_deinit(&r);
+
+    /* 200 KiB at once from the peer: the first input call sees one read's worth, not all that is in the socket */
+    rig_init(&r, 1 << 20);
+    static char big[200 * 1024];
+    memset(big, 'x', sizeof(big));
+    size_t sent = 0;
+    while (sent < sizeof(big)) {
+        ssize_t w = write(r.peer, big + sent, sizeof(big) - sent);
+        if (w <= 0)
+            break;
+        sent += (size_t)w;
+    }
+    run_until(&r, &r.p.inputs, 1000); /* the probe keeps 256 bytes: the first call is the one that shows the read */
+    CHECK(r.p.inputs > 0);
+    CHECK(r.p.max_seen > 0 && r.p.max_seen <= CONN_READ_MAX);
+    rig_deinit(&r);
+}
+
+/* conn_written(): what left the output, so a front-end knows when something it queued is on the wire. */
+static void test_written(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    CHECK_EQ_INT(conn_written(r.p.c), 0);
+    CHECK_EQ_INT(conn_write(r.p.c, "0123456789", 10), 0);
+    uint64_t mark = conn_written(r.p.c) + conn_pending(r.p.c);
+    CHECK_EQ_INT(mark, 10);
+    conn_set_drain_mark(r.p.c, 0);
+    run_until(&r, &r.p.drains, 1000);
+    CHECK_EQ_INT(conn_written(r.p.c), 10);
+    rig_deinit(&r);
+}
+
 static void test_send_limit_and_drain(void)
 {
     struct rig r;
@@ -373,6 +439,8 @@ int main(void)
     RUN(test_pause_resume);
     RUN(test_hold);
     RUN(test_held_peer_gone);
+    RUN(test_yield_and_read_bound);
+    RUN(test_written);
     RUN(test_send_limit_and_drain);
     RUN(test_deadline);
     RUN(test_shutdown_through_ops);

@@ -1256,8 +1256,49 @@ static void test_failed_op_completes(void)
     rig_deinit(&r);
 }
 
+/*
+ * Issue 7: one message of many frames is parsed SESSION_TURN_FRAMES (1024) at a time; the rest waits for the next loop
+ * turn (timer_yield) with io->backlog(true) said, so the front-end feeds nothing more; all frames are handled, in order.
+ */
+static void test_frame_budget(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_connect(&r, "1.2", "0,0");
+    rig_clear(&r);
+    /* 1500 BEGIN/ABORT pairs (3000 frames), a receipt on every 100th ABORT and the last, plus heart-beat EOLs */
+    static char buf[3000 * 40];
+    size_t n = 0;
+    for (int i = 0; i < 1500; i++) {
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "BEGIN\ntransaction:t\n\n%c\n", 0);
+        if (i % 100 == 0 || i == 1499)
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "ABORT\ntransaction:t\nreceipt:r%d\n\n%c", i, 0);
+        else
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "ABORT\ntransaction:t\n\n%c", 0);
+    }
+    rig_feed_n(&r, buf, n);
+    /* the first call stopped at the budget: fewer than all receipts, the front-end told to wait */
+    CHECK(rig_count(&r, "RECEIPT") < 16);
+    CHECK(r.backlog);
+    CHECK(fake_timer_armed() > 0);
+    fake_timer_run();
+    CHECK(!r.backlog);
+    CHECK_EQ_INT(r.backlog_calls, 2);
+    CHECK_EQ_INT(rig_count(&r, "RECEIPT"), 16);
+    CHECK(frame_has(rig_out(&r, 0), "receipt-id:r0"));
+    CHECK(frame_has(rig_out(&r, 15), "receipt-id:r1499"));
+    CHECK(!r.closed);
+    /* a small message afterwards goes through at once, without a backlog */
+    rig_feed(&r, "BEGIN\ntransaction:u\nreceipt:after\n\n");
+    CHECK(frame_has(rig_last(&r), "receipt-id:after"));
+    CHECK_EQ_INT(r.backlog_calls, 2);
+    rig_deinit(&r);
+}
+
 int main(void)
 {
+    RUN(test_frame_budget);
     RUN(test_error_table);
     RUN(test_connect_ok);
     RUN(test_connect_refused);

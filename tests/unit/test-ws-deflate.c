@@ -562,6 +562,66 @@ static void test_bomb(void)
     ws_buf_deinit(&wire);
 }
 
+/*
+ * Issue 7: the decoder's bound before login caps the real inflater too. An unfinished compressed frame (its header
+ * announces more than follows) of a 4 MiB zero bomb, against a 64 KiB bound: refused with WS_E_TOO_BIG, and the
+ * message buffer never grew past the bound; the same frame under a 16 MiB bound with the ratio check refuses it on
+ * the ratio. Fed whole and in random pieces.
+ */
+static void test_decoder_unauthenticated_bound(void)
+{
+    struct ws_buf wire;
+    ws_buf_init(&wire, SIZE_MAX);
+    bomb(4u << 20, &wire);
+    CHECK(wire.len < 8192);
+    static const uint8_t mask[4] = {1, 2, 3, 4};
+    size_t cap = wire.len + 64;
+    uint8_t *frame = malloc(cap);
+    size_t n = ws_frame_client_encode(frame, cap, WS_OP_BINARY, true, 4, mask, wire.data, wire.len);
+    CHECK(n > 0 && n > wire.len);
+    /* announce 1000 bytes more than are sent: the length is 16-bit here (wire.len + 1000 < 65536) */
+    CHECK_EQ_INT(frame[1] & 0x7f, 126);
+    uint16_t announced = (uint16_t)(wire.len + 1000);
+    frame[2] = (uint8_t)(announced >> 8);
+    frame[3] = (uint8_t)announced;
+    struct {
+        struct ws_limits lim;
+        const char *reason;
+    } cases[] = {
+        {{.max_message_bytes = 65536}, "inflated message too big"},
+        {{.max_message_bytes = 16u << 20, .max_inflate_ratio = 256, .inflate_ratio_min_bytes = 1u << 20},
+         "compression ratio too high"},
+    };
+    for (size_t c = 0; c < 2; c++) {
+        for (int mode = 0; mode < SPLIT_MODES; mode++) {
+            if (mode == SPLIT_BYTES)
+                continue; /* slow; the split logic is the same */
+            struct ws_deflate *rx = make(15, 15, false, false, 16u << 20);
+            struct ws_decoder d;
+            ws_decoder_init(&d, &cases[c].lim);
+            ws_decoder_set_inflate(&d, ws_deflate_inflate, rx);
+            uint64_t seed = 7;
+            size_t pos = 0;
+            int r = WS_NEED_MORE;
+            const char *reason = NULL;
+            while (pos < n && r == WS_NEED_MORE) {
+                size_t k = split_next((enum split_mode)mode, n - pos, &seed);
+                size_t used = 0;
+                struct ws_event ev;
+                r = ws_decoder_feed(&d, frame + pos, k, &used, &ev, &reason);
+                pos += used;
+                CHECK(d.msg.cap <= cases[c].lim.max_message_bytes);
+            }
+            CHECK_EQ_INT(r, WS_E_TOO_BIG);
+            CHECK(reason && strcmp(reason, cases[c].reason) == 0);
+            ws_decoder_deinit(&d);
+            ws_deflate_free(rx);
+        }
+    }
+    free(frame);
+    ws_buf_deinit(&wire);
+}
+
 static void test_new_args(void)
 {
     struct ws_deflate_config cfg;
@@ -593,6 +653,7 @@ int main(void)
     RUN(test_round_trips);
     RUN(test_compress_bounds);
     RUN(test_bomb);
+    RUN(test_decoder_unauthenticated_bound);
     RUN(test_new_args);
     return harness_done();
 }

@@ -657,6 +657,98 @@ static void test_deflate_hook(void)
     CHECK_EQ_INT(expect_error(&in, BIG, fake_corrupt, WS_E_PAYLOAD), 1007);
 }
 
+/* Writes 1000 bytes of 'x' per input byte: a bomb's ratio. */
+static int fake_bomb(struct ws_deflate *z, const uint8_t *in, size_t len, bool fin, struct ws_buf *out, const char **reason)
+{
+    (void)z, (void)in, (void)fin;
+    int r = ws_buf_reserve(out, len * 1000);
+    if (r != 0) {
+        *reason = "inflated message too big";
+        return r;
+    }
+    memset(out->data + out->len, 'x', len * 1000);
+    out->len += len * 1000;
+    return 0;
+}
+
+/* Feeds `in` whole to a decoder with `lim` and hook `fn`; returns the result, *events the events delivered. */
+static int feed_with(struct ws_decoder *d, const struct input *in, size_t *events, const char **reason)
+{
+    size_t off = 0;
+    *events = 0;
+    for (;;) {
+        size_t used = 0;
+        struct ws_event ev;
+        int r = ws_decoder_feed(d, in->b + off, in->len - off, &used, &ev, reason);
+        off += used;
+        if (r != 0)
+            return r;
+        (*events)++;
+    }
+}
+
+/* ws_decoder_set_limits(): the bound before login, then the normal one (issue 7), and the inflation ratio. */
+static void test_limits_change_and_ratio(void)
+{
+    struct input in = {.len = 0};
+    struct ws_decoder d;
+    struct ws_limits small = {.max_message_bytes = 16}, big = {.max_message_bytes = 64};
+    size_t n;
+    const char *reason = NULL;
+    static const char s20[] = "0123456789abcdefghij", s40[] = "0123456789abcdefghij0123456789abcdefghij";
+    /* refused at the small bound from the header alone */
+    ws_decoder_init(&d, &small);
+    add_str(&in, WS_OP_TEXT, true, s20);
+    in.len = 2;
+    CHECK_EQ_INT(feed_with(&d, &in, &n, &reason), WS_E_TOO_BIG);
+    ws_decoder_deinit(&d);
+    /* raised between messages: the next message may use it */
+    ws_decoder_init(&d, &small);
+    in.len = 0;
+    add_str(&in, WS_OP_TEXT, true, "0123456789");
+    CHECK_EQ_INT(feed_with(&d, &in, &n, &reason), WS_NEED_MORE);
+    CHECK_EQ_INT(n, 1);
+    ws_decoder_set_limits(&d, &big);
+    in.len = 0;
+    add_str(&in, WS_OP_TEXT, true, s40);
+    CHECK_EQ_INT(feed_with(&d, &in, &n, &reason), WS_NEED_MORE);
+    CHECK_EQ_INT(n, 1);
+    in.len = 0;
+    add_str(&in, WS_OP_TEXT, true, "0123456789abcdefghij0123456789abcdefghij0123456789abcdefghij01234");
+    CHECK_EQ_INT(feed_with(&d, &in, &n, &reason), WS_E_TOO_BIG);
+    ws_decoder_deinit(&d);
+
+    /* ratio: 10 compressed bytes inflating to 10000 */
+    struct {
+        uint32_t ratio;
+        uint64_t min;
+        int want;
+    } cases[] = {
+        {100, 4096, WS_E_TOO_BIG},  /* 1000:1 over 4 KiB */
+        {0, 4096, WS_NEED_MORE},    /* check off */
+        {2000, 4096, WS_NEED_MORE}, /* ratio allowed */
+        {100, 20000, WS_NEED_MORE}, /* not large enough to matter */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ws_limits lim = {
+            .max_message_bytes = BIG, .max_inflate_ratio = cases[i].ratio, .inflate_ratio_min_bytes = cases[i].min};
+        ws_decoder_init(&d, &lim);
+        ws_decoder_set_inflate(&d, fake_bomb, NULL);
+        in.len = 0;
+        add(&in, WS_OP_BINARY, true, 4, "0123456789", 10);
+        reason = NULL;
+        CHECK_EQ_INT(feed_with(&d, &in, &n, &reason), cases[i].want);
+        if (cases[i].want == WS_E_TOO_BIG) {
+            CHECK(reason && strcmp(reason, "compression ratio too high") == 0);
+            CHECK_EQ_INT(n, 0);
+        } else {
+            CHECK_EQ_INT(n, 1);
+            CHECK_EQ_INT(ws_decoder_inflated_bytes(&d), 10000);
+        }
+        ws_decoder_deinit(&d);
+    }
+}
+
 /* RFC 7692 §7.2.3.1-2 examples through the real inflater: one frame, fragmented, and context takeover. */
 static void test_rfc7692_examples(void)
 {
@@ -861,6 +953,7 @@ int main(void)
     RUN(test_after_close_discarded);
     RUN(test_one_event_per_call);
     RUN(test_deflate_hook);
+    RUN(test_limits_change_and_ratio);
     RUN(test_rfc7692_examples);
     RUN(test_header_encode);
     RUN(test_control_encode);
