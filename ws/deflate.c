@@ -31,6 +31,13 @@ static const uint8_t deflate_tail[4] = {0x00, 0x00, 0xff, 0xff};
 #define ZCHUNK_MAX ((size_t)UINT_MAX)
 /* Output growth step when the caller's buffer is full. */
 #define GROW_STEP 16384
+/*
+ * Most DEFLATE streams ended (BFINAL) inside one message. Each end restarts the inflater with a copy of its window
+ * (up to 32 KiB out and back in) for 2 bytes of input: without a bound, a message of empty final blocks costs a
+ * thousand times its size in CPU (issue 7). Encoders end a message's stream once at most (Z_FINISH instead of a sync
+ * flush); a message with more is refused as invalid.
+ */
+#define MAX_STREAM_ENDS 8
 
 struct ws_deflate {
     struct ws_deflate_params params;
@@ -45,6 +52,7 @@ struct ws_deflate {
     bool after_final;     /* zlib's stream just ended on a BFINAL block and no byte followed it yet */
     size_t msg_start_len; /* out->len when the current message started */
     size_t msg_in;        /* compressed bytes of the current message */
+    unsigned msg_ends;    /* BFINAL stream ends in the current message (MAX_STREAM_ENDS) */
 
     z_stream def;
     bool def_ready;
@@ -473,6 +481,8 @@ static int inflate_chunk(struct ws_deflate *z, const uint8_t *in, size_t len, bo
         if (avail_in != z->inf.avail_in)
             z->after_final = false;
         if (zr == Z_STREAM_END) {
+            if (++z->msg_ends > MAX_STREAM_ENDS)
+                return set_reason(reason, "too many compressed stream ends in one message", WS_E_PAYLOAD);
             r = inflater_restart(z);
             if (r != 0)
                 return set_reason(reason, "out of memory inflating message", r);
@@ -537,6 +547,7 @@ int ws_deflate_inflate(struct ws_deflate *z, const uint8_t *in, size_t len, bool
         z->in_message = true;
         z->msg_start_len = out->len;
         z->msg_in = 0;
+        z->msg_ends = 0;
     }
     if (len > 0) {
         z->msg_in += len;

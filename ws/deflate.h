@@ -122,7 +122,8 @@ void ws_deflate_free(struct ws_deflate *z);
  * Returns
  *   0             chunk consumed (and, with fin, the message is complete in `out`);
  *   WS_E_TOO_BIG  inflated message over a bound → close 1009;
- *   WS_E_PAYLOAD  corrupt DEFLATE data or a message not ending on a block boundary → close 1007;
+ *   WS_E_PAYLOAD  corrupt DEFLATE data, a message not ending on a block boundary, or more than 8 DEFLATE streams ended
+ *                 (BFINAL) in one message (each end costs a copy of the window: a CPU bound) → close 1007;
  *   -ENOMEM       allocation failure (zlib state or `out`) → close 1011.
  * After an error the connection must be closed: the state is unusable for further messages (ws_deflate_free() is safe).
  * *reason is set to a static string on every non-zero return (reason may be NULL).

@@ -622,6 +622,32 @@ static void test_decoder_unauthenticated_bound(void)
     ws_buf_deinit(&wire);
 }
 
+/*
+ * Issue 7: each BFINAL block restarts the inflater with a copy of its window; more than 8 stream ends in one message
+ * are refused (WS_E_PAYLOAD), 8 are fine, and the count starts again with the next message.
+ */
+static void test_stream_ends_bounded(void)
+{
+    /* 03 00: an empty final block with fixed Huffman codes (BFINAL 1, BTYPE 01, end-of-block) */
+    uint8_t msg[2 * 9];
+    for (size_t i = 0; i < sizeof(msg); i += 2) {
+        msg[i] = 0x03;
+        msg[i + 1] = 0x00;
+    }
+    for (int mode = 0; mode < SPLIT_MODES; mode++) {
+        uint64_t seed = 11;
+        struct ws_deflate *rx = make(15, 15, false, false, 1 << 20);
+        struct ws_buf out;
+        ws_buf_init(&out, SIZE_MAX);
+        CHECK_EQ_INT(inflate_msg(rx, msg, 16, (enum split_mode)mode, &seed, &out), 0);
+        CHECK_EQ_INT(out.len, 0);
+        CHECK_EQ_INT(inflate_msg(rx, msg, 16, (enum split_mode)mode, &seed, &out), 0);
+        CHECK_EQ_INT(inflate_msg(rx, msg, sizeof(msg), (enum split_mode)mode, &seed, &out), WS_E_PAYLOAD);
+        ws_buf_deinit(&out);
+        ws_deflate_free(rx);
+    }
+}
+
 static void test_new_args(void)
 {
     struct ws_deflate_config cfg;
@@ -654,6 +680,7 @@ int main(void)
     RUN(test_compress_bounds);
     RUN(test_bomb);
     RUN(test_decoder_unauthenticated_bound);
+    RUN(test_stream_ends_bounded);
     RUN(test_new_args);
     return harness_done();
 }
