@@ -20,7 +20,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const T = require('./lib/target');
-const { WsRaw, wsFrame, deflate, procStatus } = require('./lib/wsraw');
+const { WsRaw, wsFrame, deflate, procStatus, sanitized } = require('./lib/wsraw');
 const { encodeFrame } = require('./lib/raw');
 const { withTimeout, waitFor, unique, WAIT_MS } = require('./lib/util');
 
@@ -80,7 +80,7 @@ describe('hostile WebSocket clients: memory', { skip }, () => {
     const growMiB = (afterSt.rss - before.rss) / 1024;
     const t = `${conns.length} connections, ${(sent / 1024).toFixed(0)} KiB sent: RSS +${growMiB.toFixed(1)} MiB (VmHWM ${(afterSt.hwm / 1024).toFixed(0)} MiB)`;
     console.log(`# figure: unfinished compressed frames: ${t}`);
-    assert.ok(growMiB < 16, t);
+    if (!sanitized(pid)) assert.ok(growMiB < 16, t);
     for (const c of conns) {
       const cl = await c.expectClose();
       assert.equal(cl.code, 1009);
@@ -126,7 +126,7 @@ describe('hostile WebSocket clients: memory', { skip }, () => {
     const growMiB = (afterSt.rss - before.rss) / 1024;
     const t = `${total} MiB of pings, never read: RSS +${growMiB.toFixed(1)} MiB`;
     console.log(`# figure: ping flood: ${t}`);
-    assert.ok(growMiB < 24, t);
+    if (!sanitized(pid)) assert.ok(growMiB < 24, t); // ASan's quarantine keeps the freed read buffers
     c.sock.resume();
     await withTimeout(
       new Promise((resolve) => {
