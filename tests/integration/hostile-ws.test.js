@@ -10,7 +10,7 @@
 //   RSS stays flat, and the last ping still gets its pong once the client reads;
 // - a client that makes warren reply (receipts) without reading is not read while its output is over
 //   client_send_buffer_bytes, so it is neither closed as too slow nor allowed to grow warren's output;
-// - a compressed message inflating absurdly is refused (max_inflate_ratio), a legitimate 4 MiB one passes;
+// - a compressed message inflating absurdly is refused (max_inflate_ratio), a legitimate 3.5 MiB one passes;
 // - one message of 190k BEGIN/ABORT frames is handled in slices of the session's per-turn budget, all in order (the
 //   other clients' round trips meanwhile are measured in hostile-ws-flood).
 //
@@ -22,7 +22,7 @@ const assert = require('node:assert/strict');
 const T = require('./lib/target');
 const { WsRaw, wsFrame, deflate, procStatus, sanitized } = require('./lib/wsraw');
 const { encodeFrame } = require('./lib/raw');
-const { withTimeout, waitFor, unique, WAIT_MS } = require('./lib/util');
+const { withTimeout, waitFor, WAIT_MS } = require('./lib/util');
 
 const skip = T.suiteSkip() || T.warrenOnly('warren limits and /proc figures of the warren process');
 
@@ -35,6 +35,13 @@ const NEWLINES = Buffer.alloc(4 * MiB, 0x0a);
 /** Lets warren's loop go round: a ping answered on `c` means everything sent before it on the same worker was read. */
 async function settle(c) {
   await c.pingRtt();
+}
+
+/** n headers x-pad-<i> with values from value(): a big frame that needs no broker (each line under 64 KiB). */
+function padHeaders(n, value) {
+  const h = {};
+  for (let i = 0; i < n; i++) h[`x-pad-${i}`] = value();
+  return h;
 }
 
 /** BEGIN/ABORT pairs of transaction t (22 bytes each frame), a receipt on the last ABORT and every receiptEvery-th. */
@@ -102,7 +109,7 @@ describe('hostile WebSocket clients: memory', { skip }, () => {
   it('after CONNECTED a 1 MiB message is accepted', async () => {
     const c = await WsRaw.open(target.port);
     await c.login();
-    c.sendStomp('SEND', { destination: `/topic/${unique('hostile-ws')}`, receipt: 'big-r' }, 'x'.repeat(MiB));
+    c.sendStomp('BEGIN', { transaction: 'big', receipt: 'big-r', ...padHeaders(17, () => 'x'.repeat(60000)) });
     const f = await c.next('RECEIPT');
     assert.match(f.payload.toString(), /^RECEIPT\nreceipt-id:big-r\n/);
     c.destroy();
@@ -206,12 +213,12 @@ describe('hostile WebSocket clients: CPU', { skip }, () => {
     await target?.stop();
   });
 
-  it('a compressed message inflating more than max_inflate_ratio is refused; a legitimate 4 MiB one passes', async () => {
+  it('a compressed message inflating more than max_inflate_ratio is refused; a legitimate 3.5 MiB one passes', async () => {
     const c = await WsRaw.open(target.port, { deflate: true });
     await c.login();
-    // Base64 of random bytes: a 4 MiB frame (4 KiB under max_frame_bytes) that compresses about 1.3:1.
-    const body = require('node:crypto').randomBytes(3 * MiB - 3072).toString('base64');
-    c.write(c.message(encodeFrame('SEND', { destination: `/topic/${unique('hostile-ws')}`, receipt: 'legit' }, body), { compress: true }));
+    // Base64 of random bytes: a 3.4 MiB frame that compresses about 1.3:1 (in headers: no broker involved).
+    const rnd = () => require('node:crypto').randomBytes(45000).toString('base64');
+    c.write(c.message(encodeFrame('BEGIN', { transaction: 'x', receipt: 'legit', ...padHeaders(60, rnd) }), { compress: true }));
     assert.match((await c.next('RECEIPT')).payload.toString(), /receipt-id:legit/);
     // 4 MiB of newlines: ~4 KiB on the wire.
     c.write(c.message(NEWLINES, { compress: true }));
