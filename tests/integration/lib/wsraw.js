@@ -216,14 +216,6 @@ function cpuMs(pid) {
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
-/**
- * true when the process runs under AddressSanitizer: its allocator keeps freed memory in quarantine (up to 256 MiB), so
- * RSS growth says nothing about what warren holds; attack tests then report the figure without asserting on it.
- */
-function sanitized(pid) {
-  return /libasan|libclang_rt\.asan/.test(fs.readFileSync(`/proc/${pid}/maps`, 'utf8'));
-}
-
 /** p50/p99/max of a list of numbers. */
 function percentiles(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -231,4 +223,4 @@ function percentiles(xs) {
   return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
 }
 
-module.exports = { WsRaw, wsFrame, deflate, procStatus, cpuMs, percentiles, sanitized };
+module.exports = { WsRaw, wsFrame, deflate, procStatus, cpuMs, percentiles };
