@@ -679,7 +679,10 @@ int session_feed(struct session *s, const char *data, size_t len)
     stomp_heartbeat_received(&s->tm.hb, timer_now_ms());
     if (len == 0)
         return 0;
-    size_t bound = s->conf->max_frame_bytes + s->conf->max_message_bytes;
+    /* Before CONNECTED (while the broker or the login throttle answers) a client may have at most two frames of
+     * max_frame_bytes_unauthenticated waiting, not 8 MiB (issue 7). */
+    size_t bound =
+        s->connected ? s->conf->max_frame_bytes + s->conf->max_message_bytes : 2 * s->conf->max_frame_bytes_unauthenticated;
     if (s->in.len + len > bound) {
         char num[24];
         (void)SESSION_FAIL(s, NULL, TOO_MUCH_INPUT, session_arg_int(num, sizeof(num), (long long)bound));

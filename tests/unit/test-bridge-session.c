@@ -1296,9 +1296,32 @@ static void test_frame_budget(void)
     rig_deinit(&r);
 }
 
+/*
+ * Issue 7: while CONNECT waits for the broker nothing is parsed; what a client sends meanwhile is held, at most two
+ * max_frame_bytes_unauthenticated (it was max_frame_bytes + max_message_bytes, 8 MiB, per connection before login).
+ */
+static void test_input_held_before_connected(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    rig_feed(&r, "CONNECT\naccept-version:1.2\nlogin:bob\npasscode:x\n\n");
+    CHECK(!r.closed);
+    static char chunk[60000];
+    memset(chunk, '\n', sizeof(chunk));
+    rig_feed_n(&r, chunk, sizeof(chunk));
+    rig_feed_n(&r, chunk, sizeof(chunk));
+    CHECK(!r.closed); /* 120000 bytes held: under 2 x 65536 */
+    rig_feed_n(&r, chunk, sizeof(chunk));
+    CHECK(r.closed);
+    CHECK(frame_has(rig_last(&r), "message:Too much input"));
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_frame_budget);
+    RUN(test_input_held_before_connected);
     RUN(test_error_table);
     RUN(test_connect_ok);
     RUN(test_connect_refused);
