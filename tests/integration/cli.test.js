@@ -84,7 +84,7 @@ describe('cli: options and configuration', { skip: binSkip() }, () => {
       const conf = writeConf(
         'ok.conf',
         `# a valid file\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nbrokers = 127.0.0.1:5672, [::1]:5673\n` +
-          'max_frame_bytes = 8m   # with a comment\ndefault_pass = "a # b"\nws_frame = BINARY\n',
+          'max_frame_bytes = 40m   # with a comment\ndefault_pass = "a # b"\nws_frame = BINARY\n',
       );
       const r = await run(['-t', '-c', conf]);
       assert.equal(r.code, 0, r.stderr);

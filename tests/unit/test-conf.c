@@ -83,8 +83,8 @@ static void test_defaults(void)
     CHECK(strcmp(c.brokers.items[0], "127.0.0.1:5672") == 0);
     CHECK_EQ_INT(c.amqp_channel_max, 2047);
     CHECK_EQ_INT(c.amqp_idle_close_ms, 30000);
-    CHECK_EQ_INT(c.max_message_bytes, 4198400);
-    CHECK_EQ_INT(c.max_frame_bytes, 4194304);
+    CHECK_EQ_INT(c.max_message_bytes, 33558528);
+    CHECK_EQ_INT(c.max_frame_bytes, 33554432);
     CHECK(c.ws_frame == CONF_WS_FRAME_TEXT);
     CHECK(c.log_level == CONF_LOG_INFO);
     CHECK(c.compression == true);
@@ -436,11 +436,11 @@ static int validate_with(const char *set)
 static void test_validate(void)
 {
     static const struct bad_case bad[] = {
-        {"max_body_bytes=5m", "max_body_bytes: 5242880 is above max_frame_bytes (4194304)"},
-        {"max_frame_bytes_unauthenticated=8m", "max_frame_bytes_unauthenticated:"},
+        {"max_body_bytes=33m", "max_body_bytes: 34603008 is above max_frame_bytes (33554432)"},
+        {"max_frame_bytes_unauthenticated=40m", "max_frame_bytes_unauthenticated:"},
         {"max_frame_bytes=2k", "max_body_bytes:"},
-        {"max_header_line_bytes=8m", "max_header_line_bytes:"},
-        {"client_send_buffer_bytes=32m", "client_send_buffer_bytes:"},
+        {"max_header_line_bytes=40m", "max_header_line_bytes:"},
+        {"client_send_buffer_bytes=80m", "client_send_buffer_bytes:"},
         {"default_prefetch_count=200;max_prefetch_count=100", "default_prefetch_count:"},
         {"tls_cert_file=/c.pem", "tls_cert_file: set without tls_key_file"},
         {"tls_key_file=/k.pem", "tls_key_file: set without tls_cert_file"},
