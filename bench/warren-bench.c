@@ -684,6 +684,8 @@ static void cycle_done(struct bench *b, struct conn *c)
     b->recv_total++;
     conn_close(b, c);
     b->connecting--;
+    if (b->phase == PH_SETUP)
+        start_run(b); /* the warm-up cycle (the server's first login for these credentials) is not timed */
     if (b->phase == PH_RUN) {
         c->next_pending = b->pending;
         b->pending = c;
@@ -1166,10 +1168,14 @@ static int setup(struct bench *b)
             b->conns[i].next_pending = b->pending;
             b->pending = &b->conns[i];
         }
-        if (o->scenario == SC_IDLE)
+        if (o->scenario == SC_CHURN) {
+            unsigned conc = o->conc;
+            o->conc = 1; /* one warm-up cycle first, see cycle_done() */
             start_pending(b);
-        else
-            start_run(b);
+            o->conc = conc;
+        } else {
+            start_pending(b);
+        }
         return b->phase == PH_DONE ? -EIO : 0;
     }
     for (unsigned i = 0; i < b->nconns; i++)
