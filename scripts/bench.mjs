@@ -1,263 +1,86 @@
 #!/usr/bin/env node
-// scripts/bench.mjs — warren's benchmark client: STOMP over WebSocket load against any Web-STOMP-compatible endpoint.
+// scripts/bench.mjs — the table of scripts/bench: reads the RESULT lines it collected (one per run, prefixed with
+// "target=warren|webstomp|amqp run=N") and prints markdown: medians per scenario and target, and the ratios.
 //
-//   node scripts/bench.mjs --url ws://127.0.0.1:15674/ws [--scenario fanout|queue|idle] [options] [--json]
+//   node scripts/bench.mjs RESULTS-FILE
 //
-// Scenarios (each prints one result line, or JSON with --json):
-//   fanout  P publishers send M messages each to /topic/<run>; S subscribers each receive all P*M (ack:auto).
-//           Reports delivered msgs/s (S*P*M / wall time) and end-to-end latency percentiles (send stamp in the body).
-//   queue   P publishers send M messages each to /queue/<run> (a durable queue, as /queue/ declares by default: use a
-//           throw-away broker); S competing consumers with ack:client-individual and prefetch 100 drain it.
-//           Reports msgs/s and latency.
-//   idle    opens N STOMP sessions (CONNECT + one SUBSCRIBE each) and holds them; reports the memory growth per session
-//           when --pid is given (the sum of VmRSS over a comma-separated pid list, before and after: pass warren's pid
-//           AND the broker's beam.smp pid for warren, since its sessions also cost the broker channels and queues, and
-//           the beam.smp pid alone for Web-STOMP) and the connect rate. With --deflate the sessions negotiate
-//           permessage-deflate (as browsers do) and each receives one 512-byte message before the second reading. --gc-cmd CMD runs CMD before each reading (scripts/bench
-//           passes a rabbitmqctl eval that garbage-collects every Erlang process).
-// Publishers keep at most --window unreceipted SENDs in flight (a receipt every --window/2 frames), so the broker's
-// confirms pace them the same way on every target. Raw frames over the `ws` package: the client does as little as
-// possible so the server is what is measured. The machine is small and noisy: run each case several times and compare
-// medians (scripts/bench does that for warren and Web-STOMP in the same run).
-import { WebSocket } from 'ws';
+// Throughput is deliveries/s at the subscribers (receipts/s for receipts, sessions/s for idle connects, cycles/s for
+// churn). CPU is server-side CPU-seconds per million deliveries: warren + broker for warren, the broker alone for
+// Web-STOMP and AMQP (the same beam.smp). A cell marked "!" had loss, duplicates or errors in at least one run.
 import { readFileSync } from 'node:fs';
-import { execSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 
-const args = parseArgs(process.argv.slice(2));
-const url = args.url || 'ws://127.0.0.1:15674/ws';
-const scenario = args.scenario || 'fanout';
-const publishers = +(args.publishers ?? 2);
-const subscribers = +(args.subscribers ?? 4);
-const messages = +(args.messages ?? 5000);
-const size = +(args.size ?? 256);
-const windowSize = +(args.window ?? 200);
-const sessions = +(args.sessions ?? 500);
-const login = args.login || 'guest';
-const passcode = args.passcode || 'guest';
-const timeoutMs = +(args.timeout ?? 120000);
-
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const key = a.slice(2);
-    if (key === 'json' || key === 'deflate') out[key] = true;
-    else out[key] = argv[++i];
-  }
-  return out;
+const file = process.argv[2];
+if (!file) {
+  console.error('usage: node scripts/bench.mjs RESULTS-FILE');
+  process.exit(2);
 }
+const rows = readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('RESULT')).map((l) => {
+  const r = {};
+  for (const kv of l.replace('RESULT ', '').trim().split(/\s+/)) {
+    const i = kv.indexOf('=');
+    if (i > 0) r[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return r;
+});
+const num = (v) => (v === undefined || v === '' || Number.isNaN(Number(v)) ? undefined : Number(v));
+const median = (a) => {
+  const s = a.filter((x) => x !== undefined && Number.isFinite(x)).sort((x, y) => x - y);
+  if (s.length === 0) return undefined;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const labels = [...new Set(rows.map((r) => r.label).filter(Boolean))];
+const of = (label, target) => rows.filter((r) => r.label === label && r.target === target);
+const med = (label, target, f) => median(of(label, target).map(f));
+const bad = (label, target) =>
+  of(label, target).some((r) => r.scenario === 'failed' || num(r.loss) > 0 || num(r.dup) > 0 || num(r.errors) > 0);
+const fmt = (v, d = 0) => {
+  if (v === undefined) return '—';
+  if (Math.abs(v) >= 10000) return `${(v / 1000).toFixed(1)} k`;
+  return v.toFixed(d);
+};
+const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}×`);
+const cpuPerM = (r) => {
+  const recv = num(r.recv) ?? num(r.cycles);
+  if (!recv) return undefined;
+  const cpu = (num(r.cpu_server) ?? 0) + (num(r.cpu_broker) ?? 0);
+  return (cpu / recv) * 1e6;
+};
+const ms = (v) => {
+  if (v === undefined) return '—';
+  const x = v / 1000;
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+};
 
-function frame(cmd, headers, body = '') {
-  let s = cmd + '\n';
-  for (const [k, v] of Object.entries(headers)) s += `${k}:${v}\n`;
-  return s + '\n' + body + '\0';
+const runs = median(labels.map((l) => of(l, 'warren').length));
+console.log(`medians of ${runs ?? 0} runs; rates in deliveries/s (receipts/s, cycles/s); latency in ms; CPU-s per million deliveries, server side\n`);
+console.log('| scenario | warren | Web-STOMP | warren / Web-STOMP | AMQP | warren / AMQP | p50 warren / Web-STOMP / AMQP | p99 warren / Web-STOMP / AMQP | CPU-s/M warren+broker / Web-STOMP / AMQP | generator CPU % w / ws |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+const idle = [];
+for (const l of labels) {
+  const first = rows.find((r) => r.label === l && r.scenario !== 'failed');
+  if (first && first.scenario === 'idle') {
+    idle.push(l);
+    continue;
+  }
+  const rate = (t) => med(l, t, (r) => num(r.rate));
+  const [w, s, a] = ['warren', 'webstomp', 'amqp'].map(rate);
+  const mark = (t) => (bad(l, t) ? ' !' : '');
+  const lat = (q) => ['warren', 'webstomp', 'amqp'].map((t) => ms(med(l, t, (r) => num(r[q])))).join(' / ');
+  const cpu = ['warren', 'webstomp', 'amqp'].map((t) => fmt(med(l, t, cpuPerM), 1)).join(' / ');
+  const gen = ['warren', 'webstomp'].map((t) => fmt(med(l, t, (r) => num(r.cpu_self_pct)))).join(' / ');
+  console.log(`| ${l} | ${fmt(w)}${mark('warren')} | ${fmt(s)}${mark('webstomp')} | ${ratio(w, s)} | ${fmt(a)}${mark('amqp')} | ${ratio(w, a)} | ${lat('p50_us')} | ${lat('p99_us')} | ${cpu} | ${gen} |`);
 }
-
-// Minimal STOMP session over one WebSocket: parses frames (NUL-terminated; bodies here never contain NUL).
-class Session {
-  constructor() {
-    this.handlers = new Map(); // receipt-id -> resolve
-    this.onMessage = null;
-    this.buf = '';
-  }
-  open() {
-    return new Promise((resolve, reject) => {
-      this.ws = new WebSocket(url, ['v12.stomp'], { perMessageDeflate: !!args.deflate });
-      this.ws.on('error', reject);
-      this.ws.on('open', () => {
-        this.ws.send(frame('CONNECT', { 'accept-version': '1.2', host: '/', login, passcode, 'heart-beat': '0,0' }));
-      });
-      this.ws.on('message', (data) => {
-        this.buf += data.toString();
-        let nul;
-        while ((nul = this.buf.indexOf('\0')) >= 0) {
-          const raw = this.buf.slice(0, nul).replace(/^\n+/, '');
-          this.buf = this.buf.slice(nul + 1);
-          if (raw.length === 0) continue;
-          const f = parseFrame(raw);
-          if (f.cmd === 'CONNECTED') resolve(this);
-          else if (f.cmd === 'MESSAGE' && this.onMessage) this.onMessage(f);
-          else if (f.cmd === 'RECEIPT') {
-            const h = this.handlers.get(f.headers['receipt-id']);
-            this.handlers.delete(f.headers['receipt-id']);
-            if (h) h();
-          } else if (f.cmd === 'ERROR') {
-            reject(new Error(`ERROR ${f.headers.message}: ${f.body}`));
-            console.error(`server ERROR: ${f.headers.message}: ${f.body}`);
-            process.exit(2);
-          }
-        }
-      });
-    });
-  }
-  send(cmd, headers, body) {
-    this.ws.send(frame(cmd, headers, body));
-  }
-  receipt(cmd, headers, body) {
-    const id = randomBytes(6).toString('hex');
-    return new Promise((resolve) => {
-      this.handlers.set(id, resolve);
-      this.send(cmd, { ...headers, receipt: id }, body);
-    });
-  }
-  close() {
-    try {
-      this.ws.terminate();
-    } catch {}
+if (idle.length) {
+  console.log('\n| idle sessions | connect rate warren / Web-STOMP (ratio) | kB per session: warren + broker / Web-STOMP (broker) (ratio) | warren alone kB/session | idle CPU % of a core: warren / its broker / Web-STOMP broker |');
+  console.log('|---|---|---|---|---|');
+  for (const l of idle) {
+    const cr = ['warren', 'webstomp'].map((t) => med(l, t, (r) => num(r.connect_rate)));
+    const kb = ['warren', 'webstomp'].map((t) =>
+      med(l, t, (r) => (num(r.kb_per_session_server) ?? 0) + (num(r.kb_per_session_broker) ?? 0)));
+    const wk = med(l, 'warren', (r) => num(r.kb_per_session_server));
+    const cpu = [med(l, 'warren', (r) => num(r.idle_cpu_pct_server)), med(l, 'warren', (r) => num(r.idle_cpu_pct_broker)),
+      med(l, 'webstomp', (r) => num(r.idle_cpu_pct_broker))];
+    const n = med(l, 'warren', (r) => num(r.sessions));
+    console.log(`| ${fmt(n)}${bad(l, 'warren') ? ' !' : ''} | ${fmt(cr[0])} / ${fmt(cr[1])}${bad(l, 'webstomp') ? ' !' : ''} (${ratio(cr[0], cr[1])}) | ${fmt(kb[0], 1)} / ${fmt(kb[1], 1)} (${ratio(kb[0], kb[1])}) | ${fmt(wk, 1)} | ${cpu.map((c) => fmt(c, 2)).join(' / ')} |`);
   }
 }
-
-function parseFrame(raw) {
-  const end = raw.indexOf('\n\n');
-  const head = end >= 0 ? raw.slice(0, end) : raw;
-  const body = end >= 0 ? raw.slice(end + 2) : '';
-  const lines = head.split('\n');
-  const headers = {};
-  for (const l of lines.slice(1)) {
-    const i = l.indexOf(':');
-    if (i > 0 && !(l.slice(0, i) in headers)) headers[l.slice(0, i)] = l.slice(i + 1);
-  }
-  return { cmd: lines[0], headers, body };
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-async function publish(session, destination, count, payloadPad) {
-  let inflight = [];
-  for (let i = 0; i < count; i++) {
-    const body = `${process.hrtime.bigint()}|${payloadPad}`;
-    if ((i + 1) % Math.max(1, windowSize >> 1) === 0 || i === count - 1) {
-      inflight.push(session.receipt('SEND', { destination, 'content-type': 'text/plain' }, body));
-      if (inflight.length >= 2) await inflight.shift();
-    } else {
-      session.send('SEND', { destination, 'content-type': 'text/plain' }, body);
-    }
-  }
-  await Promise.all(inflight);
-}
-
-function withTimeout(p, what) {
-  let t;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`timeout: ${what}`)), timeoutMs))),
-  ]);
-}
-
-async function flow(kind) {
-  const run = `bench.${Date.now()}.${randomBytes(3).toString('hex')}`;
-  const destination = kind === 'fanout' ? `/topic/${run}` : `/queue/${run}`;
-  const pad = 'x'.repeat(Math.max(0, size - 24));
-  const perSub = kind === 'fanout' ? publishers * messages : 0;
-  const total = kind === 'fanout' ? subscribers * perSub : publishers * messages;
-  const latencies = [];
-  let received = 0;
-  let done;
-  const allIn = new Promise((r) => (done = r));
-  const subs = [];
-  for (let i = 0; i < subscribers; i++) {
-    const s = await new Session().open();
-    const manual = kind === 'queue';
-    s.onMessage = (f) => {
-      const stamp = BigInt(f.body.slice(0, f.body.indexOf('|')));
-      latencies.push(Number(process.hrtime.bigint() - stamp) / 1e6);
-      if (manual) s.send('ACK', { id: f.headers.ack });
-      if (++received === total) done();
-    };
-    await s.receipt('SUBSCRIBE', {
-      id: 'sub-0',
-      destination,
-      ack: manual ? 'client-individual' : 'auto',
-      'prefetch-count': '100',
-    });
-    subs.push(s);
-  }
-  const pubs = [];
-  for (let i = 0; i < publishers; i++) pubs.push(await new Session().open());
-  const t0 = process.hrtime.bigint();
-  await withTimeout(Promise.all(pubs.map((p) => publish(p, destination, messages, pad))), 'publish');
-  await withTimeout(allIn, `receive ${total} (got ${received})`);
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  for (const s of [...subs, ...pubs]) s.close();
-  latencies.sort((a, b) => a - b);
-  return {
-    scenario: kind,
-    url,
-    publishers,
-    subscribers,
-    messages,
-    size,
-    delivered: total,
-    seconds: +secs.toFixed(3),
-    msgs_per_s: Math.round(total / secs),
-    p50_ms: +percentile(latencies, 50).toFixed(2),
-    p99_ms: +percentile(latencies, 99).toFixed(2),
-  };
-}
-
-// Sum of VmRSS over a comma-separated pid list (warren and the broker, or the broker alone for Web-STOMP).
-function rssKiB(pids) {
-  let sum = 0;
-  for (const pid of String(pids).split(',').filter(Boolean)) {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    sum += m ? +m[1] : 0;
-  }
-  return sum;
-}
-
-// RSS after asking the broker's VM to collect garbage (--gc-cmd), so that memory freed by earlier runs does not count.
-function settledRss(pid) {
-  if (args['gc-cmd']) execSync(args['gc-cmd'], { stdio: 'ignore' });
-  return rssKiB(pid);
-}
-
-async function idle() {
-  const pid = args.pid || '';
-  const before = pid ? settledRss(pid) : 0;
-  const run = `bench.idle.${Date.now()}`;
-  const t0 = process.hrtime.bigint();
-  const all = [];
-  const batch = 50;
-  for (let i = 0; i < sessions; i += batch) {
-    const group = [];
-    for (let j = i; j < Math.min(sessions, i + batch); j++)
-      group.push(
-        new Session().open().then((s) => s.receipt('SUBSCRIBE', { id: 'sub-0', destination: `/topic/${run}` }).then(() => s)),
-      );
-    all.push(...(await withTimeout(Promise.all(group), 'connect')));
-  }
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (args.deflate) {
-    // Every session receives one message above the compression threshold, as a chat room's would: that is what
-    // makes a server allocate its per-connection compressor.
-    let got = 0;
-    let done;
-    const allIn = new Promise((r) => (done = r));
-    for (const s of all) s.onMessage = () => ++got === all.length && done();
-    all[0].send('SEND', { destination: `/topic/${run}` }, 'x'.repeat(512));
-    await withTimeout(allIn, 'broadcast');
-  }
-  const after = pid ? settledRss(pid) : 0;
-  for (const s of all) s.close();
-  return {
-    scenario: 'idle',
-    url,
-    sessions,
-    deflate: !!args.deflate,
-    seconds: +secs.toFixed(3),
-    sessions_per_s: Math.round(sessions / secs),
-    rss_before_kib: before,
-    rss_after_kib: after,
-    kib_per_session: pid ? +((after - before) / sessions).toFixed(1) : null,
-  };
-}
-
-const result = scenario === 'idle' ? await idle() : await flow(scenario);
-if (args.json) console.log(JSON.stringify(result));
-else console.log(Object.entries(result).map(([k, v]) => `${k}=${v}`).join(' '));
-process.exit(0);
