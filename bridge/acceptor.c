@@ -33,9 +33,9 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <openssl/rand.h>
 
 #include "bridge/clock.h"
+#include "bridge/hash.h"
 #include "bridge/log.h"
 #include "bridge/worker.h"
 #include "conf/conf.h"
@@ -133,20 +133,6 @@ static size_t ip_key(const struct sockaddr *sa, uint8_t out[16])
     return 0;
 }
 
-/* FNV-1a from a random basis, then a murmur3 finaliser so that every bit of the state reaches the bucket number. */
-static unsigned ip_hash(uint32_t seed, const uint8_t *key, size_t len)
-{
-    uint32_t h = 2166136261u ^ seed;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ key[i]) * 16777619u;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h % ACCEPTOR_IP_BUCKETS;
-}
-
 /* Frees the entries of bucket `b` that no connection holds any more. */
 static void ip_bucket_sweep(struct acceptor *a, unsigned b)
 {
@@ -176,7 +162,7 @@ static int ip_take(struct acceptor *a, const struct sockaddr *sa, struct server_
     if (a->n_ips > 2 * atomic_load(&a->group->conns) + ACCEPTOR_IP_BUCKETS) /* entries no connection holds */
         for (unsigned b = 0; b < ACCEPTOR_IP_BUCKETS; b++)
             ip_bucket_sweep(a, b);
-    unsigned b = ip_hash(a->ip_seed, key, len);
+    unsigned b = hash_seeded(a->ip_seed, key, len) % ACCEPTOR_IP_BUCKETS;
     struct server_ip *e = a->ips[b];
     while (e && !(e->len == len && memcmp(e->addr, key, len) == 0))
         e = e->next;
@@ -383,8 +369,7 @@ int acceptor_new(struct event_base *base, const struct conf *conf, struct server
     a->arg = arg;
     a->max_connections = effective_max(conf);
     a->max_per_ip = conf->max_connections_per_ip;
-    if (RAND_bytes((unsigned char *)&a->ip_seed, sizeof(a->ip_seed)) != 1)
-        a->ip_seed = (uint32_t)clock_now_ms(); /* still unknown to a remote peer in practice */
+    a->ip_seed = hash_seed_new();
     a->backoff_ev = evtimer_new(base, backoff_cb, a);
     if (!a->backoff_ev) {
         free(a);

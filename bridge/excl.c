@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
+#include "bridge/hash.h"
 
 #define EXCL_BUCKETS 4096u
 
@@ -34,8 +34,7 @@ int excl_new(struct excl **out)
     struct excl *x = calloc(1, sizeof(*x));
     if (!x)
         return -ENOMEM;
-    if (RAND_bytes((unsigned char *)&x->seed, sizeof(x->seed)) != 1)
-        x->seed = (uint32_t)(uintptr_t)x;
+    x->seed = hash_seed_new();
     for (unsigned i = 0; i < EXCL_BUCKETS; i++)
         list_init(&x->buckets[i]);
     *out = x;
@@ -95,19 +94,6 @@ static size_t make_key(char *buf, size_t cap, const char *vhost, const char *use
     return lv + lu + lq + 2;
 }
 
-static unsigned bucket_of(uint32_t seed, const char *key, size_t len)
-{
-    uint32_t h = 2166136261u ^ seed;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)key[i]) * 16777619u;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h % EXCL_BUCKETS;
-}
-
 static struct excl_entry *find(const struct excl *x, unsigned b, const char *key, size_t len)
 {
     struct excl_entry *e;
@@ -127,7 +113,7 @@ bool excl_locked(const struct excl_owner *o, const char *vhost, const char *user
     size_t len;
     if (!o->table || !(len = make_key(key, sizeof(key), vhost, user, queue)))
         return false;
-    const struct excl_entry *e = find(o->table, bucket_of(o->table->seed, key, len), key, len);
+    const struct excl_entry *e = find(o->table, hash_seeded(o->table->seed, key, len) % EXCL_BUCKETS, key, len);
     return e && e->owner != o;
 }
 
@@ -137,7 +123,7 @@ int excl_claim(struct excl_owner *o, const char *vhost, const char *user, const 
     size_t len;
     if (!o->table || !(len = make_key(key, sizeof(key), vhost, user, queue)))
         return 0;
-    unsigned b = bucket_of(o->table->seed, key, len);
+    unsigned b = hash_seeded(o->table->seed, key, len) % EXCL_BUCKETS;
     struct excl_entry *e = find(o->table, b, key, len);
     if (e)
         return e->owner == o ? 0 : EXCL_LOCKED;

@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
-
+#include "bridge/hash.h"
 #include "bridge/peer.h"
 
 #define THROTTLE_BUCKETS 4096u
@@ -41,8 +40,7 @@ int throttle_new(struct throttle **out)
         free(t);
         return -ENOMEM;
     }
-    if (RAND_bytes((unsigned char *)&t->seed, sizeof(t->seed)) != 1)
-        t->seed = (uint32_t)(uintptr_t)t;
+    t->seed = hash_seed_new();
     *out = t;
     return 0;
 }
@@ -70,19 +68,6 @@ size_t throttle_count(struct throttle *t)
     size_t n = t->n;
     pthread_mutex_unlock(&t->lock);
     return n;
-}
-
-static unsigned bucket_of(uint32_t seed, const uint8_t *key, size_t len)
-{
-    uint32_t h = 2166136261u ^ seed;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ key[i]) * 16777619u;
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h % THROTTLE_BUCKETS;
 }
 
 /* The delay after `fails` refusals: THROTTLE_FIRST_MS doubling, at most max_ms. */
@@ -131,7 +116,7 @@ uint64_t throttle_login_wait(struct throttle *t, const char *peer, uint64_t now_
     uint64_t wait = 0;
     if (!t || max_ms == 0 || !(len = peer_client_key(peer, key)))
         return 0;
-    unsigned b = bucket_of(t->seed, key, len);
+    unsigned b = hash_seeded(t->seed, key, len) % THROTTLE_BUCKETS;
     pthread_mutex_lock(&t->lock);
     struct entry *e = find(t, b, key, len);
     if (e && stale(e, now_ms, max_ms)) {
@@ -156,7 +141,7 @@ void throttle_login_failed(struct throttle *t, const char *peer, uint64_t now_ms
     size_t len;
     if (!t || max_ms == 0 || !(len = peer_client_key(peer, key)))
         return;
-    unsigned b = bucket_of(t->seed, key, len);
+    unsigned b = hash_seeded(t->seed, key, len) % THROTTLE_BUCKETS;
     pthread_mutex_lock(&t->lock);
     struct entry *e = find(t, b, key, len);
     if (e && stale(e, now_ms, max_ms)) {
