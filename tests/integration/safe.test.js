@@ -14,32 +14,12 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
-const os = require('node:os');
 const T = require('./lib/target');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { expectError } = require('./lib/check');
-const { unique, waitFor } = require('./lib/util');
+const { unique, waitFor, outsideAddress, reachable } = require('./lib/util');
 
-/** A non-loopback IPv4 address of this machine, or null. */
-function outsideAddress() {
-  for (const list of Object.values(os.networkInterfaces())) {
-    for (const a of list || []) if (a.family === 'IPv4' && !a.internal && !a.address.startsWith('127.')) return a.address;
-  }
-  return null;
-}
-
-function reachable(host, port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 describe('safe defaults', { skip: T.suiteSkip() }, () => {
   let target;

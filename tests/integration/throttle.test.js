@@ -11,33 +11,14 @@
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
-const net = require('node:net');
 const T = require('./lib/target');
 const { useTarget } = require('./lib/fixture');
 const { RawStomp } = require('./lib/raw');
+const { outsideAddress, reachable } = require('./lib/util');
 
 const skip = T.suiteSkip() || T.warrenOnly('login_failure_delay_max_ms is warren\'s');
 const MAX = 800;
 
-/** A non-loopback IPv4 address of this machine, or null (as safe.test.js). */
-function outsideAddress() {
-  for (const list of Object.values(os.networkInterfaces())) {
-    for (const a of list || []) if (a.family === 'IPv4' && !a.internal && !a.address.startsWith('127.')) return a.address;
-  }
-  return null;
-}
-
-function reachable(host, port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 const threadsOf = (pid) => Number(/^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'))[1]);
 

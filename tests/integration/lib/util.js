@@ -104,4 +104,24 @@ function once(emitter, event, ms = WAIT_MS) {
   return withTimeout(new Promise((resolve) => emitter.once(event, (...a) => resolve(a))), ms, `'${event}'`);
 }
 
-module.exports = { WAIT_MS, withTimeout, AsyncQueue, waitFor, unique, once };
+/** A non-loopback IPv4 address of this machine, or null (to reach warren as a remote client would). */
+function outsideAddress() {
+  for (const list of Object.values(require('node:os').networkInterfaces())) {
+    for (const a of list || []) if (a.family === 'IPv4' && !a.internal && !a.address.startsWith('127.')) return a.address;
+  }
+  return null;
+}
+
+/** Resolves true when a TCP connection to host:port succeeds. */
+function reachable(host, port) {
+  return new Promise((resolve) => {
+    const s = require('node:net').connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+module.exports = { WAIT_MS, withTimeout, AsyncQueue, waitFor, unique, once, outsideAddress, reachable };
