@@ -106,15 +106,18 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
     w->socks = NULL;
     w->n_socks = w->cap_socks = 0;
     pthread_mutex_unlock(&w->lock);
-    adopt_all(w, socks, n_socks);
-    if (mem_changed && !w->stopping)
-        server_memory_changed(w->srv); /* reads the flag now: several changes since the last turn make one walk */
+    /* The reload first: main logs "configuration reloaded" once it is posted, so a socket handed over after that line
+     * (and adopted in this same turn) must get the new configuration. A socket accepted just before the reload and not
+     * adopted yet gets it too, which is harmless. */
     if (reload) {
         if (!w->stopping && server_conf_update(w->srv, reload) != 0)
             log_msg(LOG_ERROR, NULL, "worker %u: reload refused: out of memory; keeping the running configuration", w->id);
         conf_deinit(reload);
         free(reload);
     }
+    adopt_all(w, socks, n_socks);
+    if (mem_changed && !w->stopping)
+        server_memory_changed(w->srv); /* reads the flag now: several changes since the last turn make one walk */
     if (now) {
         event_base_loopexit(w->base, NULL);
     } else if (stop && !w->stopping) {
