@@ -391,6 +391,10 @@ int conn_new(const struct conn_accept *a, struct conn **out)
     /* One read per callback is at most this (libevent's default, made explicit: the per-turn input bound of issue 7;
      * a TLS bufferevent may add what is pending in one decrypted record). */
     bufferevent_set_max_single_read(c->bev, CONN_READ_MAX);
+    /* No Nagle: what one loop turn queued goes out in one write (libevent writes the whole output buffer when the socket
+     * is writable), and small frames are not held back waiting for the peer's delayed ACK (issue 9: a ~40 ms stall per
+     * exchange). Not a TCP socket (tests' socketpairs): nothing to do. */
+    (void)setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     log_msg(LOG_DEBUG, c->peer, "connection accepted%s", conn_is_tls(c) ? " (TLS)" : "");
     *out = c;
