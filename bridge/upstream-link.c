@@ -770,11 +770,31 @@ static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch
     link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
 }
 
-static void chan_release(struct upstream_link *link, struct upstream_link_chan *ch)
+/*
+ * The end of an open channel at the broker, for a release and an abort alike: the deletes of its owned queues (nowait:
+ * queue.delete is idempotent in RabbitMQ, and the broker processes the channel.close right after them in order), then
+ * channel.close with `why`; the channel goes to state `st` until the close-ok.
+ */
+static void chan_close_at_broker(struct upstream_link *link, struct upstream_link_chan *ch, const char *why,
+                                 enum link_chan_state st)
 {
-    amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes("released"), 0, 0};
+    amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes(why), 0, 0};
     struct owned_queue *q;
 
+    LIST_FOR_EACH_ENTRY (q, &ch->owned, link) {
+        amqp_queue_delete_t del = {0, amqp_cstring_bytes(q->name), 0, 0, 1};
+        if (link->failed)
+            break;
+        link_send(link, ch, AMQP_QUEUE_DELETE_METHOD, &del);
+    }
+    chan_free_state(ch);
+    ch->st = st;
+    if (!link->failed)
+        link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
+}
+
+static void chan_release(struct upstream_link *link, struct upstream_link_chan *ch)
+{
     if (ch->st == LCH_ABORTING && link->st == LINK_OPEN) {
         ch->released = true; /* done at the broker's close-ok */
         return;
@@ -789,18 +809,7 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
         chan_done(link, ch);
         return;
     }
-    /* Owned queues go first, nowait: queue.delete is idempotent in RabbitMQ, and channel.close right after it is
-     * processed in order by the broker. */
-    LIST_FOR_EACH_ENTRY (q, &ch->owned, link) {
-        amqp_queue_delete_t del = {0, amqp_cstring_bytes(q->name), 0, 0, 1};
-        if (link->failed)
-            break;
-        link_send(link, ch, AMQP_QUEUE_DELETE_METHOD, &del);
-    }
-    chan_free_state(ch);
-    ch->st = LCH_CLOSING;
-    if (!link->failed)
-        link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
+    chan_close_at_broker(link, ch, "released", LCH_CLOSING);
 }
 
 /*
@@ -811,22 +820,10 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
  */
 static void chan_abort(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_error *err)
 {
-    amqp_channel_close_t close = {AMQP_REPLY_SUCCESS, amqp_cstring_bytes("warren: an operation could not be encoded"), 0, 0};
-    struct owned_queue *q;
-
     if (ch->st != LCH_OPEN)
         return;
     chan_report_failure(link, ch, err);
-    LIST_FOR_EACH_ENTRY (q, &ch->owned, link) {
-        amqp_queue_delete_t del = {0, amqp_cstring_bytes(q->name), 0, 0, 1};
-        if (link->failed)
-            break;
-        link_send(link, ch, AMQP_QUEUE_DELETE_METHOD, &del);
-    }
-    chan_free_state(ch);
-    ch->st = LCH_ABORTING;
-    if (!link->failed)
-        link_send(link, ch, AMQP_CHANNEL_CLOSE_METHOD, &close);
+    chan_close_at_broker(link, ch, "warren: an operation could not be encoded", LCH_ABORTING);
 }
 
 /* The broker closed an aborted channel (close-ok, or its own channel.close crossing ours): its number is free again. */
