@@ -34,6 +34,7 @@ const amqp = require('./lib/amqp');
 const { RawStomp, encodeFrame, PROTOCOLS } = require('./lib/raw');
 const { expectError } = require('./lib/check');
 const { AsyncQueue, withTimeout, waitFor, unique, WAIT_MS } = require('./lib/util');
+const { frameHeader } = require('./lib/wsraw');
 
 const skip = T.suiteSkip() || T.warrenOnly('warren configuration keys (http_root, limits, TLS files)');
 
@@ -181,20 +182,10 @@ class RawWs {
   parse() {
     for (;;) {
       const b = this.buf;
-      if (b.length < 2) return;
-      assert.equal(b[1] & 0x80, 0, 'server frames are never masked');
-      let len = b[1] & 0x7f;
-      let off = 2;
-      if (len === 126) {
-        if (b.length < 4) return;
-        len = b.readUInt16BE(2);
-        off = 4;
-      } else if (len === 127) {
-        if (b.length < 10) return;
-        len = Number(b.readBigUInt64BE(2));
-        off = 10;
-      }
-      if (b.length < off + len) return;
+      if (b.length >= 2) assert.equal(b[1] & 0x80, 0, 'server frames are never masked');
+      const h = frameHeader(b);
+      if (!h) return;
+      const { len, off } = h;
       this.frames.push({ fin: (b[0] & 0x80) !== 0, rsv: b[0] & 0x70, opcode: b[0] & 0x0f, payload: b.subarray(off, off + len) });
       this.buf = b.subarray(off + len);
     }

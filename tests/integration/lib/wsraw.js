@@ -41,6 +41,23 @@ function deflate(buf, level = 9) {
   return z.subarray(0, z.length - 4);
 }
 
+/** The payload length and offset of the server frame at the start of `b`, or null until the whole frame is there. */
+function frameHeader(b) {
+  if (b.length < 2) return null;
+  let len = b[1] & 0x7f;
+  let off = 2;
+  if (len === 126) {
+    if (b.length < 4) return null;
+    len = b.readUInt16BE(2);
+    off = 4;
+  } else if (len === 127) {
+    if (b.length < 10) return null;
+    len = Number(b.readBigUInt64BE(2));
+    off = 10;
+  }
+  return b.length < off + len ? null : { len, off };
+}
+
 class WsRaw {
   /** Opens and upgrades; opts.deflate offers permessage-deflate (each message is compressed on its own). */
   static open(port, { deflate: offer = false } = {}) {
@@ -96,19 +113,9 @@ class WsRaw {
   parse() {
     for (;;) {
       const b = this.buf;
-      if (b.length < 2) return;
-      let len = b[1] & 0x7f;
-      let off = 2;
-      if (len === 126) {
-        if (b.length < 4) return;
-        len = b.readUInt16BE(2);
-        off = 4;
-      } else if (len === 127) {
-        if (b.length < 10) return;
-        len = Number(b.readBigUInt64BE(2));
-        off = 10;
-      }
-      if (b.length < off + len) return;
+      const h = frameHeader(b);
+      if (!h) return;
+      const { len, off } = h;
       const f = { opcode: b[0] & 0x0f, rsv1: (b[0] & 0x40) !== 0, payload: Buffer.from(b.subarray(off, off + len)) };
       this.buf = b.subarray(off + len);
       if (f.rsv1) f.payload = zlib.inflateRawSync(Buffer.concat([f.payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
@@ -223,4 +230,4 @@ function percentiles(xs) {
   return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
 }
 
-module.exports = { WsRaw, wsFrame, deflate, procStatus, cpuMs, percentiles };
+module.exports = { WsRaw, wsFrame, frameHeader, deflate, procStatus, cpuMs, percentiles };
