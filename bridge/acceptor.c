@@ -36,6 +36,7 @@
 
 #include "bridge/clock.h"
 #include "bridge/hash.h"
+#include "bridge/peer.h"
 #include "bridge/log.h"
 #include "bridge/worker.h"
 #include "conf/conf.h"
@@ -113,26 +114,6 @@ static void peer_str(const struct sockaddr *sa, char *out, size_t cap)
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* max_connections_per_ip */
 
-/* The address bytes of `sa` (an IPv4-mapped IPv6 address counts as its IPv4 address). Returns the length, 0 if none. */
-static size_t ip_key(const struct sockaddr *sa, uint8_t out[16])
-{
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (sa->sa_family == AF_INET) {
-        memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-        return 4;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-        if (memcmp(a, v4mapped, 12) == 0) {
-            memcpy(out, a + 12, 4);
-            return 4;
-        }
-        memcpy(out, a, 16);
-        return 16;
-    }
-    return 0;
-}
-
 /* Frees the entries of bucket `b` that no connection holds any more. */
 static void ip_bucket_sweep(struct acceptor *a, unsigned b)
 {
@@ -155,7 +136,7 @@ static void ip_bucket_sweep(struct acceptor *a, unsigned b)
 static int ip_take(struct acceptor *a, const struct sockaddr *sa, struct server_ip **out)
 {
     uint8_t key[16];
-    size_t len = ip_key(sa, key);
+    size_t len = peer_addr_key(sa, key); /* IPv6: its /64, which one client holds whole */
     *out = NULL;
     if (a->max_per_ip <= 0 || len == 0)
         return 0;

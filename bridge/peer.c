@@ -53,24 +53,34 @@ bool peer_is_loopback(const char *peer)
     return memcmp(a6.s6_addr, mapped, sizeof(mapped)) == 0 && a6.s6_addr[12] == 127;
 }
 
+size_t peer_addr_key(const struct sockaddr *sa, uint8_t out[16])
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (sa->sa_family == AF_INET) {
+        memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 4;
+    }
+    if (sa->sa_family != AF_INET6)
+        return 0;
+    const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+        memcpy(out, a + 12, 4);
+        return 4;
+    }
+    memcpy(out, a, 8);
+    return 8;
+}
+
 size_t peer_client_key(const char *peer, uint8_t out[16])
 {
     char host[INET6_ADDRSTRLEN + 1];
-    struct in_addr a4;
-    struct in6_addr a6;
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    struct sockaddr_in a4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
     if (!peer || !host_of(peer, host, sizeof(host)))
         return 0;
-    if (inet_pton(AF_INET, host, &a4) == 1) {
-        memcpy(out, &a4, 4);
-        return 4;
-    }
-    if (inet_pton(AF_INET6, host, &a6) != 1)
-        return 0;
-    if (memcmp(a6.s6_addr, mapped, sizeof(mapped)) == 0) {
-        memcpy(out, a6.s6_addr + 12, 4);
-        return 4;
-    }
-    memcpy(out, a6.s6_addr, 8);
-    return 8;
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1)
+        return peer_addr_key((const struct sockaddr *)&a4, out);
+    if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1)
+        return peer_addr_key((const struct sockaddr *)&a6, out);
+    return 0;
 }

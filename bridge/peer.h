@@ -22,3 +22,7 @@ bool peer_is_loopback(const char *peer);
  * holds as many addresses of it as it likes). Returns the length, 0 when `peer` does not parse.
  */
 size_t peer_client_key(const char *peer, uint8_t out[16]);
+
+/* The same from a socket address (the acceptor's per-address count, max_connections_per_ip). */
+struct sockaddr;
+size_t peer_addr_key(const struct sockaddr *sa, uint8_t out[16]);

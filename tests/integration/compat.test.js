@@ -89,6 +89,19 @@ describe('compat', { skip: T.suiteSkip() }, () => {
     });
   }
 
+  // RabbitMQ's own suite sends 16 MiB messages (destinations.py, test_send_multiple_with_a_large_message); Web-STOMP has
+  // no frame limit, warren's defaults take them (max_frame_bytes 32 MiB).
+  it('a 16 MiB message goes through with the default limits', { timeout: 120000 }, async () => {
+    const c = await session('1.2');
+    const q = unique('compat-big');
+    await c.withReceipt('SUBSCRIBE', { id: 'big', destination: `/queue/${q}` });
+    const body = Buffer.alloc(16 * 1024 * 1024, 'b');
+    c.sendFrame('SEND', { destination: `/queue/${q}` }, body);
+    const m = await c.expect('MESSAGE', 110000);
+    assert.equal(m.body.length, body.length);
+    c.close();
+  });
+
   // RabbitMQ's parser skips any mix of NUL and EOL between frames ("noise"); clients write "\n\0" after a frame.
   it('NULs between frames are skipped like heart-beat EOLs', async () => {
     const c = await session('1.2');

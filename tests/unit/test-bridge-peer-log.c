@@ -6,6 +6,8 @@
 #include "bridge/log.h"
 #include "bridge/peer.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -99,10 +101,37 @@ static void test_log_line(void)
     CHECK(n > 5 && memcmp(buf + n - 6, "\\n...\n", 6) == 0);
 }
 
+/* One client, one key: an IPv4 address (or an IPv4-mapped one), an IPv6 /64, from the peer string or the socket address
+ * alike (max_connections_per_ip and the login throttle count the same clients). */
+static void test_client_key(void)
+{
+    uint8_t a[16], b[16];
+    CHECK_EQ_INT(peer_client_key("10.1.2.3:5000", a), 4);
+    CHECK(memcmp(a, "\x0a\x01\x02\x03", 4) == 0);
+    CHECK_EQ_INT(peer_client_key("[::ffff:10.1.2.3]:1", b), 4);
+    CHECK(memcmp(a, b, 4) == 0);
+    CHECK_EQ_INT(peer_client_key("[2001:db8:1:2::1]:1", a), 8);
+    CHECK_EQ_INT(peer_client_key("[2001:db8:1:2:ffff::9]:2", b), 8); /* same /64: same client */
+    CHECK(memcmp(a, b, 8) == 0);
+    CHECK_EQ_INT(peer_client_key("[2001:db8:1:3::1]:1", b), 8);
+    CHECK(memcmp(a, b, 8) != 0);
+    CHECK_EQ_INT(peer_client_key("nonsense", a), 0);
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "2001:db8:1:2:abcd::7", &s6.sin6_addr);
+    CHECK_EQ_INT(peer_addr_key((const struct sockaddr *)&s6, b), 8);
+    CHECK_EQ_INT(peer_client_key("[2001:db8:1:2::1]:1", a), 8);
+    CHECK(memcmp(a, b, 8) == 0);
+    struct sockaddr_in s4 = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.1.2.3", &s4.sin_addr);
+    CHECK_EQ_INT(peer_addr_key((const struct sockaddr *)&s4, b), 4);
+    CHECK(memcmp(b, "\x0a\x01\x02\x03", 4) == 0);
+}
+
 int main(void)
 {
     RUN(test_loopback);
     RUN(test_escape);
     RUN(test_log_line);
+    RUN(test_client_key);
     return harness_done();
 }
