@@ -1634,10 +1634,9 @@ static int link_up(struct upstream_link *link)
         return -ENOMEM;
     }
     link->st = LINK_OPEN;
-    /* A fixed send buffer (no autotuning): POLLOUT then means room for a LINK_BODY_CHUNK frame (publish_body()). */
-    if (setsockopt(amqp_get_sockfd(link->amqp), SOL_SOCKET, SO_SNDBUF, &(int){LINK_SNDBUF}, sizeof(int)) != 0) {
-        /* the default buffer: a frame may wait for room, which the watchdog bounds */
-    }
+    /* A fixed send buffer (no autotuning): POLLOUT then means room for a LINK_BODY_CHUNK frame (publish_body()). If it
+     * fails, the default buffer: a frame may wait for room, which the watchdog bounds. */
+    (void)setsockopt(amqp_get_sockfd(link->amqp), SOL_SOCKET, SO_SNDBUF, &(int){LINK_SNDBUF}, sizeof(int));
     upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
     link->res_up->u.up.chan_max = link->chan_max;
     broker_name(amqp_get_server_properties(link->amqp), link->res_up->u.up.broker, sizeof(link->res_up->u.up.broker));

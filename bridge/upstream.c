@@ -306,7 +306,12 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
     r = upstream_link_new(&params, &c->tlink);
     if (r < 0)
         goto fail;
-    atomic_fetch_add(&conns_total, 1); /* given back at CONN_EXIT, or by conn_free() */
+    /* Given back at CONN_EXIT, or by conn_free(). The add is the check: workers' upstreams open connections at once, and
+     * conn_within_caps()'s look at the count is only a shortcut. */
+    if (atomic_fetch_add(&conns_total, 1) >= up->cfg.max_connections && up->cfg.max_connections) {
+        r = -EAGAIN;
+        goto fail;
+    }
     r = -pthread_create(&c->thread, NULL, upstream_link_main, c->tlink);
     if (r < 0)
         goto fail;
@@ -340,6 +345,13 @@ static uint64_t conn_stuck_ms(struct upstream_conn *c, uint64_t now)
  * credentials, and each costs a connection and a thread). Connections count while their thread runs: a dead one whose
  * thread has exited (`exited`) no longer does, nor does a failed login once its sessions heard of it. Fills *why when not.
  */
+static void total_limit_error(struct upstream *up, struct upstream_error *why)
+{
+    snprintf(up->limit_text, sizeof up->limit_text,
+             "warren has its most AMQP connections open (amqp_max_connections = %u); try again later", up->cfg.max_connections);
+    *why = (struct upstream_error){UPSTREAM_ERR_LIMIT, 0, "connection_limit", up->limit_text};
+}
+
 static bool conn_within_caps(struct upstream *up, const struct upstream_login *login, struct upstream_error *why)
 {
     const struct upstream_config *cfg = &up->cfg;
@@ -348,9 +360,7 @@ static bool conn_within_caps(struct upstream *up, const struct upstream_login *l
     unsigned n = 0;
 
     if (cfg->max_connections && atomic_load(&conns_total) >= cfg->max_connections) {
-        snprintf(text, sizeof up->limit_text,
-                 "warren has its most AMQP connections open (amqp_max_connections = %u); try again later", cfg->max_connections);
-        *why = (struct upstream_error){UPSTREAM_ERR_LIMIT, 0, "connection_limit", text};
+        total_limit_error(up, why);
         return false;
     }
     if (!cfg->max_connections_per_credential)
@@ -379,15 +389,20 @@ static int conn_pick(struct upstream *up, const struct upstream_login *login, st
     /* Not a connection the broker does not read (blocked, or its socket full for a while): a channel.open sent there
      * would wait with it. */
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
-        if (!c->retired && !c->blocked && conn_stuck_ms(c, now) < UPSTREAM_STUCK_MS && c->n_chans < c->cap && conn_fresh(c) &&
-            conn_matches(c, login)) {
+        bool stuck = up->cfg.write_timeout_ms && conn_stuck_ms(c, now) >= UPSTREAM_STUCK_MS; /* no watchdog: never "stuck" */
+        if (!c->retired && !c->blocked && !stuck && c->n_chans < c->cap && conn_fresh(c) && conn_matches(c, login)) {
             *out = c;
             return 0;
         }
     }
     if (!conn_within_caps(up, login, why))
         return UPSTREAM_ERR_LIMIT;
-    return conn_new(up, login, out);
+    int r = conn_new(up, login, out);
+    if (r == -EAGAIN) { /* another worker took the last one meanwhile */
+        total_limit_error(up, why);
+        return UPSTREAM_ERR_LIMIT;
+    }
+    return r;
 }
 
 /*
