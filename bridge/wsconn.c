@@ -305,15 +305,16 @@ static void rate_take(struct wsconn *ws, uint64_t n)
 }
 
 /*
- * One decoder step over the first bytes of the input (at most WSCONN_SLICE). Returns 1 when an event was handled, 0
- * when bytes were only consumed, -1 when decoding must stop (no input, or an error: the close is under way).
+ * One decoder step over the first bytes of the input (at most WSCONN_SLICE with permessage-deflate). Returns 1 when an event was
+ * handled, 0 when bytes were only consumed, -1 when decoding must stop (no input, or an error: the close is under way).
  */
 static int decode_some(struct wsconn *ws, struct evbuffer *in, size_t *wire)
 {
     struct evbuffer_iovec v;
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
         return -1;
-    size_t n = v.iov_len < WSCONN_SLICE ? v.iov_len : WSCONN_SLICE;
+    /* Slices bound what one call inflates; without permessage-deflate a call produces no more than it is fed. */
+    size_t n = ws->z && v.iov_len > WSCONN_SLICE ? WSCONN_SLICE : v.iov_len;
     size_t used = 0;
     struct ws_event ev;
     const char *reason = NULL;
