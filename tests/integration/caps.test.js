@@ -51,7 +51,8 @@ describe('AMQP connection caps', { skip }, () => {
       }
       t.diagnostic(`threads: ${base} before, at most ${most} during; ERRORs: ${JSON.stringify(byMessage)}`);
       assert.ok(most <= base + 3, `${most - base} connection threads for bogus logins, the cap is 3`);
-      assert.ok(byMessage['Too many broker connections'] > 0, 'some logins were refused by the cap');
+      // How many meet the cap depends on how fast the broker refuses (a refused login's thread leaves at once); the
+      // refusal itself is tested deterministically in test-upstream.c (test_conn_limit). The bound on threads is the point.
       // The refused logins' threads are gone: they count no more, and a valid login gets a connection.
       await waitFor(() => threads(target) === base, undefined, 'the threads of the refused logins to exit');
       const ok = await RawStomp.connect(target.url);
