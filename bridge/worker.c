@@ -157,6 +157,11 @@ int worker_new(unsigned id, const struct conf *conf, struct server_group *group,
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    char name[16]; /* the kernel's limit (TASK_COMM_LEN) */
+
+    /* Named for top -H, perf and warren-bench's per-thread CPU (server_threads=): "warren-w0", "warren-w1", ... */
+    snprintf(name, sizeof name, "warren-w%u", w->id);
+    pthread_setname_np(pthread_self(), name);
     if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
         log_msg(LOG_ERROR, NULL, "worker %u: event loop failed", w->id);
     w->exited(w->exited_arg);
