@@ -84,3 +84,28 @@ if (idle.length) {
     console.log(`| ${fmt(n)}${bad(l, 'warren') ? ' !' : ''} | ${fmt(cr[0])} / ${fmt(cr[1])}${bad(l, 'webstomp') ? ' !' : ''} (${ratio(cr[0], cr[1])}) | ${fmt(kb[0], 1)} / ${fmt(kb[1], 1)} (${ratio(kb[0], kb[1])}) | ${fmt(wk, 1)} | ${cpu.map((c) => fmt(c, 2)).join(' / ')} |`);
   }
 }
+
+// Where warren's CPU went, by thread (server_threads=name/tid:seconds,...; named warren-w0, warren-w1 for the workers,
+// warren-amqp for the broker connections' threads): the median share of each thread kind of warren's CPU per run.
+const threadRows = labels.filter((l) => of(l, 'warren').some((r) => r.server_threads));
+if (threadRows.length) {
+  console.log('\n| scenario | warren CPU by thread: share of warren\'s CPU-s (median of the runs) |');
+  console.log('|---|---|');
+  for (const l of threadRows) {
+    const shares = {};
+    for (const r of of(l, 'warren')) {
+      if (!r.server_threads) continue;
+      const by = {};
+      let total = 0;
+      for (const t of r.server_threads.split(',')) {
+        const m = /^(.*)\/\d+:([\d.]+)$/.exec(t);
+        if (!m) continue;
+        by[m[1]] = (by[m[1]] ?? 0) + Number(m[2]);
+        total += Number(m[2]);
+      }
+      for (const [k, v] of Object.entries(by)) (shares[k] ??= []).push(total > 0 ? v / total : 0);
+    }
+    const cells = Object.entries(shares).map(([k, v]) => [k, median(v)]).sort((a, b) => b[1] - a[1]);
+    console.log(`| ${l} | ${cells.map(([k, v]) => `${k} ${(v * 100).toFixed(0)} %`).join(', ')} |`);
+  }
+}
