@@ -26,10 +26,12 @@
  * the kernel answer with a RST that can destroy what we just sent) → CONN_DEAD (conn_kill(), or the peer's FIN, a socket
  * or TLS error, or the deadline: freed at the next loop turn).
  *
- * Output. conn_write() only queues; the transport decides when the socket is written (today libevent's write event;
- * output coalescing, one write per connection per loop turn with TCP_NODELAY, issue 9, fits behind this API without
- * touching a front-end). Data whose volume the peer controls by reading slowly goes through conn_send_check() first:
- * past client_send_limit_bytes the connection is closed as too slow (DESIGN.md invariant 2).
+ * Output. conn_write() only queues; the transport writes once per connection per loop turn, after the turn's callbacks
+ * (issue 9: TCP_NODELAY, and what one turn produced goes out in one writev(), or one SSL_write() up to a TLS record,
+ * never one syscall per frame; what the socket does not take is written when it has room). Queued means queued: the
+ * bytes staged for the end of the turn count in conn_pending() and conn_send_check() like those the socket refused, and
+ * the order of bytes is the order of the calls. Data whose volume the peer controls by reading slowly goes through
+ * conn_send_check() first: past client_send_limit_bytes the connection is closed as too slow (DESIGN.md invariant 2).
  *
  * Event loops. A connection belongs to one event_base and one owner and is only touched from that loop's thread; there
  * are no globals, so one server per loop (one loop per core) needs nothing more here. Budgets (issue 7): at most
@@ -52,7 +54,7 @@
 
 /* How long a closing connection waits for the peer's FIN after our last bytes are flushed. */
 #define CONN_CLOSE_LINGER_MS 5000
-/* Most bytes read from the socket per read callback (bufferevent_set_max_single_read()). */
+/* Most bytes read from the socket per read callback (one read() of plain TCP; bufferevent_set_max_single_read() for TLS). */
 #define CONN_READ_MAX 16384
 
 struct conn;
@@ -85,13 +87,16 @@ struct conn_ops {
 /*
  * One configuration and what is derived from it, shared by the connections accepted while it was current. The owner
  * holds a reference to its current one and each connection holds one from conn_new() to conn_free(), so a reload
- * (SIGHUP) never changes an open connection; the last reference frees it. One loop's thread only (no locking).
+ * (SIGHUP) never changes an open connection; the last reference frees it. One loop's thread only (no locking): it also
+ * carries the loop's output flusher for its connections (the end-of-turn write, bridge/conn.c).
  */
+struct conn_flusher;
 struct conn_conf {
     struct conf conf;
     unsigned refs;
-    char server_header[64]; /* CONNECTED `server`: server_name/version */
-    struct session_env env; /* env.conf == &conf: what every session of these connections shares */
+    struct conn_flusher *flusher; /* on the conn_conf_new() base */
+    char server_header[64];       /* CONNECTED `server`: server_name/version */
+    struct session_env env;       /* env.conf == &conf: what every session of these connections shares */
 };
 
 /* A deep copy of `conf` with one reference (the caller's), for sessions on `base` using `up`. Returns 0 or -ENOMEM. */
@@ -193,13 +198,14 @@ void conn_discard_input(struct conn *c);
 
 /* ---- output ---- */
 
-/* Queues `len` bytes (CONN_OPEN or CONN_CLOSING; ignored once dead). Returns 0 or -ENOMEM. */
+/* Queues `len` bytes (CONN_OPEN or CONN_CLOSING; ignored once dead), written at the end of the loop turn with whatever
+ * else this turn queued. Returns 0 or -ENOMEM. */
 int conn_write(struct conn *c, const void *data, size_t len);
 
 /* Queues the first `len` bytes of the file `fd`, which is taken over in every case (closed after use or on failure). */
 int conn_write_file(struct conn *c, int fd, uint64_t len);
 
-/* Bytes queued and not yet written to the socket. */
+/* Bytes queued and not yet written to the socket (staged for the end of the turn, or refused by the socket so far). */
 size_t conn_pending(const struct conn *c);
 
 /* Bytes written to the socket so far: a front-end that noted conn_written() + conn_pending() after queueing something
@@ -214,7 +220,8 @@ uint64_t conn_written(const struct conn *c);
  */
 int conn_send_check(struct conn *c, size_t len);
 
-/* ops->drain is called when the output falls to `bytes` (CONN_OPEN). */
+/* ops->drain is called after a write that left at most `bytes` queued (CONN_OPEN); a drain callback that queues more has
+ * it written at the next loop turn. */
 void conn_set_drain_mark(struct conn *c, size_t bytes);
 
 /* ---- time and close ---- */

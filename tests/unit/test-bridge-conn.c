@@ -3,8 +3,11 @@
  * front-end and a hand-over inside `input` gives the rest to the next one at once; a graceful close flushes, then sends
  * FIN, and the connection is freed at the peer's FIN; conn_kill() from a callback frees from the loop, never inside;
  * reading paused and resumed, and held over the memory budget (a held peer's FIN found through TCP_INFO); the output limit; the
- * deadline; shutdown through the ops table. Links only the transport library (no ws/, no session), which is the point: the
- * transport knows no front-end.
+ * deadline; shutdown through the ops table; output coalescing (issue 9), with the syscalls counted by interposition: what
+ * one loop turn queues, from several callbacks, leaves in one writev() at the end of that same turn with no epoll_ctl, a
+ * read asks no FIONREAD, a partial write keeps the rest in order for the write event, a file goes between the bytes
+ * around it, and a drain callback that always writes more gets one write per turn. Links only the transport library (no ws/, no
+ * session), which is the point: the transport knows no front-end.
  */
 #include "bridge/conn.h"
 
@@ -13,8 +16,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -23,6 +32,46 @@
 #include "bridge/clock.h"
 #include "bridge/list.h"
 #include "harness.h"
+
+/*
+ * Syscall counters. These definitions in the executable take precedence over libc's for every caller, libevent's shared
+ * library included, and go straight to the kernel.
+ */
+static bool counting;
+static int count_fd = -1; /* writev() is counted on this descriptor only */
+static int n_writev, n_epoll_ctl, n_fionread;
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    if (counting && fd == count_fd)
+        n_writev++;
+    return syscall(SYS_writev, fd, iov, n);
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (counting)
+        n_epoll_ctl++;
+    return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (counting && req == FIONREAD)
+        n_fionread++;
+    return (int)syscall(SYS_ioctl, fd, req, arg);
+}
+
+static void count_start(int fd)
+{
+    count_fd = fd;
+    n_writev = n_epoll_ctl = n_fionread = 0;
+    counting = true;
+}
 
 /* What the probe front-end saw. */
 struct probe {
@@ -36,7 +85,11 @@ struct probe {
     bool hand_over_at_bar; /* consume up to '|' and install probe_next_ops */
     bool yield_one;        /* consume one byte per call, then conn_yield_input() */
     size_t max_seen;       /* most bytes waiting at one input call */
-    struct list conns;     /* the owner's list */
+    const char *reply;     /* written in pieces of reply_piece bytes after each input (issue 9 tests) */
+    size_t reply_len, reply_piece;
+    struct event *also; /* made active by input before replying: another callback of the same turn */
+    int drain_writes;   /* the drain callback writes "z" this many more times */
+    struct list conns;  /* the owner's list */
 };
 
 static void take_all(struct conn *c, char *buf, size_t *n, size_t cap)
@@ -79,6 +132,12 @@ static void probe_input(struct conn *c, void *fe)
         return;
     }
     take_all(c, p->got, &p->n_got, sizeof(p->got));
+    if (p->also)
+        event_active(p->also, 0, 0);
+    for (size_t off = 0; off < p->reply_len; off += p->reply_piece) {
+        size_t n = p->reply_len - off < p->reply_piece ? p->reply_len - off : p->reply_piece;
+        CHECK_EQ_INT(conn_write(c, p->reply + off, n), 0);
+    }
 }
 
 static void probe_next_input(struct conn *c, void *fe)
@@ -89,7 +148,12 @@ static void probe_next_input(struct conn *c, void *fe)
 
 static void probe_drain(struct conn *c, void *fe)
 {
-    ((struct probe *)fe)->drains++;
+    struct probe *p = fe;
+    p->drains++;
+    if (p->drain_writes > 0) {
+        p->drain_writes--;
+        CHECK_EQ_INT(conn_write(c, "z", 1), 0);
+    }
 }
 
 static void probe_shutdown(struct conn *c, void *fe)
@@ -431,6 +495,154 @@ static void test_shutdown_through_ops(void)
     rig_deinit(&r);
 }
 
+/* Runs exactly one loop turn (one poll, then the callbacks it made active). */
+static void one_turn(struct rig *r)
+{
+    event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
+static void write_d(evutil_socket_t fd, short what, void *arg)
+{
+    CHECK_EQ_INT(conn_write(arg, "d", 1), 0);
+}
+
+/*
+ * Issue 9: several conn_write() in one turn, from the input callback and from another callback of the same turn, leave
+ * in ONE writev() at the end of that turn (a SOCK_SEQPACKET socketpair keeps each write a record, so the peer counts
+ * them too), with no epoll_ctl (no write event armed and disarmed) and no FIONREAD for the read.
+ */
+static void test_one_write_per_turn(void)
+{
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    struct rig r;
+    rig_init_fds(&r, 1 << 20, sv[0], sv[1]);
+    r.p.reply = "abc";
+    r.p.reply_len = 3;
+    r.p.reply_piece = 1;
+    r.p.also = event_new(r.base, -1, 0, write_d, r.p.c);
+    CHECK_EQ_INT(write(r.peer, "x", 1), 1);
+    count_start(sv[0]);
+    one_turn(&r);
+    counting = false;
+    CHECK_EQ_INT(r.p.inputs, 1);
+    CHECK_EQ_INT(n_writev, 1);    /* in this very turn: the old bufferevent wrote one turn later */
+    CHECK_EQ_INT(n_epoll_ctl, 0); /* it also armed EV_WRITE, then disarmed it */
+    CHECK_EQ_INT(n_fionread, 0);  /* and asked FIONREAD before each read */
+    CHECK_EQ_INT(conn_pending(r.p.c), 0);
+    char buf[16];
+    CHECK_EQ_INT(recv(r.peer, buf, sizeof(buf), MSG_DONTWAIT), 4); /* one record, in the order of the calls */
+    CHECK(memcmp(buf, "abcd", 4) == 0);
+    CHECK_EQ_INT(recv(r.peer, buf, sizeof(buf), MSG_DONTWAIT), -1);
+    count_start(sv[0]);
+    one_turn(&r); /* nothing left: no write */
+    counting = false;
+    CHECK_EQ_INT(n_writev, 0);
+    event_free(r.p.also);
+    rig_deinit(&r);
+}
+
+/*
+ * What the socket does not take stays queued, in order, and is written when the socket has room: at most one write per
+ * turn for this connection, conn_pending() counting what waits, drain once it is out.
+ */
+static void test_partial_write_in_order(void)
+{
+    enum { BIG = 256 * 1024 };
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &(int){4096}, sizeof(int));
+    struct rig r;
+    rig_init_fds(&r, 1 << 20, sv[0], sv[1]);
+    char *big = malloc(BIG), *got = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++)
+        big[i] = (char)('a' + i % 23);
+    r.p.reply = big;
+    r.p.reply_len = BIG;
+    r.p.reply_piece = 1000;
+    conn_set_drain_mark(r.p.c, 0);
+    CHECK_EQ_INT(write(r.peer, "x", 1), 1);
+    count_start(sv[0]);
+    one_turn(&r);
+    CHECK_EQ_INT(n_writev, 1);
+    CHECK(conn_pending(r.p.c) > 0 && conn_pending(r.p.c) < BIG); /* partly taken */
+    CHECK_EQ_INT(r.p.drains, 0);
+    fcntl(r.peer, F_SETFL, O_NONBLOCK);
+    size_t n = 0;
+    int most = n_writev;
+    for (int turn = 0; turn < 20000 && n < BIG; turn++) {
+        ssize_t k = read(r.peer, got + n, BIG - n);
+        if (k > 0)
+            n += (size_t)k;
+        n_writev = 0;
+        one_turn(&r);
+        if (n_writev > most)
+            most = n_writev;
+    }
+    counting = false;
+    CHECK_EQ_INT(n, BIG);
+    CHECK(memcmp(got, big, BIG) == 0);
+    CHECK_EQ_INT(most, 1); /* never more than one write per turn */
+    CHECK_EQ_INT(conn_pending(r.p.c), 0);
+    CHECK_EQ_INT(conn_written(r.p.c), BIG);
+    CHECK(r.p.drains >= 1);
+    free(big);
+    free(got);
+    rig_deinit(&r);
+}
+
+/* conn_close() after bytes and a file staged in the same turn: all of it, in order, then FIN. */
+static void test_close_flushes_staged(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    char path[] = "/tmp/test-bridge-conn-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd != -1);
+    unlink(path);
+    CHECK_EQ_INT(write(fd, "FILE", 4), 4);
+    CHECK_EQ_INT(conn_write(r.p.c, "head", 4), 0);
+    CHECK_EQ_INT(conn_write_file(r.p.c, fd, 4), 0);
+    CHECK_EQ_INT(conn_write(r.p.c, "tail", 4), 0);
+    CHECK_EQ_INT(conn_pending(r.p.c), 12);
+    conn_close(r.p.c);
+    run_for(&r, 50);
+    char buf[32];
+    size_t n = 0;
+    ssize_t k;
+    fcntl(r.peer, F_SETFL, O_NONBLOCK);
+    while ((k = read(r.peer, buf + n, sizeof(buf) - n)) > 0)
+        n += (size_t)k;
+    CHECK_EQ_INT(k, 0); /* FIN after the bytes */
+    CHECK_EQ_INT(n, 12);
+    CHECK(memcmp(buf, "headFILEtail", 12) == 0);
+    rig_deinit(&r);
+}
+
+/* A drain callback that writes every time it is called: one write per turn, the loop returns between them. */
+static void test_drain_writer_bounded(void)
+{
+    int sv[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    struct rig r;
+    rig_init_fds(&r, 1 << 20, sv[0], sv[1]);
+    conn_set_drain_mark(r.p.c, 1 << 20);
+    r.p.drain_writes = 1000;
+    CHECK_EQ_INT(conn_write(r.p.c, "s", 1), 0);
+    count_start(sv[0]);
+    for (int turn = 1; turn <= 10; turn++) {
+        one_turn(&r);
+        CHECK_EQ_INT(n_writev, turn);
+    }
+    counting = false;
+    char buf[8];
+    int records = 0;
+    while (recv(r.peer, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+        records++;
+    CHECK_EQ_INT(records, 10);
+    rig_deinit(&r);
+}
+
 int main(void)
 {
     RUN(test_input_and_hand_over);
@@ -444,5 +656,9 @@ int main(void)
     RUN(test_send_limit_and_drain);
     RUN(test_deadline);
     RUN(test_shutdown_through_ops);
+    RUN(test_one_write_per_turn);
+    RUN(test_partial_write_in_order);
+    RUN(test_close_flushes_staged);
+    RUN(test_drain_writer_bounded);
     return harness_done();
 }
