@@ -226,8 +226,9 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     size_t want = CONN_READ_MAX, have = evbuffer_get_length(c->in);
-    if (c->in_limit && c->in_limit - have < want)
-        want = have < c->in_limit ? c->in_limit - have : 0;
+    size_t room = c->in_limit == 0 ? want : have < c->in_limit ? c->in_limit - have : 0;
+    if (room < want)
+        want = room;
     struct evbuffer_iovec v[2];
     int nv = want ? evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 2) : 0;
     if (nv <= 0) {
@@ -251,11 +252,13 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     size_t got = (size_t)n;
-    for (int i = 0; i < nv; i++) {
-        v[i].iov_len = iov[i].iov_len < got ? iov[i].iov_len : got;
-        got -= v[i].iov_len;
+    int used = 0;
+    while (used < nv && (used == 0 || got > 0)) {
+        v[used].iov_len = iov[used].iov_len < got ? iov[used].iov_len : got;
+        got -= v[used].iov_len;
+        used++;
     }
-    evbuffer_commit_space(c->in, v, nv);
+    evbuffer_commit_space(c->in, v, used);
     input_arrived(c);
 }
 

@@ -89,6 +89,7 @@ struct probe {
     size_t reply_len, reply_piece;
     struct event *also; /* made active by input before replying: another callback of the same turn */
     int drain_writes;   /* the drain callback writes "z" this many more times */
+    bool take_none;     /* input consumes nothing */
     struct list conns;  /* the owner's list */
 };
 
@@ -118,6 +119,8 @@ static void probe_input(struct conn *c, void *fe)
             conn_yield_input(c);
         return;
     }
+    if (p->take_none)
+        return;
     if (p->kill_in_input) {
         conn_kill(c);
         CHECK_EQ_INT(p->frees, 0); /* never freed from inside a callback */
@@ -619,6 +622,28 @@ static void test_close_flushes_staged(void)
     rig_deinit(&r);
 }
 
+/* The input limit: no more is read while that much waits, and reading comes back once the front-end consumed it. */
+static void test_input_limit(void)
+{
+    struct rig r;
+    rig_init(&r, 1 << 20);
+    conn_set_input_limit(r.p.c, 10);
+    r.p.take_none = true;
+    char msg[100];
+    memset(msg, 'm', sizeof(msg));
+    CHECK_EQ_INT(write(r.peer, msg, sizeof(msg)), (ssize_t)sizeof(msg));
+    run_for(&r, 30);
+    CHECK_EQ_INT(evbuffer_get_length(conn_input(r.p.c)), 10); /* the rest stays in the socket */
+    CHECK_EQ_INT(r.p.max_seen, 10);
+    r.p.take_none = false;
+    conn_pause_reading(r.p.c, true);
+    conn_pause_reading(r.p.c, false); /* input again: the front-end takes the 10, reading resumes */
+    run_for(&r, 50);
+    CHECK_EQ_INT(r.p.n_got, 100);
+    CHECK(memcmp(r.p.got, msg, 100) == 0);
+    rig_deinit(&r);
+}
+
 /* A drain callback that writes every time it is called: one write per turn, the loop returns between them. */
 static void test_drain_writer_bounded(void)
 {
@@ -660,5 +685,6 @@ int main(void)
     RUN(test_partial_write_in_order);
     RUN(test_close_flushes_staged);
     RUN(test_drain_writer_bounded);
+    RUN(test_input_limit);
     return harness_done();
 }
