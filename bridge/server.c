@@ -30,6 +30,7 @@
 
 #include "bridge/clock.h"
 #include "bridge/excl.h"
+#include "bridge/fanout.h"
 #include "bridge/conn.h"
 #include "bridge/http.h"
 #include "bridge/list.h"
@@ -68,6 +69,7 @@ struct server {
     SSL_CTX *ssl_ctx;
     struct event *held_ev; /* while over the memory budget: held connections whose peer left are closed */
     struct excl *excl;     /* the exclusive queues of this worker's sessions (bridge/excl.h) */
+    struct fanout *fanout; /* the local fan-out groups of this worker's sessions (bridge/fanout.h) */
 };
 
 /* How often the connections held over the memory budget are checked for a peer that left (conn_held_check()). */
@@ -194,6 +196,7 @@ static int cc_new(struct server *srv, const struct conf *conf, struct conn_conf 
     int r = conn_conf_new(conf, srv->base, srv->up, out);
     if (r == 0) {
         (*out)->env.excl = srv->excl;
+        (*out)->env.fanout = srv->fanout;
         (*out)->env.throttle = srv->group->login_throttle;
     }
     return r;
@@ -214,8 +217,12 @@ int server_new(struct event_base *base, const struct conf *conf, struct upstream
         return -ENOMEM;
     }
     int r = excl_new(&srv->excl);
-    if (r == 0 && (r = cc_new(srv, conf, &srv->cc)) != 0)
+    if (r == 0 && (r = fanout_new(base, up, &srv->fanout)) != 0)
         excl_free(srv->excl);
+    if (r == 0 && (r = cc_new(srv, conf, &srv->cc)) != 0) {
+        fanout_free(srv->fanout);
+        excl_free(srv->excl);
+    }
     if (r != 0) {
         event_free(srv->held_ev);
         free(srv);
@@ -254,7 +261,8 @@ void server_free(struct server *srv)
     SSL_CTX_free(srv->ssl_ctx);
     conn_conf_unref(srv->cc);
     event_free(srv->held_ev);
-    excl_free(srv->excl); /* after the connections: their sessions gave their claims back */
+    fanout_free(srv->fanout); /* after the connections: their sessions left their groups, which went with the last */
+    excl_free(srv->excl);     /* after the connections: their sessions gave their claims back */
     free(srv);
 }
 

@@ -29,6 +29,7 @@
 
 #include "bridge/dest.h"
 #include "bridge/excl.h"
+#include "bridge/fanout.h"
 #include "bridge/list.h"
 #include "bridge/session-errors.h"
 #include "bridge/session.h"
@@ -73,6 +74,10 @@ struct session_sub {
     char queue[DEST_NAME_MAX + 1];
     /* client modes: delivered, not yet ACKed/NACKed; auto: delivered but held (client over its send buffer) */
     struct session_tags unacked;
+    /* topic_fanout = local: a member of the worker's group for this binding (fan.g NULL: a consumer of its own) */
+    struct fanout_member fan;
+    struct session *owner; /* the session, for the group's callbacks */
+    uint64_t fan_op;       /* the op the SUBSCRIBE's RECEIPT waits on until the group's consume-ok, or 0 */
 };
 
 /* The consumer tag of an UNSUBSCRIBEd subscription whose basic.cancel is not answered yet: its deliveries may still come
@@ -214,6 +219,8 @@ struct session {
     char vhost[128];  /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts */
     struct upstream_chan *ch;
     struct session_login pending_login; /* CONNECT's credentials while the throttle holds it (all NULL otherwise) */
+    struct session_login cred;          /* topic_fanout = local: the credential the channel was opened with (the key of
+                                           the session's fan-out groups), all NULL otherwise */
 
     struct session_input in;
     struct session_output out;
@@ -269,6 +276,9 @@ enum session_rc session_error_frame(struct session *s, const struct session_arg 
 /* The same with `receipt-id` from f's `receipt` header (f may be NULL). */
 enum session_rc session_error(struct session *s, const struct stomp_frame *f, enum session_err e, const struct session_arg *args,
                               size_t n);
+/* A broker-side failure of the session's upstream (its channel, or a fan-out group it is in): the ERROR its own channel's
+ * on_open failure or on_closed would give, then close. */
+void session_upstream_failed(struct session *s, const struct upstream_error *err);
 enum session_rc session_fatal_at(struct session *s, const char *what, int err, const char *func, int line);
 #define SESSION_FAIL0(s, f, id) session_error((s), (f), SESSION_ERR_##id, NULL, 0)
 #define SESSION_FAIL(s, f, id, ...)                                                                                                \
@@ -332,6 +342,8 @@ enum session_rc session_ack_check(struct session *s, const struct stomp_frame *f
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d);
 void session_sub_cancelled(struct session *s, const char *ctag);
 void session_subs_drain(struct session *s);
+/* Leaves every fan-out group the session's subscriptions are in (session end). Idempotent. */
+void session_subs_detach(struct session *s);
 /* SESSION_OK while the session may hold one more subscription (max_subscriptions, /temp-queue/ consumers included),
  * else ERROR `Too many subscriptions` (with f's receipt-id). */
 enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f);

@@ -292,6 +292,198 @@ static enum session_rc consume(struct session *s, const struct stomp_frame *f, s
     return session_op_check(s, tag, upstream_chan_consume(s->ch, tag, sub->queue, sub->ctag, prefetch, false, false, a.v, a.n));
 }
 
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Local fan-out (topic_fanout = local, bridge/fanout.h)                                                               */
+
+static struct session_sub *member_sub(struct fanout_member *m)
+{
+    return m->ud;
+}
+
+static void m_ready(struct fanout_member *m)
+{
+    struct session_sub *sub = member_sub(m);
+    uint64_t tag = sub->fan_op;
+    sub->fan_op = 0;
+    if (tag)
+        session_ops_done(sub->owner, tag, NULL); /* the SUBSCRIBE's RECEIPT may go */
+}
+
+static void too_big_error(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
+
+static int m_deliver(struct fanout_member *m, const struct upstream_delivery *d)
+{
+    struct session_sub *sub = member_sub(m);
+    struct session *s = sub->owner;
+    char msg_id[DEST_NAME_MAX + 96];
+    if (s->state == SESSION_ST_CLOSED)
+        return -EPIPE;
+    snprintf(msg_id, sizeof(msg_id), "%s@@%s@@%" PRIu64, sub->ctag, s->id, d->delivery_tag);
+    int r = session_message_send(s, sub, d, msg_id);
+    if (r == -EMSGSIZE)
+        too_big_error(s, sub, d, msg_id);
+    return r;
+}
+
+static void m_failed(struct fanout_member *m, const struct upstream_error *err)
+{
+    struct session_sub *sub = member_sub(m);
+    session_upstream_failed(sub->owner, err);
+}
+
+static void sub_cancelled_error(struct session *s, struct session_sub *sub);
+
+static void m_cancelled(struct fanout_member *m)
+{
+    struct session_sub *sub = member_sub(m);
+    sub_cancelled_error(sub->owner, sub);
+}
+
+static bool client_has_room(struct session *s);
+
+static bool m_has_room(struct fanout_member *m)
+{
+    struct session *s = member_sub(m)->owner;
+    return s->state != SESSION_ST_CLOSED && client_has_room(s);
+}
+
+static const struct fanout_member_ops member_ops = {
+    .ready = m_ready,
+    .deliver = m_deliver,
+    .failed = m_failed,
+    .cancelled = m_cancelled,
+    .has_room = m_has_room,
+};
+
+/* A growable byte string: the group key. */
+struct keybuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void key_put(struct keybuf *k, const void *p, size_t n)
+{
+    if (k->oom)
+        return;
+    if (k->n + n + 1 > k->cap) {
+        size_t cap = (k->n + n + 1) * 2;
+        char *q = realloc(k->p, cap);
+        if (!q) {
+            k->oom = true;
+            return;
+        }
+        k->p = q;
+        k->cap = cap;
+    }
+    memcpy(k->p + k->n, p, n);
+    k->n += n;
+    k->p[k->n++] = '\0'; /* every field ends with a NUL, so no two lists of fields make the same key */
+}
+
+static void key_str(struct keybuf *k, const char *str)
+{
+    key_put(k, str, strlen(str));
+}
+
+/* Everything that decides what the broker delivers to the subscription's queue, and on whose permissions. */
+static void key_build(struct keybuf *k, const struct session *s, const char *x, const char *rk, const struct dest_queue_opts *o)
+{
+    char num[32];
+    key_str(k, s->cred.vhost);
+    key_str(k, s->cred.user);
+    key_str(k, s->cred.pass);
+    key_str(k, x);
+    key_str(k, rk);
+    snprintf(num, sizeof(num), "%u", o->flags);
+    key_str(k, num);
+    for (size_t i = 0; i < o->args.n; i++) {
+        const struct upstream_arg *a = &o->args.v[i];
+        key_str(k, a->key);
+        snprintf(num, sizeof(num), "%d:%lld", (int)a->type, (long long)a->num);
+        key_str(k, num);
+        key_str(k, a->type == UPSTREAM_ARG_STR && a->str ? a->str : "");
+    }
+}
+
+/*
+ * Whether SUBSCRIBE `f` may join a fan-out group: topic_fanout = local, an /exchange/ or /topic/ binding, ack:auto, no
+ * durable name, no x-queue-name, not exclusive, no consume arguments. Fills *o with its declare options. What does not
+ * parse goes the usual way, which gives the ERROR.
+ */
+static bool shareable(struct session *s, const struct stomp_frame *f, const struct dest *d, const struct session_sub *sub,
+                      struct dest_queue_opts *o)
+{
+    struct dest_args ca;
+    const char *reason = NULL, *bad = "";
+    if (s->conf->topic_fanout != CONF_TOPIC_FANOUT_LOCAL || !s->env.fanout || !s->cred.pass)
+        return false;
+    if ((d->kind != DEST_EXCHANGE && d->kind != DEST_TOPIC) || sub->ack != SESSION_ACK_AUTO || sub->durable)
+        return false;
+    if (stomp_frame_header(f, "x-queue-name"))
+        return false;
+    if (dest_queue_opts_parse(d->kind, f->headers, f->n_headers, o, &reason, &bad) != 0 || (o->flags & UPSTREAM_Q_EXCLUSIVE))
+        return false;
+    return dest_consume_args_parse(f->headers, f->n_headers, &ca, &reason, &bad) == 0 && ca.n == 0;
+}
+
+/* Joins (or creates) the worker's group for the binding; the RECEIPT waits for the group's consume-ok. */
+static enum session_rc subscribe_shared(struct session *s, const struct dest *d, struct session_sub *sub,
+                                        const struct dest_queue_opts *o)
+{
+    const char *x = d->kind == DEST_EXCHANGE ? d->name : s->conf->default_topic_exchange;
+    const char *rk = d->kind == DEST_EXCHANGE ? d->pattern : d->name;
+    struct keybuf k = {0};
+    key_build(&k, s, x, rk, o);
+    if (k.oom) {
+        free(k.p);
+        return SESSION_FATAL(s, "out of memory");
+    }
+    struct fanout_spec sp = {
+        .key = k.p,
+        .key_len = k.n,
+        .login = {.vhost = s->cred.vhost, .user = s->cred.user, .pass = s->cred.pass, .conn_name = s->peer},
+        .exchange = x,
+        .routing_key = rk,
+        .flags = o->flags,
+        .args = o->args.v,
+        .n_args = o->args.n,
+        .prefetch = (unsigned)s->conf->default_prefetch_count,
+    };
+    bool ready = false;
+    sub->owner = s;
+    sub->fan.ops = &member_ops;
+    sub->fan.ud = sub;
+    int r = fanout_attach(s->env.fanout, &sp, &sub->fan, &ready);
+    free(k.p);
+    if (r != 0)
+        return SESSION_FATAL_RC(s, "cannot join a fan-out group", r);
+    if (!ready && !(sub->fan_op = session_op_begin(s, SESSION_OP_PLAIN, NULL))) {
+        fanout_detach(&sub->fan);
+        return SESSION_CLOSED;
+    }
+    return SESSION_OK;
+}
+
+/* Leaves the group `sub` is in, completing the op its SUBSCRIBE's RECEIPT waits on. */
+static void sub_leave(struct session *s, struct session_sub *sub)
+{
+    uint64_t tag = sub->fan_op;
+    sub->fan_op = 0;
+    fanout_detach(&sub->fan);
+    if (tag && s->state != SESSION_ST_CLOSED)
+        session_ops_done(s, tag, NULL);
+}
+
+void session_subs_detach(struct session *s)
+{
+    struct session_sub *sub;
+    LIST_FOR_EACH_ENTRY (sub, &s->subs.all, link) {
+        sub->fan_op = 0;
+        fanout_detach(&sub->fan);
+    }
+}
+
 enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f)
 {
     char num[24];
@@ -347,7 +539,13 @@ enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_fram
         return SESSION_FATAL(s, "out of memory");
     sub->ack = ack;
     sub->durable = (d.kind == DEST_EXCHANGE || d.kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
-    if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
+    struct dest_queue_opts o;
+    if (shareable(s, f, &d, sub, &o)) {
+        if (subscribe_shared(s, &d, sub, &o) != SESSION_OK) {
+            sub_free(sub);
+            return SESSION_CLOSED;
+        }
+    } else if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
         sub_free(sub);
         return SESSION_CLOSED;
     }
@@ -400,6 +598,12 @@ enum session_rc session_cmd_unsubscribe(struct session *s, const struct stomp_fr
     struct session_sub *sub = sub_find(s, h->value, h->value_len);
     if (!sub)
         return SESSION_FAIL(s, f, UNSUB_NOT_FOUND, SARG(by), SARG_HDR(h));
+    if (sub->fan.g) { /* no consumer of its own: nothing to cancel, nothing more comes to it once out of the group */
+        sub_leave(s, sub);
+        sub_unlink(s, sub);
+        sub_free(sub);
+        return s->state == SESSION_ST_CLOSED ? SESSION_CLOSED : SESSION_OK;
+    }
     size_t ctag_len = strlen(sub->ctag);
     struct session_retired *retired = malloc(sizeof(*retired) + ctag_len + 1);
     if (!retired)
@@ -552,18 +756,24 @@ static bool client_has_room(struct session *s)
  */
 static void reject_too_big(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id)
 {
-    char dest[DEST_FORMAT_MAX], size[24], limit[24];
-    size_t too_big = s->out.too_big;
     struct session_sub *other;
-    dest_format(d->exchange ? d->exchange : "", d->routing_key ? d->routing_key : "", s->conf->default_topic_exchange, dest,
-                sizeof(dest));
-    session_log(s, LOG_WARN, "message '%s' from '%s' is %zu bytes as a STOMP MESSAGE, over client_send_limit_bytes %zu: rejected",
-                msg_id, dest, too_big, s->conf->client_send_limit_bytes);
     LIST_FOR_EACH_ENTRY (other, &s->subs.all, link)
         if (other->ack == SESSION_ACK_AUTO && sub_settle_all(s, other) != SESSION_OK)
             return;
     if (settle(s, d->delivery_tag, false, true, false) != SESSION_OK)
         return;
+    too_big_error(s, sub, d, msg_id);
+}
+
+/* The ERROR for a delivery too big for this client (a fan-out group rejects it itself when no member could take it). */
+static void too_big_error(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id)
+{
+    char dest[DEST_FORMAT_MAX], size[24], limit[24];
+    size_t too_big = s->out.too_big;
+    dest_format(d->exchange ? d->exchange : "", d->routing_key ? d->routing_key : "", s->conf->default_topic_exchange, dest,
+                sizeof(dest));
+    session_log(s, LOG_WARN, "message '%s' from '%s' is %zu bytes as a STOMP MESSAGE, over client_send_limit_bytes %zu: rejected",
+                msg_id, dest, too_big, s->conf->client_send_limit_bytes);
     struct stomp_header h = session_hdr("subscription", sub->id);
     (void)session_error_frame(
         s, NULL, SESSION_ERR_MESSAGE_TOO_BIG,
@@ -577,6 +787,8 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
     if (s->state == SESSION_ST_CLOSED || !s->ch)
         return;
     struct session_sub *sub = sub_find_ctag(s, d->consumer_tag);
+    if (sub && sub->fan.g) /* a fan-out member has no consumer on this channel */
+        sub = NULL;
     if (!sub) { /* a consumer UNSUBSCRIBEd, its basic.cancel not answered yet: give it back */
         (void)settle(s, d->delivery_tag, false, true, true);
         return;
@@ -628,6 +840,9 @@ void session_subs_drain(struct session *s)
 {
     if (s->state == SESSION_ST_CLOSED || !s->ch || !client_has_room(s))
         return;
+    struct session_sub *fs;
+    LIST_FOR_EACH_ENTRY (fs, &s->subs.all, link)
+        fanout_kick(&fs->fan); /* a group whose members were all over their send buffer may settle now */
     bool client_older = false;
     uint64_t max = auto_held_max(s, &client_older);
     if (max == 0)
@@ -650,7 +865,14 @@ void session_subs_drain(struct session *s)
 void session_sub_cancelled(struct session *s, const char *ctag)
 {
     struct session_sub *sub = sub_find_ctag(s, ctag);
-    if (!sub || s->state == SESSION_ST_CLOSED)
+    if (!sub || sub->fan.g || s->state == SESSION_ST_CLOSED)
+        return;
+    sub_cancelled_error(s, sub);
+}
+
+static void sub_cancelled_error(struct session *s, struct session_sub *sub)
+{
+    if (s->state == SESSION_ST_CLOSED)
         return;
     struct stomp_header h = session_hdr("subscription", sub->id);
     session_log(s, LOG_INFO, "broker cancelled subscription '%s'", sub->id);
@@ -673,6 +895,7 @@ int session_subs_init(struct session *s)
 void session_subs_deinit(struct session *s)
 {
     struct session_sub *sub, *tmp;
+    session_subs_detach(s);
     LIST_FOR_EACH_ENTRY_SAFE (sub, tmp, &s->subs.all, link) {
         list_unlink(&sub->link);
         sub_free(sub);

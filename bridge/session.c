@@ -141,6 +141,7 @@ void session_close(struct session *s, const char *reason)
     timer_disarm(s->tm.login);
     timer_disarm(s->tm.idle);
     timer_disarm(s->tm.throttle);
+    session_subs_detach(s); /* the last member of a fan-out group takes its queue with it */
     upstream_chan_release(s->ch);
     s->ch = NULL;
     excl_owner_release(&s->excl); /* with the channel, as the broker frees a closed connection's exclusive queues */
@@ -330,6 +331,16 @@ static void on_closed(void *ud, const struct upstream_error *err)
     broker_error(s, session_ops_first_receipt(s), err);
 }
 
+void session_upstream_failed(struct session *s, const struct upstream_error *err)
+{
+    if (s->state == SESSION_ST_CLOSED)
+        return;
+    if (err->kind == UPSTREAM_ERR_LIMIT) /* a fan-out group's channel needed a connection over a cap */
+        (void)SESSION_FAIL(s, NULL, CONN_LIMIT, SARG(err->text ? err->text : upstream_err_str(err->kind)));
+    else
+        on_closed(s, err);
+}
+
 static void on_delivery(void *ud, const struct upstream_delivery *d)
 {
     session_sub_delivery(ud, d);
@@ -402,6 +413,10 @@ static enum session_rc login_open(struct session *s, struct session_login *l)
 {
     struct upstream_login lg = {.vhost = l->vhost, .user = l->user, .pass = l->pass, .conn_name = s->peer};
     int r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);
+    if (r == 0 && s->conf->topic_fanout == CONF_TOPIC_FANOUT_LOCAL && s->env.fanout) {
+        s->cred = *l; /* the key of the session's fan-out groups, and how their channels log in */
+        *l = (struct session_login){0};
+    }
     login_drop(l);
     if (r != 0)
         return SESSION_FATAL_RC(s, "cannot open an AMQP channel", r);
@@ -661,6 +676,7 @@ void session_free(struct session *s)
     timer_free(s->tm.throttle);
     timer_free(s->in.resume);
     login_drop(&s->pending_login);
+    login_drop(&s->cred);
     session_ops_deinit(s);
     session_txs_deinit(s);
     session_subs_deinit(s);

@@ -29,6 +29,7 @@
 struct conf;
 struct event_base;
 struct excl;
+struct fanout;
 struct throttle;
 struct session;
 struct upstream;
@@ -41,6 +42,7 @@ struct session_env {
     const char *server_header; /* value of CONNECTED `server` ("warren/0.1.0"), NULL to omit */
     struct excl *excl;         /* the worker's exclusive queues (bridge/excl.h); NULL: not enforced */
     struct throttle *throttle; /* the process's failed logins per address (bridge/throttle.h); NULL: none */
+    struct fanout *fanout;     /* the worker's local fan-out groups (bridge/fanout.h); NULL: topic_fanout is not possible */
 };
 
 /*

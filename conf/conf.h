@@ -47,6 +47,12 @@ enum conf_ws_frame {
     CONF_WS_FRAME_BINARY = 1,
 };
 
+/* topic_fanout: who copies a /topic/ or /exchange/ delivery to the sessions subscribed to it (bridge/fanout.h). */
+enum conf_topic_fanout {
+    CONF_TOPIC_FANOUT_BROKER = 0, /* the broker: one queue and consumer per subscription */
+    CONF_TOPIC_FANOUT_LOCAL = 1,  /* warren: one queue and consumer per binding, credential and worker */
+};
+
 /* log_level: the most verbose level logged. */
 enum conf_log_level {
     CONF_LOG_ERROR = 0,
@@ -131,6 +137,7 @@ struct conf {
     size_t client_send_buffer_bytes;
     size_t client_send_limit_bytes;
     int max_subscriptions;
+    enum conf_topic_fanout topic_fanout;
     int max_transactions;
     int max_transaction_frames;
     size_t max_transaction_bytes;

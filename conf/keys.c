@@ -59,6 +59,7 @@
 #define MS_DAY  86400000
 
 static const char *const ws_frame_names[] = {"text", "binary", NULL};
+static const char *const topic_fanout_names[] = {"broker", "local", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const brokers_default[] = {"127.0.0.1:5672"};
 static const char *const loopback_users_default[] = {"guest"};
@@ -190,6 +191,8 @@ static const struct conf_key keys[] = {
            "outbound bytes queued for one client above which warren stops taking deliveries for it"),
     K_SIZE(client_send_limit_bytes, RELOAD, 67108864, 4 * KIB, 4 * GIB,
            "outbound bytes queued for one client above which it is closed as too slow"),
+    K_ENUM(topic_fanout, RELOAD, "broker", topic_fanout_names,
+           "broker: one AMQP queue per /topic/ or /exchange/ subscription; local: sessions of one login share one per worker"),
     K_INT(max_subscriptions, RELOAD, 1024, 1, 65535,
           "most subscriptions one session may hold, /temp-queue/ reply queues included"),
     K_INT(max_transactions, RELOAD, 16, 0, 1024,

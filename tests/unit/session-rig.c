@@ -74,8 +74,9 @@ void rig_start(struct rig *r)
 {
     static const struct session_env env0;
     struct session_env env = env0;
-    r->up = fake_upstream_new();
+    r->up = r->shared_up ? r->shared_up : fake_upstream_new();
     env.up = r->up;
+    env.fanout = r->fanout;
     env.conf = &r->conf;
     env.server_header = "warren/test";
     env.excl = r->excl;
@@ -96,7 +97,8 @@ void rig_deinit(struct rig *r)
 {
     session_free(r->s);
     r->s = NULL;
-    fake_upstream_free(r->up);
+    if (!r->shared_up)
+        fake_upstream_free(r->up);
     r->up = NULL;
     rig_clear(r);
     conf_deinit(&r->conf);

@@ -30,8 +30,10 @@ struct rig {
     struct excl *excl;                                                     /* env.excl (bridge/excl.h), NULL unless set */
     struct throttle *throttle;                                             /* env.throttle (bridge/throttle.h), NULL unless set */
     const char *peer; /* the client's address, "127.0.0.1:1" unless set */ /* env.excl (bridge/excl.h), NULL unless set */
-    bool send_fails;                                                       /* io->send() answers -1 */
-    void (*on_send)(struct rig *r, const char *bytes, size_t len);         /* optional observer (the fuzzer's invariants) */
+    struct upstream *shared_up; /* when set before rig_start(): the session's upstream (several rigs share it), not freed */
+    struct fanout *fanout;      /* env.fanout (bridge/fanout.h), NULL unless set */
+    bool send_fails;            /* io->send() answers -1 */
+    void (*on_send)(struct rig *r, const char *bytes, size_t len); /* optional observer (the fuzzer's invariants) */
 };
 
 /* conf defaults (conf_init) unless the caller changed r->conf before rig_start(). */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bridge/excl.h"
+#include "bridge/fanout.h"
 #include "bridge/session-errors.h"
 #include "bridge/throttle.h"
 #include "harness.h"
@@ -1318,6 +1319,222 @@ static void test_input_held_before_connected(void)
     rig_deinit(&r);
 }
 
+/* ------------------------------------------------------------------------------------------------------------------ */
+/* Local fan-out (topic_fanout = local, bridge/fanout.h)                                                               */
+
+/* A session of `login` on the shared upstream and fan-out table, with topic_fanout = local. */
+static struct upstream_chan *fan_start(struct rig *r, struct upstream *up, struct fanout *fo, const char *login)
+{
+    char f[256];
+    rig_init(r);
+    r->conf.topic_fanout = CONF_TOPIC_FANOUT_LOCAL;
+    r->shared_up = up;
+    r->fanout = fo;
+    rig_start(r);
+    snprintf(f, sizeof(f), "CONNECT\naccept-version:1.2\nheart-beat:0,0\nlogin:%s\npasscode:pw\nhost:/\n\n", login);
+    rig_feed(r, f);
+    struct upstream_chan *ch = fake_last_chan(up);
+    fake_open(ch, NULL);
+    fake_timer_run();
+    CHECK(rig_count(r, "CONNECTED") == 1);
+    rig_clear(r);
+    return ch;
+}
+
+/* The commands of `kind` on channel `ch`. */
+static size_t chan_count(const struct upstream *up, const struct upstream_chan *ch, enum fake_cmd_kind kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < up->n_cmds; i++)
+        n += up->cmds[i].ch == ch && up->cmds[i].kind == kind;
+    return n;
+}
+
+/* Sessions of one login share one group; the RECEIPT of each SUBSCRIBE waits for the group's consume-ok; every member
+ * gets each delivery once with its own subscription and message-id; one ack per turn; another login has its own group;
+ * a non-shareable subscription (ack:client) consumes on its own channel. */
+static void test_fanout_shared(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a, b, c;
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    struct upstream_chan *ach = fan_start(&a, up, fo, "app");
+    fan_start(&b, up, fo, "app");
+    fan_start(&c, up, fo, "other");
+    size_t opens = fake_count(up, FAKE_OPEN);
+    rig_feed(&a, "SUBSCRIBE\nid:a1\ndestination:/topic/news\nreceipt:ra\n\n");
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1); /* the group's own channel */
+    struct upstream_chan *g = fake_last_chan(up);
+    CHECK(chan_count(up, g, FAKE_DECLARE) == 1 && chan_count(up, g, FAKE_BIND) == 1 && chan_count(up, g, FAKE_CONSUME) == 1);
+    long d = fake_find(up, FAKE_DECLARE, 0);
+    CHECK(strncmp(up->cmds[d].a, "stomp-fanout-", 13) == 0 && (up->cmds[d].flags & UPSTREAM_Q_OWNED));
+    rig_feed(&b, "SUBSCRIBE\nid:b1\ndestination:/exchange/amq.topic/news\nreceipt:rb\n\n"); /* the same binding */
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1);
+    CHECK_EQ_INT(fanout_groups(fo), 1);
+    CHECK(rig_count(&a, "RECEIPT") == 0 && rig_count(&b, "RECEIPT") == 0); /* not before consume-ok */
+    fake_open(g, NULL);
+    fake_done_all(up);
+    CHECK(rig_count(&a, "RECEIPT") == 1 && rig_count(&b, "RECEIPT") == 1);
+    rig_feed(&b, "SUBSCRIBE\nid:b2\ndestination:/topic/news\nreceipt:rb2\n\n"); /* joins a live group: RECEIPT at once */
+    CHECK(rig_count(&b, "RECEIPT") == 2);
+    rig_feed(&c, "SUBSCRIBE\nid:c1\ndestination:/topic/news\n\n");
+    CHECK_EQ_INT(fanout_groups(fo), 2); /* another login, another queue */
+    rig_feed(&a, "SUBSCRIBE\nid:a2\ndestination:/topic/news\nack:client\n\n");
+    CHECK(chan_count(up, ach, FAKE_CONSUME) == 1 && chan_count(up, ach, FAKE_DECLARE) == 1); /* its own queue and consumer */
+    fake_done_all(up);
+    rig_clear(&a);
+    rig_clear(&b);
+    uint64_t t1 = fake_deliver(g, "stomp-fanout", "hello", NULL);
+    uint64_t t2 = fake_deliver(g, "stomp-fanout", "world", NULL);
+    CHECK(rig_count(&a, "MESSAGE") == 2 && rig_count(&b, "MESSAGE") == 4 && rig_count(&c, "MESSAGE") == 0);
+    CHECK(frame_has(rig_out(&a, 0), "subscription:a1") && strstr(rig_out(&a, 0), "\n\nhello") != NULL);
+    char want[160];
+    snprintf(want, sizeof(want), "message-id:T_b2@@%s@@%llu", session_id(b.s), (unsigned long long)t2);
+    bool found = false;
+    for (size_t i = 0; i < b.n_out; i++)
+        found |= frame_has(rig_out(&b, i), want);
+    CHECK(found);
+    CHECK_EQ_INT(chan_count(up, g, FAKE_ACK), 0);
+    fake_timer_run();
+    CHECK_EQ_INT(chan_count(up, g, FAKE_ACK), 1); /* one basic.ack multiple for the turn */
+    long ack = fake_find(up, FAKE_ACK, 0);
+    while (ack >= 0 && up->cmds[ack].ch != g)
+        ack = fake_find(up, FAKE_ACK, (size_t)ack + 1);
+    CHECK(ack >= 0 && up->cmds[ack].dtag == t2 && up->cmds[ack].multiple && t1 < t2);
+    rig_deinit(&a);
+    rig_deinit(&b);
+    rig_deinit(&c);
+    CHECK_EQ_INT(fanout_groups(fo), 0);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
+/* Members leave by UNSUBSCRIBE, DISCONNECT or connection loss; the last one out releases the group's channel (which
+ * cancels its consumer and deletes its owned queue). A member that leaves before consume-ok does not hold a RECEIPT. */
+static void test_fanout_last_leaves(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a, b;
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    fan_start(&a, up, fo, "app");
+    fan_start(&b, up, fo, "app");
+    rig_feed(&a, "SUBSCRIBE\nid:x\ndestination:/topic/t\n\n");
+    struct upstream_chan *g = fake_last_chan(up);
+    rig_feed(&b, "SUBSCRIBE\nid:y\ndestination:/topic/t\n\n");
+    rig_feed(&a, "UNSUBSCRIBE\nid:x\nreceipt:u\n\n"); /* before consume-ok */
+    CHECK(rig_count(&a, "RECEIPT") == 1);
+    CHECK(chan_count(up, g, FAKE_RELEASE) == 0 && fanout_groups(fo) == 1);
+    fake_open(g, NULL);
+    fake_done_all(up);
+    fake_deliver(g, "stomp-fanout", "m", NULL);
+    CHECK(rig_count(&a, "MESSAGE") == 0 && rig_count(&b, "MESSAGE") == 1);
+    rig_feed(&b, "DISCONNECT\nreceipt:bye\n\n");
+    fake_timer_run();
+    CHECK(b.closed);
+    CHECK(chan_count(up, g, FAKE_RELEASE) == 1 && fanout_groups(fo) == 0);
+    /* The delivery b got was settled before the release. */
+    CHECK(chan_count(up, g, FAKE_ACK) == 1);
+    /* A new subscriber makes a fresh group. */
+    rig_feed(&a, "SUBSCRIBE\nid:z\ndestination:/topic/t\n\n");
+    CHECK(fake_last_chan(up) != g && fanout_groups(fo) == 1);
+    rig_deinit(&a); /* connection loss: the session is freed without UNSUBSCRIBE */
+    CHECK_EQ_INT(fanout_groups(fo), 0);
+    rig_deinit(&b);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
+/* A broker-side failure of the group reaches every member with the ERROR its own consumer would have given. */
+static void test_fanout_failure_reaches_all(void)
+{
+    static const struct {
+        int how; /* 0 connection lost, 1 channel error, 2 consumer cancelled, 3 open refused (connection cap) */
+        const char *message;
+    } cases[] = {
+        {0, "message:Broker connection lost"},
+        {1, "message:not_found"},
+        {2, "message:Server cancelled subscription"},
+        {3, "message:Too many broker connections"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct upstream *up = fake_upstream_new();
+        struct fanout *fo = NULL;
+        struct rig m[3];
+        CHECK(fanout_new(NULL, up, &fo) == 0);
+        for (int i = 0; i < 3; i++)
+            fan_start(&m[i], up, fo, "app");
+        struct upstream_chan *g = NULL;
+        for (int i = 0; i < 3; i++) {
+            rig_feed(&m[i], "SUBSCRIBE\nid:s\ndestination:/topic/t\nreceipt:r\n\n");
+            if (i == 0)
+                g = fake_last_chan(up);
+        }
+        struct upstream_error lim = {.kind = UPSTREAM_ERR_LIMIT, .name = "connection_limit", .text = "amqp_max_connections"};
+        if (cases[k].how == 3) {
+            fake_open(g, &lim);
+        } else {
+            fake_open(g, NULL);
+            fake_done_all(up);
+        }
+        if (cases[k].how == 0)
+            fake_close(g, UPSTREAM_ERR_CONNECTION, 320, "connection_forced", "CONNECTION_FORCED - shutdown");
+        else if (cases[k].how == 1)
+            fake_close(g, UPSTREAM_ERR_CHANNEL, 404, "not_found", "NOT_FOUND - no exchange 'x' in vhost '/'");
+        else if (cases[k].how == 2)
+            fake_cancel(g, "stomp-fanout");
+        for (int i = 0; i < 3; i++) {
+            CHECK(m[i].closed && rig_count(&m[i], "ERROR") == 1);
+            CHECK(frame_has(rig_last(&m[i]), cases[k].message));
+            if (cases[k].how == 2)
+                CHECK(frame_has(rig_last(&m[i]), "subscription:s"));
+        }
+        CHECK_EQ_INT(fanout_groups(fo), 0);
+        CHECK_EQ_INT(chan_count(up, g, FAKE_RELEASE), 1);
+        for (int i = 0; i < 3; i++)
+            rig_deinit(&m[i]);
+        fanout_free(fo);
+        fake_upstream_free(up);
+    }
+}
+
+/* Flow: the group's acks go while one member has room, whatever the others; when none has, they wait for a drain. A
+ * member whose client is gone does not stop the others getting the delivery. */
+static void test_fanout_slow_member(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a, b;
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    fan_start(&a, up, fo, "app");
+    fan_start(&b, up, fo, "app");
+    rig_feed(&a, "SUBSCRIBE\nid:s\ndestination:/topic/t\n\n");
+    struct upstream_chan *g = fake_last_chan(up);
+    rig_feed(&b, "SUBSCRIBE\nid:s\ndestination:/topic/t\n\n");
+    fake_open(g, NULL);
+    fake_done_all(up);
+    a.pending = a.conf.client_send_buffer_bytes + 1; /* a is slow */
+    fake_deliver(g, "stomp-fanout", "1", NULL);
+    fake_timer_run();
+    CHECK_EQ_INT(chan_count(up, g, FAKE_ACK), 1); /* b has room */
+    b.pending = b.conf.client_send_buffer_bytes + 1;
+    fake_deliver(g, "stomp-fanout", "2", NULL);
+    fake_timer_run();
+    CHECK_EQ_INT(chan_count(up, g, FAKE_ACK), 1); /* nobody has: held, the prefetch window stops the broker */
+    b.pending = 0;
+    session_on_drain(b.s);
+    fake_timer_run();
+    CHECK_EQ_INT(chan_count(up, g, FAKE_ACK), 2);
+    a.send_fails = true; /* a's client is gone (closed as too slow) */
+    fake_deliver(g, "stomp-fanout", "3", NULL);
+    CHECK(rig_count(&b, "MESSAGE") == 3 && rig_count(&a, "MESSAGE") == 2);
+    rig_deinit(&a);
+    rig_deinit(&b);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
 int main(void)
 {
     RUN(test_frame_budget);
@@ -1355,6 +1572,10 @@ int main(void)
     RUN(test_oversize_delivery);
     RUN(test_exclusive_per_session);
     RUN(test_login_throttle);
+    RUN(test_fanout_shared);
+    RUN(test_fanout_last_leaves);
+    RUN(test_fanout_failure_reaches_all);
+    RUN(test_fanout_slow_member);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
 }

@@ -1,0 +1,102 @@
+/*
+ * bridge/fanout.h — local fan-out (topic_fanout = local): one AMQP queue and consumer per binding, credential and
+ * worker, whose deliveries warren copies to every session subscribed to that binding.
+ *
+ * A group is keyed by everything that decides what the broker would deliver to a subscription's own queue: the
+ * credential (vhost, user, password: the same triple bridge/upstream.c keys its connections by, so the broker checked
+ * the group's permissions for exactly that login), the exchange and routing key of the binding, and the queue's
+ * declare flags and x-arguments. The caller (bridge/session-sub.c) builds that key as one byte string; only identical
+ * keys share. A key is only built for what may be shared at all: ack:auto, no durable name, no x-queue-name, not
+ * exclusive, no consume arguments.
+ *
+ * Lifecycle: the first member to attach creates the group: a channel of its own on the credential's connections
+ * (upstream_chan_open(), so it outlives the session that made it), then queue.declare of a queue named
+ * "stomp-fanout-<random>" (owned: deleted when the channel is released), queue.bind, basic.qos + basic.consume. A
+ * member attached meanwhile waits: its ready() runs at the consume-ok. The last member to detach releases the channel
+ * (consumer cancelled, queue deleted, channel closed). A broker-side failure (the open refused, a channel error, the
+ * connection lost, the consumer cancelled by the broker) reaches every member through failed() or cancelled(), and the
+ * group leaves the table at once, so the next subscriber creates a fresh one.
+ *
+ * Deliveries: each goes to every member in turn (deliver()); a member that cannot take it (its client is gone or was
+ * closed as too slow past client_send_limit_bytes) does not hold up the others. The deliveries of one loop turn are
+ * settled together (basic.ack multiple) at its end, while at least one member's client is below
+ * client_send_buffer_bytes (has_room()); when every member is above it, the acks wait for a member's drain
+ * (fanout_kick()), so the prefetch window stops the broker only when no member can keep up. A message every member
+ * refused as too big for its client is rejected (basic.nack requeue=false) instead.
+ *
+ * Bounds: a group exists only while a member is attached, so there are never more groups than subscriptions, each
+ * session's bounded by max_subscriptions.
+ *
+ * Threading: one table per worker, used on its loop only (no lock). Callbacks never run from inside a fanout_* call;
+ * a member's callback may detach that member or any other (its session closing), and may not free the table.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/list.h"
+#include "bridge/upstream.h"
+
+struct event_base;
+struct fanout;
+struct fanout_group;
+struct fanout_member;
+
+struct fanout_member_ops {
+    /* The group's consumer is live (consume-ok). Runs once, for members that attached before it. */
+    void (*ready)(struct fanout_member *m);
+    /* One delivery for this member: 0 when it was queued to the client, -EMSGSIZE when it can never be (bigger than the
+     * client's send limit), another non-zero value when it was not (the client is gone). */
+    int (*deliver)(struct fanout_member *m, const struct upstream_delivery *d);
+    /* The group failed at the broker (`err` as a session's own channel would get it); the member is already detached. */
+    void (*failed)(struct fanout_member *m, const struct upstream_error *err);
+    /* The broker cancelled the group's consumer (its queue was deleted); the member is already detached. */
+    void (*cancelled)(struct fanout_member *m);
+    /* true while the member's client is below client_send_buffer_bytes. */
+    bool (*has_room)(struct fanout_member *m);
+};
+
+/* A member: embedded in its subscription, linked to a group from fanout_attach() to fanout_detach() (or a failure). */
+struct fanout_member {
+    struct list link;
+    struct fanout_group *g; /* NULL: not attached */
+    const struct fanout_member_ops *ops;
+    void *ud;
+};
+
+/* What a group is made with: `key` (key_len bytes, compared as bytes) and what it is built from. Strings are copied. */
+struct fanout_spec {
+    const void *key;
+    size_t key_len;
+    struct upstream_login login; /* conn_name may be NULL */
+    const char *exchange;
+    const char *routing_key;
+    unsigned flags; /* UPSTREAM_Q_*; UPSTREAM_Q_OWNED is added */
+    const struct upstream_arg *args;
+    size_t n_args;
+    unsigned prefetch;
+};
+
+/* A table for the groups of one worker: their channels come from `up`, their timers run on `base`. 0 or -ENOMEM. */
+int fanout_new(struct event_base *base, struct upstream *up, struct fanout **out);
+/* Releases every group left (their members must not be used with it afterwards). NULL is a no-op. */
+void fanout_free(struct fanout *fo);
+
+/*
+ * Attaches `m` (ops and ud set by the caller) to the group of spec->key, creating it when there is none. *ready is true
+ * when the group's consumer is already live (no ready() will come), false when the member waits for it. Returns 0,
+ * -ENOMEM, or an upstream error of the first operations (the group is then not created and `m` not attached).
+ */
+int fanout_attach(struct fanout *fo, const struct fanout_spec *spec, struct fanout_member *m, bool *ready);
+
+/* Detaches `m`; the last member out releases the group (consumer cancelled, queue deleted). Not attached: a no-op. */
+void fanout_detach(struct fanout_member *m);
+
+/* `m`'s client drained below client_send_buffer_bytes: the group's held acks may go. */
+void fanout_kick(struct fanout_member *m);
+
+/* Figures for tests and logs. */
+size_t fanout_groups(const struct fanout *fo);
+size_t fanout_members(const struct fanout_member *m);
