@@ -175,6 +175,7 @@ struct session_oplog {
     unsigned unconfirmed;     /* publishes awaiting the broker's confirm */
     size_t unconfirmed_bytes; /* their session_frame_bytes() */
     size_t wait_bytes;        /* a SEND or COMMIT deferred for want of max_unconfirmed_bytes room: its bytes, else 0 */
+    bool fan_wait;            /* a SEND or COMMIT deferred until the session's fan-out groups are bound (fan_waiting) */
     bool blocked;             /* the broker blocks publishers on this channel's connection */
     bool read_paused;         /* io->pause_reading(true) is in force */
 };
@@ -185,6 +186,7 @@ struct session_subs {
     size_t n;
     struct list retired;  /* struct session_retired: consumer tags still being cancelled, in cancel_op order */
     unsigned seq;         /* numbering of consumer tags that need a suffix to be unique in the session */
+    size_t fan_waiting;   /* subscriptions waiting for their fan-out group's consume-ok (fan_op set) */
     struct timer *settle; /* deferred basic.ack of the ack:auto deliveries of one loop turn (session_subs_drain) */
 };
 
@@ -313,9 +315,10 @@ uint64_t session_op_begin(struct session *s, enum session_op_kind kind, const st
 uint64_t session_op_begin_publish(struct session *s, const struct stomp_header *receipt, size_t bytes);
 /* What a frame's copy (in a transaction, or at the upstream as a publish) costs: its header names and values and body. */
 size_t session_frame_bytes(const struct stomp_frame *f);
-/* true when a publish (or a COMMIT's publishes) of `bytes` may start now: nothing awaits a confirm, or the unconfirmed
- * bytes stay within max_unconfirmed_bytes with it. Otherwise reading pauses until confirms make room (the caller then
- * returns SESSION_DEFER). */
+/* true when a publish (or a COMMIT's publishes) of `bytes` may start now: no fan-out group of the session is still being
+ * set up (its queue would miss the SEND, which its own queue's bind, ahead on the channel, would not), and nothing awaits
+ * a confirm, or the unconfirmed bytes stay within max_unconfirmed_bytes with it. Otherwise reading pauses until the
+ * groups are live and confirms make room (the caller then returns SESSION_DEFER). */
 bool session_unconfirmed_room(struct session *s, size_t bytes);
 /* Checks the return of the upstream_* call made for `tag`: 0 → SESSION_OK; else drops the op and fails the session. */
 enum session_rc session_op_check(struct session *s, uint64_t tag, int rc);

@@ -100,6 +100,12 @@ uint64_t session_op_begin_publish(struct session *s, const struct stomp_header *
 
 bool session_unconfirmed_room(struct session *s, size_t bytes)
 {
+    if (s->subs.fan_waiting > 0) {
+        s->ops.fan_wait = true;
+        session_flow_update(s);
+        return false;
+    }
+    s->ops.fan_wait = false;
     if (s->ops.unconfirmed == 0 || s->ops.unconfirmed_bytes + bytes <= s->conf->max_unconfirmed_bytes) {
         s->ops.wait_bytes = 0;
         return true;
@@ -229,7 +235,8 @@ static bool over_budget(const struct session *s)
     const struct session_oplog *o = &s->ops;
     const struct conf *c = s->conf;
     return o->n_ops + o->n_waiters >= (size_t)c->max_pending_ops || o->unconfirmed >= (unsigned)c->max_unconfirmed ||
-           (o->wait_bytes > 0 && o->unconfirmed > 0 && o->unconfirmed_bytes + o->wait_bytes > c->max_unconfirmed_bytes);
+           (o->wait_bytes > 0 && o->unconfirmed > 0 && o->unconfirmed_bytes + o->wait_bytes > c->max_unconfirmed_bytes) ||
+           (o->fan_wait && s->subs.fan_waiting > 0);
 }
 
 void session_flow_update(struct session *s)

@@ -305,8 +305,10 @@ static void m_ready(struct fanout_member *m)
     struct session_sub *sub = member_sub(m);
     uint64_t tag = sub->fan_op;
     sub->fan_op = 0;
-    if (tag)
-        session_ops_done(sub->owner, tag, NULL); /* the SUBSCRIBE's RECEIPT may go */
+    if (tag) {
+        sub->owner->subs.fan_waiting--;
+        session_ops_done(sub->owner, tag, NULL); /* the SUBSCRIBE's RECEIPT may go, and a SEND held behind it */
+    }
 }
 
 static void too_big_error(struct session *s, const struct session_sub *sub, const struct upstream_delivery *d, const char *msg_id);
@@ -462,6 +464,8 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
         fanout_detach(&sub->fan);
         return SESSION_CLOSED;
     }
+    if (sub->fan_op)
+        s->subs.fan_waiting++;
     return SESSION_OK;
 }
 
@@ -471,8 +475,11 @@ static void sub_leave(struct session *s, struct session_sub *sub)
     uint64_t tag = sub->fan_op;
     sub->fan_op = 0;
     fanout_detach(&sub->fan);
-    if (tag && s->state != SESSION_ST_CLOSED)
-        session_ops_done(s, tag, NULL);
+    if (tag) {
+        s->subs.fan_waiting--;
+        if (s->state != SESSION_ST_CLOSED)
+            session_ops_done(s, tag, NULL);
+    }
 }
 
 void session_subs_detach(struct session *s)
@@ -482,6 +489,7 @@ void session_subs_detach(struct session *s)
         sub->fan_op = 0;
         fanout_detach(&sub->fan);
     }
+    s->subs.fan_waiting = 0;
 }
 
 enum session_rc session_sub_room(struct session *s, const struct stomp_frame *f)

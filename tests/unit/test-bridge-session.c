@@ -1499,6 +1499,32 @@ static void test_fanout_failure_reaches_all(void)
     }
 }
 
+/* A SEND behind a SUBSCRIBE that joins a group still being set up waits for its consume-ok: on its own channel the bind
+ * would have been ahead of the publish, and the message would reach the subscription. */
+static void test_fanout_send_waits(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a;
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    fan_start(&a, up, fo, "app");
+    static const char both[] = "SUBSCRIBE\nid:s\ndestination:/topic/t\nreceipt:a\n\n\0SEND\ndestination:/topic/t\nreceipt:b\n\nx\0";
+    rig_feed_n(&a, both, sizeof(both) - 1);
+    struct upstream_chan *g = fake_last_chan(up);
+    CHECK_EQ_INT(fake_count(up, FAKE_PUBLISH), 0);
+    CHECK(a.paused);
+    fake_open(g, NULL);
+    fake_done_all(up); /* declare, bind, consume-ok */
+    fake_timer_run();
+    CHECK_EQ_INT(fake_count(up, FAKE_PUBLISH), 1);
+    CHECK(rig_count(&a, "RECEIPT") == 1 && !a.paused);
+    fake_done_all(up); /* the confirm */
+    CHECK(rig_count(&a, "RECEIPT") == 2 && !a.closed);
+    rig_deinit(&a);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
 /* Flow: the group's acks go while one member has room, whatever the others; when none has, they wait for a drain. A
  * member whose client is gone does not stop the others getting the delivery. */
 static void test_fanout_slow_member(void)
@@ -1575,6 +1601,7 @@ int main(void)
     RUN(test_fanout_shared);
     RUN(test_fanout_last_leaves);
     RUN(test_fanout_failure_reaches_all);
+    RUN(test_fanout_send_waits);
     RUN(test_fanout_slow_member);
     CHECK_EQ_INT(fake_timer_live(), 0);
     return harness_done();
