@@ -60,6 +60,7 @@
 #define LINK_CLOSE_TIMEOUT_S 2         /* connection.close on the way out */
 #define LINK_BODY_CHUNK      65536     /* most bytes of a body frame (any size up to frame_max is valid): see publish_body() */
 #define LINK_SNDBUF          (1 << 20) /* SO_SNDBUF of the socket (see link_up()) */
+#define LINK_POOL_MAX        8         /* clean channels kept open per connection for the next sessions */
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Types
@@ -73,13 +74,14 @@ enum link_state {
 
 enum link_chan_state {
     LCH_NEW = 0,       /* given to the link, no channel.open sent */
-    LCH_OPENING = 1,   /* channel.open sent */
-    LCH_SELECTING = 2, /* confirm.select sent */
+    LCH_OPENING = 1,   /* channel.open and confirm.select sent */
+    LCH_SELECTING = 2, /* channel.open-ok came; confirm.select-ok is next */
     LCH_OPEN = 3,      /* usable */
     LCH_CLOSING = 4,   /* released: channel.close sent */
     LCH_DEAD = 5,      /* failed or closed by the broker; waiting for the release */
     LCH_ABORTING = 6,  /* failed here (an operation could not be encoded): reported, channel.close sent, the slot kept until
                           the broker's close-ok */
+    LCH_POOLED = 7,    /* released clean and kept open at the broker for the next channel (see "The channel pool") */
 };
 
 /* A publish awaiting the broker's confirm. */
@@ -108,6 +110,7 @@ struct upstream_link_chan {
     struct upstream_cmd *rpc;          /* the synchronous method waiting for its reply */
     bool rpc_qos_ok;                   /* rpc is a CONSUME whose basic.qos-ok came: basic.consume-ok is next */
     bool lost;                         /* a result of this open channel was lost (out of memory): abort it (link_sweep) */
+    bool dirty;                        /* an operation left what a next session could observe: never pooled */
     uint64_t pub_seq;                  /* basic.publish count, for confirms */
     struct list confirms;              /* struct confirm, by seq */
     struct list owned;                 /* struct owned_queue, newest first */
@@ -141,6 +144,8 @@ struct upstream_link {
     struct upstream_link_chan **slots; /* by channel number, chan_max + 1 */
     unsigned chan_max;
     struct list chans; /* every channel given to the link and not done, newest first */
+    struct list pool;  /* LCH_POOLED channels, open at the broker, no loop handle: at most LINK_POOL_MAX */
+    unsigned n_pool;
     bool shutdown;     /* SHUTDOWN came: exit once chans is empty */
     bool failed;       /* a send or read failed: die at the top of the loop */
     bool blocked;      /* connection.blocked is in effect: publishes are held in their channels' queues */
@@ -898,11 +903,100 @@ static void chan_done(struct upstream_link *link, struct upstream_link_chan *ch)
     upstream_link_chan_free(ch);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * The channel pool
+ *
+ * A session's CONNECT costs channel.open and confirm.select, its DISCONNECT channel.close: broker round trips and a
+ * channel process created and torn down at the broker each time. So a released channel that carries nothing a next
+ * session could observe is kept open (LCH_POOLED, at most LINK_POOL_MAX per connection, within channel_max: a pooled
+ * channel keeps its number) and given to the next channel opened on the connection, which is then open at once. The
+ * connection is one credential's (the loop never gives it another's session), so the broker checked that credential for
+ * the channel as it would for a new one. Pooled is only a channel (chan_poolable()) whose every publish was confirmed
+ * (a publish the broker refuses ends the channel before its confirm), with no operation pending or queued, that never
+ * consumed, cancelled or acknowledged (consumers, basic.qos and deliveries are channel state), never declared a queue it
+ * owns (deleted at the release) or sent anything nowait (whose failure would close the channel later): what it did was
+ * publish and synchronous declare, bind and delete, all answered. What the broker may still say on such a channel is a
+ * channel.close of its own, which drops it from the pool. The pool goes with the connection (its close closes them).
+ */
+
+/* Whether an operation leaves what a next session on the channel could observe (see above). */
+static bool op_dirties(const struct upstream_cmd *op)
+{
+    switch (op->kind) {
+    case UPSTREAM_CMD_PUBLISH:
+    case UPSTREAM_CMD_BIND:
+    case UPSTREAM_CMD_DELETE:
+        return false;
+    case UPSTREAM_CMD_DECLARE:
+        return (op->u.declare.flags & (UPSTREAM_Q_NOWAIT | UPSTREAM_Q_OWNED)) != 0;
+    default:
+        return true;
+    }
+}
+
+static bool chan_poolable(const struct upstream_link *link, const struct upstream_link_chan *ch)
+{
+    return ch->st == LCH_OPEN && !ch->dirty && !ch->lost && !ch->rpc && !ch->pub && list_is_empty(&ch->ops) &&
+           list_is_empty(&ch->confirms) && list_is_empty(&ch->owned) && !ch->in.want_header && !ch->in.res &&
+           link->n_pool < LINK_POOL_MAX && !link->shutdown && !link->failed;
+}
+
+/* The release of a poolable channel: its session is done with it (CHAN_DONE: the loop frees its handle), the channel
+ * stays open at the broker, under its number, for the next one. */
+static void chan_pool(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    list_unlink(&ch->link);
+    emit_terminal(link, ch, &ch->res_done, UPSTREAM_RES_CHAN_DONE, NULL);
+    ch->owner = NULL; /* freed by the loop from now on: nothing may name it */
+    ch->st = LCH_POOLED;
+    list_link_front(&link->pool, &ch->link);
+    link->n_pool++;
+}
+
+/* Drops a pooled channel (the broker closed it, or the connection goes). */
+static void pool_drop(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    chan_unslot(link, ch);
+    list_unlink(&ch->link);
+    link->n_pool--;
+    upstream_link_chan_free(ch);
+}
+
+static void pool_clear(struct upstream_link *link)
+{
+    struct upstream_link_chan *ch, *next;
+
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->pool, link) {
+        pool_drop(link, ch);
+    }
+}
+
+/* A new channel takes a pooled one's number and state at the broker (open, confirm mode, its publish count): open now. */
+static bool chan_reuse(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_link_chan *old = list_first_entry(&link->pool, struct upstream_link_chan, link);
+
+    if (!old)
+        return false;
+    ch->id = old->id;
+    ch->pub_seq = old->pub_seq;
+    link->slots[ch->id] = ch;
+    old->id = 0;
+    list_unlink(&old->link);
+    link->n_pool--;
+    upstream_link_chan_free(old);
+    ch->st = LCH_OPEN;
+    emit_terminal(link, ch, &ch->res_open, UPSTREAM_RES_OPEN, NULL);
+    return true;
+}
+
 static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch)
 {
     amqp_channel_open_t open = {amqp_empty_bytes};
     unsigned id;
 
+    if (chan_reuse(link, ch))
+        return;
     for (id = 1; id <= link->chan_max && link->slots[id]; id++)
         ;
     if (id > link->chan_max) {
@@ -914,7 +1008,9 @@ static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch
     link->slots[id] = ch;
     ch->id = (uint16_t)id;
     ch->st = LCH_OPENING;
-    link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+    /* confirm.select goes with channel.open (the broker runs a channel's methods in order): one round trip, not two. */
+    if (link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open))
+        link_send(link, ch, AMQP_CONFIRM_SELECT_METHOD, &(amqp_confirm_select_t){0});
 }
 
 /*
@@ -954,6 +1050,10 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
     }
     if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) { /* an ABORTING one here: the link is down */
         chan_done(link, ch);
+        return;
+    }
+    if (chan_poolable(link, ch)) {
+        chan_pool(link, ch);
         return;
     }
     chan_close_at_broker(link, ch, "released", LCH_CLOSING);
@@ -1358,13 +1458,11 @@ static void chan_on_cancel(struct upstream_link *link, struct upstream_link_chan
         emit_cancel(link, ch, m->consumer_tag);
 }
 
-/* channel.open-ok, then confirm.select-ok: the channel is usable. */
+/* channel.open-ok, then confirm.select-ok (both sent at once, chan_start()): the channel is usable. */
 static void chan_on_opened(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id)
 {
     if (id == AMQP_CHANNEL_OPEN_OK_METHOD && ch->st == LCH_OPENING) {
-        amqp_confirm_select_t select = {0};
         ch->st = LCH_SELECTING;
-        link_send(link, ch, AMQP_CONFIRM_SELECT_METHOD, &select);
     } else if (id == AMQP_CONFIRM_SELECT_OK_METHOD && ch->st == LCH_SELECTING) {
         ch->st = LCH_OPEN;
         emit_terminal(link, ch, &ch->res_open, UPSTREAM_RES_OPEN, NULL);
@@ -1375,6 +1473,13 @@ static void chan_on_opened(struct upstream_link *link, struct upstream_link_chan
 /* May free `ch` (chan_done): nothing may touch it after. */
 static void chan_on_method(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *m)
 {
+    if (ch->st == LCH_POOLED) { /* no session: only the broker's own close matters */
+        if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+            link_send(link, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &(amqp_channel_close_ok_t){0});
+            pool_drop(link, ch);
+        }
+        return;
+    }
     switch (id) {
     case AMQP_CHANNEL_OPEN_OK_METHOD:
     case AMQP_CONFIRM_SELECT_OK_METHOD:
@@ -1592,6 +1697,7 @@ static void link_die(struct upstream_link *link)
     if (link->err.kind == UPSTREAM_OK)
         link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost");
     emit_conn(link, &link->res_down);
+    pool_clear(link);
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
         if (ch->st == LCH_CLOSING)
             chan_done(link, ch);
@@ -1875,6 +1981,7 @@ static void link_on_cmd(struct upstream_link *link, struct upstream_cmd *cmd)
             upstream_cmd_free(cmd);
             return;
         }
+        ch->dirty = ch->dirty || op_dirties(cmd);
         list_link_tail(&ch->ops, &cmd->link);
         chan_pump(link, ch);
         return;
@@ -2016,6 +2123,7 @@ static void link_finish(struct upstream_link *link, bool stopping)
     }
     link->amqp = NULL;
     link->st = LINK_DEAD;
+    pool_clear(link);
     if (stopping) {
         LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
             list_unlink(&ch->link);
@@ -2103,6 +2211,7 @@ int upstream_link_new(const struct upstream_link_params *p, struct upstream_link
     link->outbox = p->outbox;
     link->owner = p->owner;
     list_init(&link->chans);
+    list_init(&link->pool);
     link->res_up = upstream_res_prealloc(UPSTREAM_RES_CONN_UP, false);
     link->res_down = upstream_res_prealloc(UPSTREAM_RES_CONN_DOWN, false);
     link->res_exit = upstream_res_prealloc(UPSTREAM_RES_CONN_EXIT, false);
@@ -2121,6 +2230,10 @@ void upstream_link_free(struct upstream_link *link)
     if (!link)
         return;
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
+        list_unlink(&ch->link);
+        upstream_link_chan_free(ch);
+    }
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->pool, link) {
         list_unlink(&ch->link);
         upstream_link_chan_free(ch);
     }

@@ -427,6 +427,59 @@ out:
     upstream_free(up);
 }
 
+/*
+ * A released channel that carries nothing of its session is kept open and given to the next session of the connection:
+ * neither the release nor the next open sends anything to the broker, and the reused channel publishes (its confirms
+ * count on from the first session's). A channel that consumed is closed at its release as before: the next open sends
+ * channel.open. (Before: channel.close, then channel.open and confirm.select, for every session.)
+ */
+static void test_channel_pool(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a, b, c;
+    char rk[64], queue[256] = "";
+    const struct done_rec *d;
+
+    snprintf(rk, sizeof rk, "upstream.pool.%d", (int)getpid());
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_publish(a.ch, 1, "amq.topic", rk, NULL, (const uint8_t *)"a", 1), 0);
+    d = wait_done(&a, 1);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    atomic_store(&n_send, 0);
+    upstream_chan_release(a.ch);
+    a.ch = NULL;
+    wait_for(nothing_closing, up, "CHAN_DONE of a");
+    if (!open_sess(up, &guest, &b))
+        goto out;
+    CHECK_EQ_INT(b.opened, 1);
+    CHECK_EQ_INT(atomic_load(&n_send), 0); /* no channel.close, no channel.open */
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 2, "amq.topic", rk, NULL, (const uint8_t *)"b", 1), 0);
+    d = wait_done(&b, 2);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    CHECK_EQ_INT(upstream_chan_declare_queue(b.ch, 3, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE, NULL, 0), 0);
+    d = wait_done(&b, 3);
+    if (d)
+        snprintf(queue, sizeof queue, "%s", d->queue);
+    CHECK_EQ_INT(upstream_chan_consume(b.ch, 4, queue, "ctag-pool", 10, false, false, NULL, 0), 0);
+    d = wait_done(&b, 4);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    upstream_chan_release(b.ch);
+    b.ch = NULL;
+    wait_for(nothing_closing, up, "CHAN_DONE of b");
+    atomic_store(&n_send, 0);
+    if (open_sess(up, &guest, &c)) {
+        CHECK_EQ_INT(c.opened, 1);
+        CHECK(atomic_load(&n_send) >= 1); /* a consumer's channel is not reused: channel.open went out */
+        upstream_chan_release(c.ch);
+    }
+out:
+    upstream_chan_release(a.ch);
+    upstream_chan_release(b.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE");
+    upstream_free(up);
+}
+
 /* A channel error closes only that channel; another channel of the same connection keeps working. */
 static void test_channel_error(void)
 {
@@ -1857,6 +1910,7 @@ int main(void)
     RUN(test_shared_connection);
     RUN(test_roundtrip);
     RUN(test_publish_batched);
+    RUN(test_channel_pool);
     RUN(test_channel_error);
     RUN(test_owned_deleted);
     RUN(test_access_refused);
