@@ -138,7 +138,9 @@ struct upstream_inbox {
     int login_fd;
     int sock_fd;                    /* the logged-in connection's socket, -1 before and after: what upstream_inbox_cut() cuts */
     bool cut;                       /* upstream_inbox_cut() shut sock_fd down */
-    int wake_fd;                    /* eventfd: written after each push and by upstream_inbox_stop(), polled by the link */
+    bool sleeping;                  /* the link is in (or about to enter) its poll() with nothing queued */
+    bool signalled;                 /* wake_fd written since the link went to sleep: one write per sleep */
+    int wake_fd;                    /* eventfd: written by a push that finds the link sleeping, and by upstream_inbox_stop() */
     _Atomic uint64_t busy_since_ms; /* not under the lock: when the link last left its poll() (0 = waiting in it) */
     _Atomic uint64_t full_since_ms; /* not under the lock: since when the link waits for room in the socket (0 = not) */
 };
@@ -147,7 +149,8 @@ struct upstream_inbox {
 int upstream_inbox_init(struct upstream_inbox *ib);
 void upstream_inbox_deinit(struct upstream_inbox *ib);
 
-/* Loop side: queue one command, or every command of `cmds` in order (one wake-up); then wake the link. */
+/* Loop side: queue one command, or every command of `cmds` in order; then wake the link if it sleeps (at most one
+ * eventfd write per sleep: a push while the link runs, or after another push woke it, writes nothing). */
 void upstream_inbox_push(struct upstream_inbox *ib, struct upstream_cmd *cmd);
 void upstream_inbox_push_list(struct upstream_inbox *ib, struct list *cmds);
 
@@ -174,6 +177,17 @@ bool upstream_inbox_was_cut(struct upstream_inbox *ib);
 
 /* Link side: resets the wake-up eventfd after poll() said it is readable. */
 void upstream_inbox_drain(struct upstream_inbox *ib);
+
+/*
+ * Link side, around its wait: upstream_inbox_sleep() returns false when a command is queued or the link is to stop (do
+ * not wait: run them), else marks the link sleeping, from which on a push writes wake_fd. upstream_inbox_awake(), after
+ * the poll() (`readable`: it said wake_fd is readable, which is then drained), ends the sleep. No wake-up is lost: the
+ * check and the mark are one step under the lock, as is a push's link and its look at the mark, so a push either finds
+ * the link sleeping (and writes) or comes before the check (which sees it) or after the awake (the link takes the inbox
+ * before it sleeps again).
+ */
+bool upstream_inbox_sleep(struct upstream_inbox *ib);
+void upstream_inbox_awake(struct upstream_inbox *ib, bool readable);
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Results (links -> loop)

@@ -11,7 +11,7 @@
  * Every command names its channel; the link keeps a FIFO of pending operations per channel and runs at most one
  * synchronous method (queue.declare, bind, consume...) per channel at a time, so replies match requests in order (AMQP
  * 0-9-1 §2.3.5.2: replies on a channel come in request order) while other channels go on. RPCs are asynchronous
- * (amqp_send_method + a reply matched in the frame loop), never rabbitmq-c's synchronous calls: those would queue other
+ * (the method queued, its reply matched in the frame loop), never rabbitmq-c's synchronous calls: those would queue other
  * channels' frames inside rabbitmq-c and block this connection's other channels. Content (basic.deliver + header + body
  * frames) is assembled per channel here, because frames of different channels interleave.
  *
@@ -25,9 +25,11 @@
  * at the top of its loop. An operation that cannot be encoded (a property longer than a shortstr, a table bigger than
  * frame_max: what one session sent) is that operation's and its channel's alone (op_failed()): the channel fails with a
  * channel-level error, is closed at the broker (chan_abort()) and the connection's other channels carry on. Nothing of
- * such an operation may reach the socket first: amqp_basic_publish() writes the method frame before it encodes the
- * content header, so a publish is encoded in full beforehand (publish_encodable()). Sends may block on a full socket;
- * the wait between rounds is link_wait(), which polls the inbox and the socket together.
+ * such an operation may reach the socket first: its frames are queued in link->out, which is sent only between
+ * operations, and taken back when one of them fails to encode (op_publish()). The socket's I/O after the login is the
+ * link's own ("The wire"): one send() per round for everything the round queued, one recv() when poll() said there is
+ * something to read, never a wait on a full socket; the wait between rounds is link_wait(), which polls the inbox and
+ * the socket together.
  */
 #include "bridge/upstream-int.h"
 
@@ -57,7 +59,8 @@
 #define LINK_DEFAULT_FRAME   131072    /* AMQP frame_max when the config says 0 */
 #define LINK_CLOSE_TIMEOUT_S 2         /* connection.close on the way out */
 #define LINK_BODY_CHUNK      65536     /* most bytes of a body frame (any size up to frame_max is valid): see publish_body() */
-#define LINK_SNDBUF          (1 << 20) /* SO_SNDBUF of the socket: with POLLOUT, room for a body frame (see link_up()) */
+#define LINK_SNDBUF          (1 << 20) /* SO_SNDBUF of the socket (see link_up()) */
+#define LINK_POOL_MAX        8         /* clean channels kept open per connection for the next sessions */
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Types
@@ -71,13 +74,14 @@ enum link_state {
 
 enum link_chan_state {
     LCH_NEW = 0,       /* given to the link, no channel.open sent */
-    LCH_OPENING = 1,   /* channel.open sent */
-    LCH_SELECTING = 2, /* confirm.select sent */
+    LCH_OPENING = 1,   /* channel.open and confirm.select sent */
+    LCH_SELECTING = 2, /* channel.open-ok came; confirm.select-ok is next */
     LCH_OPEN = 3,      /* usable */
     LCH_CLOSING = 4,   /* released: channel.close sent */
     LCH_DEAD = 5,      /* failed or closed by the broker; waiting for the release */
     LCH_ABORTING = 6,  /* failed here (an operation could not be encoded): reported, channel.close sent, the slot kept until
                           the broker's close-ok */
+    LCH_POOLED = 7,    /* released clean and kept open at the broker for the next channel (see "The channel pool") */
 };
 
 /* A publish awaiting the broker's confirm. */
@@ -106,6 +110,7 @@ struct upstream_link_chan {
     struct upstream_cmd *rpc;          /* the synchronous method waiting for its reply */
     bool rpc_qos_ok;                   /* rpc is a CONSUME whose basic.qos-ok came: basic.consume-ok is next */
     bool lost;                         /* a result of this open channel was lost (out of memory): abort it (link_sweep) */
+    bool dirty;                        /* an operation left what a next session could observe: never pooled */
     uint64_t pub_seq;                  /* basic.publish count, for confirms */
     struct list confirms;              /* struct confirm, by seq */
     struct list owned;                 /* struct owned_queue, newest first */
@@ -139,6 +144,8 @@ struct upstream_link {
     struct upstream_link_chan **slots; /* by channel number, chan_max + 1 */
     unsigned chan_max;
     struct list chans; /* every channel given to the link and not done, newest first */
+    struct list pool;  /* LCH_POOLED channels, open at the broker, no loop handle: at most LINK_POOL_MAX */
+    unsigned n_pool;
     bool shutdown;     /* SHUTDOWN came: exit once chans is empty */
     bool failed;       /* a send or read failed: die at the top of the loop */
     bool blocked;      /* connection.blocked is in effect: publishes are held in their channels' queues */
@@ -146,8 +153,17 @@ struct upstream_link {
     bool stalled;      /* a channel's queue stopped at a held publish or at a full socket: pump again (link_sweep) */
     bool want_out;     /* it stopped at a full socket: poll for writability */
     bool lost;         /* some channel is `lost` */
-    uint8_t *scratch;  /* frame_max bytes: a publish's content header is encoded here before anything is sent */
+    uint8_t *scratch;  /* frame_max bytes: methods and a publish's content header are encoded here first */
     size_t scratch_len;
+    /* The socket, once logged in, is read and written here, not by rabbitmq-c (see "The wire"). */
+    uint8_t *out; /* frames to send: [out_off, out_len) */
+    size_t out_off, out_len, out_cap;
+    bool out_full; /* the last flush left bytes the socket had no room for: wait for POLLOUT */
+    uint8_t *in;   /* bytes read: [in_off, in_len) not yet given to amqp_handle_input() */
+    size_t in_off, in_len;
+    bool readable;    /* poll() said POLLIN, or the last recv filled the buffer: recv once more */
+    uint64_t sent_ms; /* when bytes last went out (heartbeats) */
+    uint64_t recv_ms; /* when bytes last came in (the broker's heartbeats) */
     struct upstream_error err;
     char err_text[UPSTREAM_TEXT_MAX];
     struct upstream_res *res_up, *res_down, *res_exit; /* preallocated */
@@ -604,9 +620,145 @@ static void op_nomem(struct upstream_link *link, struct upstream_link_chan *ch, 
     chan_abort(link, ch, &err);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * The wire
+ *
+ * Once logged in, the link does the socket's I/O itself and uses rabbitmq-c only as the codec (amqp_encode_method(),
+ * amqp_encode_properties(), amqp_handle_input()): rabbitmq-c's send path writes one frame per send() (a publish is three)
+ * and waits for room without a deadline, its read path ends every round with a recv() that fails with EAGAIN and a
+ * poll(). Here frames are appended to link->out as operations run and go out in one send() per round (link_flush(),
+ * before the link waits, and on the way when link_out_big()), never waiting: what the socket has no room for stays in
+ * link->out (out_full), operations that would add to it wait in their channel's queue (op_may_write()), and the link
+ * polls for POLLOUT while it goes on reading. Reading is one recv() when poll() said POLLIN (again at once only after a
+ * recv that filled the buffer), whose bytes are decoded a frame at a time by amqp_handle_input(). Heartbeats are the
+ * link's too (link_heartbeat()): one is queued when nothing went out for half the interval, and a broker silent for two
+ * intervals fails the connection, as rabbitmq-c would. rabbitmq-c still owns the socket for the login and for the
+ * connection.close on the way out (link_finish(), only with nothing of ours half-sent).
+ */
+
+#define LINK_OUT_FLUSH (64 * 1024)       /* link->out pending past this is sent on the way, not only at the end of a round */
+#define LINK_OUT_MAX   (8 * 1024 * 1024) /* link->out may not grow past this (a broker that sends but does not read) */
+#define LINK_IN_BUF    (64 * 1024)       /* bytes read per recv() */
+#define FRAME_OVERHEAD 8                 /* type (1), channel (2), size (4) ... frame end (1) */
+
+static uint8_t *put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    p = put_u16(p, (uint16_t)(v >> 16));
+    return put_u16(p, (uint16_t)v);
+}
+
+/* Room for `n` more bytes at the end of link->out; NULL (and the connection failed) past LINK_OUT_MAX or out of memory. */
+static uint8_t *out_reserve(struct upstream_link *link, size_t n)
+{
+    size_t pending = link->out_len - link->out_off;
+
+    if (link->out_off && link->out_len + n > link->out_cap) {
+        memmove(link->out, link->out + link->out_off, pending);
+        link->out_off = 0;
+        link->out_len = pending;
+    }
+    if (link->out_len + n > link->out_cap) {
+        size_t cap = link->out_cap ? link->out_cap : 16384;
+        uint8_t *p;
+        while (cap < link->out_len + n)
+            cap *= 2;
+        if (pending + n > LINK_OUT_MAX || !(p = realloc(link->out, cap))) {
+            link_failed(link, pending + n > LINK_OUT_MAX ? AMQP_STATUS_SOCKET_ERROR : AMQP_STATUS_NO_MEMORY);
+            return NULL;
+        }
+        link->out = p;
+        link->out_cap = cap;
+    }
+    return link->out + link->out_len;
+}
+
+/* Appends a frame of `type` whose payload is `a` then `b` (either may be empty). */
+static bool out_frame(struct upstream_link *link, uint8_t type, uint16_t channel, const void *a, size_t a_len, const void *b,
+                      size_t b_len)
+{
+    uint8_t *p = out_reserve(link, a_len + b_len + FRAME_OVERHEAD);
+
+    if (!p)
+        return false;
+    *p++ = type;
+    p = put_u16(p, channel);
+    p = put_u32(p, (uint32_t)(a_len + b_len));
+    if (a_len)
+        memcpy(p, a, a_len);
+    if (b_len)
+        memcpy(p + a_len, b, b_len);
+    p[a_len + b_len] = AMQP_FRAME_END;
+    link->out_len += a_len + b_len + FRAME_OVERHEAD;
+    return true;
+}
+
+/* Appends a method frame. AMQP_STATUS_OK, or the encoding's status (nothing appended), or a socket/memory status (the
+ * connection failed). */
+static int out_method(struct upstream_link *link, uint16_t channel, amqp_method_number_t id, void *method)
+{
+    size_t room = link->scratch_len > FRAME_OVERHEAD + 4 ? link->scratch_len - FRAME_OVERHEAD - 4 : 0;
+    int n = amqp_encode_method(id, method, (amqp_bytes_t){room, link->scratch + 4});
+
+    if (n < 0)
+        return n;
+    put_u32(link->scratch, id);
+    return out_frame(link, AMQP_FRAME_METHOD, channel, link->scratch, (size_t)n + 4, NULL, 0) ? AMQP_STATUS_OK
+                                                                                              : AMQP_STATUS_SOCKET_ERROR;
+}
+
+/* Sends what link->out holds, as much as the socket takes now; the rest waits for POLLOUT (out_full). */
+static void link_flush(struct upstream_link *link)
+{
+    int fd = link->amqp ? amqp_get_sockfd(link->amqp) : -1;
+
+    while (link->out_off < link->out_len && !link->failed) {
+        ssize_t n = send(fd, link->out + link->out_off, link->out_len - link->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            link->out_off += (size_t)n;
+            link->sent_ms = clock_now_ms();
+        } else if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            link->out_full = link->want_out = true;
+            return;
+        } else if (errno != EINTR) {
+            link_failed(link, AMQP_STATUS_SOCKET_ERROR);
+        }
+    }
+    link->out_off = link->out_len = 0;
+    link->out_full = false;
+}
+
+/* Whether link->out holds enough to send on the way (between operations and body frames) instead of at the round's end. */
+static void link_out_big(struct upstream_link *link)
+{
+    if (link->out_len - link->out_off >= LINK_OUT_FLUSH && !link->out_full)
+        link_flush(link);
+}
+
+/* Queues a heartbeat when nothing went out for half the interval; fails the connection when nothing came in for two. */
+static void link_heartbeat(struct upstream_link *link, uint64_t now)
+{
+    uint64_t hb_ms = (uint64_t)amqp_get_heartbeat(link->amqp) * 1000;
+
+    if (!hb_ms)
+        return;
+    if (now - link->recv_ms >= 2 * hb_ms) {
+        link_failed(link, AMQP_STATUS_HEARTBEAT_TIMEOUT);
+        return;
+    }
+    if (now - link->sent_ms >= hb_ms / 2 && link->out_len == link->out_off)
+        out_frame(link, AMQP_FRAME_HEARTBEAT, 0, NULL, 0, NULL, 0);
+}
+
 static bool link_send(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *method)
 {
-    int status = amqp_send_method(link->amqp, ch ? ch->id : 0, id, method);
+    int status = out_method(link, ch ? ch->id : 0, id, method);
 
     if (status != AMQP_STATUS_OK)
         link_failed(link, status);
@@ -617,7 +769,7 @@ static bool link_send(struct upstream_link *link, struct upstream_link_chan *ch,
 static bool op_send(struct upstream_link *link, struct upstream_link_chan *ch, const struct upstream_cmd *op,
                     amqp_method_number_t id, void *method)
 {
-    int status = amqp_send_method(link->amqp, ch->id, id, method);
+    int status = out_method(link, ch->id, id, method);
 
     if (status != AMQP_STATUS_OK)
         op_failed(link, ch, op, status);
@@ -751,11 +903,100 @@ static void chan_done(struct upstream_link *link, struct upstream_link_chan *ch)
     upstream_link_chan_free(ch);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------------
+ * The channel pool
+ *
+ * A session's CONNECT costs channel.open and confirm.select, its DISCONNECT channel.close: broker round trips and a
+ * channel process created and torn down at the broker each time. So a released channel that carries nothing a next
+ * session could observe is kept open (LCH_POOLED, at most LINK_POOL_MAX per connection, within channel_max: a pooled
+ * channel keeps its number) and given to the next channel opened on the connection, which is then open at once. The
+ * connection is one credential's (the loop never gives it another's session), so the broker checked that credential for
+ * the channel as it would for a new one. Pooled is only a channel (chan_poolable()) whose every publish was confirmed
+ * (a publish the broker refuses ends the channel before its confirm), with no operation pending or queued, that never
+ * consumed, cancelled or acknowledged (consumers, basic.qos and deliveries are channel state), never declared a queue it
+ * owns (deleted at the release) or sent anything nowait (whose failure would close the channel later): what it did was
+ * publish and synchronous declare, bind and delete, all answered. What the broker may still say on such a channel is a
+ * channel.close of its own, which drops it from the pool. The pool goes with the connection (its close closes them).
+ */
+
+/* Whether an operation leaves what a next session on the channel could observe (see above). */
+static bool op_dirties(const struct upstream_cmd *op)
+{
+    switch (op->kind) {
+    case UPSTREAM_CMD_PUBLISH:
+    case UPSTREAM_CMD_BIND:
+    case UPSTREAM_CMD_DELETE:
+        return false;
+    case UPSTREAM_CMD_DECLARE:
+        return (op->u.declare.flags & (UPSTREAM_Q_NOWAIT | UPSTREAM_Q_OWNED)) != 0;
+    default:
+        return true;
+    }
+}
+
+static bool chan_poolable(const struct upstream_link *link, const struct upstream_link_chan *ch)
+{
+    return ch->st == LCH_OPEN && !ch->dirty && !ch->lost && !ch->rpc && !ch->pub && list_is_empty(&ch->ops) &&
+           list_is_empty(&ch->confirms) && list_is_empty(&ch->owned) && !ch->in.want_header && !ch->in.res &&
+           link->n_pool < LINK_POOL_MAX && !link->shutdown && !link->failed;
+}
+
+/* The release of a poolable channel: its session is done with it (CHAN_DONE: the loop frees its handle), the channel
+ * stays open at the broker, under its number, for the next one. */
+static void chan_pool(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    list_unlink(&ch->link);
+    emit_terminal(link, ch, &ch->res_done, UPSTREAM_RES_CHAN_DONE, NULL);
+    ch->owner = NULL; /* freed by the loop from now on: nothing may name it */
+    ch->st = LCH_POOLED;
+    list_link_front(&link->pool, &ch->link);
+    link->n_pool++;
+}
+
+/* Drops a pooled channel (the broker closed it, or the connection goes). */
+static void pool_drop(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    chan_unslot(link, ch);
+    list_unlink(&ch->link);
+    link->n_pool--;
+    upstream_link_chan_free(ch);
+}
+
+static void pool_clear(struct upstream_link *link)
+{
+    struct upstream_link_chan *ch, *next;
+
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->pool, link) {
+        pool_drop(link, ch);
+    }
+}
+
+/* A new channel takes a pooled one's number and state at the broker (open, confirm mode, its publish count): open now. */
+static bool chan_reuse(struct upstream_link *link, struct upstream_link_chan *ch)
+{
+    struct upstream_link_chan *old = list_first_entry(&link->pool, struct upstream_link_chan, link);
+
+    if (!old)
+        return false;
+    ch->id = old->id;
+    ch->pub_seq = old->pub_seq;
+    link->slots[ch->id] = ch;
+    old->id = 0;
+    list_unlink(&old->link);
+    link->n_pool--;
+    upstream_link_chan_free(old);
+    ch->st = LCH_OPEN;
+    emit_terminal(link, ch, &ch->res_open, UPSTREAM_RES_OPEN, NULL);
+    return true;
+}
+
 static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch)
 {
     amqp_channel_open_t open = {amqp_empty_bytes};
     unsigned id;
 
+    if (chan_reuse(link, ch))
+        return;
     for (id = 1; id <= link->chan_max && link->slots[id]; id++)
         ;
     if (id > link->chan_max) {
@@ -767,7 +1008,9 @@ static void chan_start(struct upstream_link *link, struct upstream_link_chan *ch
     link->slots[id] = ch;
     ch->id = (uint16_t)id;
     ch->st = LCH_OPENING;
-    link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open);
+    /* confirm.select goes with channel.open (the broker runs a channel's methods in order): one round trip, not two. */
+    if (link_send(link, ch, AMQP_CHANNEL_OPEN_METHOD, &open))
+        link_send(link, ch, AMQP_CONFIRM_SELECT_METHOD, &(amqp_confirm_select_t){0});
 }
 
 /*
@@ -807,6 +1050,10 @@ static void chan_release(struct upstream_link *link, struct upstream_link_chan *
     }
     if (ch->st == LCH_NEW || ch->st == LCH_DEAD || link->st != LINK_OPEN) { /* an ABORTING one here: the link is down */
         chan_done(link, ch);
+        return;
+    }
+    if (chan_poolable(link, ch)) {
+        chan_pool(link, ch);
         return;
     }
     chan_close_at_broker(link, ch, "released", LCH_CLOSING);
@@ -853,65 +1100,65 @@ static void chan_add_owned(struct upstream_link_chan *ch, const char *name, size
  */
 
 /*
- * Whether amqp_basic_publish() can encode this publish, checked without touching the socket: it sends the basic.publish
- * method before it encodes the content header, so a header it then fails to encode would leave the broker waiting for
- * one on that channel (a connection error, 505 UNEXPECTED_FRAME, at the next frame). rabbitmq-c refuses shortstr
- * properties over 255 bytes and a header over frame_max, but silently truncates a table key's length to 8 bits, so the
+ * Whether this publish's strings can be encoded, checked before any of its frames is queued: rabbitmq-c refuses shortstr
+ * fields over 255 bytes (exchange, routing key, properties) but silently truncates a table key's length to 8 bits, so the
  * keys are checked here. AMQP_STATUS_OK, or the encoding status.
  */
-static int publish_encodable(struct upstream_link *link, const struct upstream_cmd *op, amqp_basic_properties_t *props)
+static int publish_encodable(const struct upstream_cmd *op)
 {
-    /* The content header frame: 7 bytes of frame header, class, weight, body size (12), the properties, the frame end. */
-    size_t room = link->scratch_len > 20 ? link->scratch_len - 20 : 0;
-    int n;
-
     if (strlen(op->u.publish.exchange ? op->u.publish.exchange : "") > 255 ||
         strlen(op->u.publish.routing_key ? op->u.publish.routing_key : "") > 255)
         return AMQP_STATUS_BAD_AMQP_DATA;
     for (size_t i = 0; i < op->u.publish.props.n_headers; i++)
         if (op->u.publish.props.headers[i].name_len > 255)
             return AMQP_STATUS_BAD_AMQP_DATA;
-    n = amqp_encode_properties(AMQP_BASIC_CLASS, props, (amqp_bytes_t){room, link->scratch});
-    return n < 0 ? n : AMQP_STATUS_OK;
+    return AMQP_STATUS_OK;
 }
 
-/* Whether the socket has room (poll(), no wait): a write into a full one would wait for the broker to read. */
-static bool link_writable(struct upstream_link *link)
+/* Appends a content header frame: class, weight, body size (12 bytes), the properties (encoded in the scratch buffer,
+ * which must hold it within frame_max). AMQP_STATUS_OK, an encoding status (nothing appended) or a socket/memory one. */
+static int out_header(struct upstream_link *link, uint16_t channel, amqp_basic_properties_t *props, uint64_t body_size)
 {
-    struct pollfd p = {amqp_get_sockfd(link->amqp), POLLOUT, 0};
+    size_t room = link->scratch_len > FRAME_OVERHEAD + 12 ? link->scratch_len - FRAME_OVERHEAD - 12 : 0;
+    uint8_t *p = link->scratch;
+    int n = amqp_encode_properties(AMQP_BASIC_CLASS, props, (amqp_bytes_t){room, link->scratch + 12});
 
-    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+    if (n < 0)
+        return n;
+    p = put_u16(p, AMQP_BASIC_CLASS);
+    p = put_u16(p, 0);
+    p = put_u32(p, (uint32_t)(body_size >> 32));
+    put_u32(p, (uint32_t)body_size);
+    return out_frame(link, AMQP_FRAME_HEADER, channel, link->scratch, (size_t)n + 12, NULL, 0) ? AMQP_STATUS_OK
+                                                                                               : AMQP_STATUS_SOCKET_ERROR;
 }
 
 /*
- * Writes the body of ch->pub, a frame at a time, while the socket has room; returns with the rest for later when it has
- * none (link_sweep() goes on once link_wait() saw room), so that the thread goes back to reading (connection.blocked,
- * deliveries, the inbox) instead of sitting in a send the broker does not read. Frames of other channels may come in
- * between (AMQP 0-9-1 §4.2.6: only a channel's own frames must not be cut into its content). Body frames are at most
- * LINK_BODY_CHUNK bytes, which fits the room POLLOUT promises in a LINK_SNDBUF socket.
+ * Queues the body of ch->pub, a frame at a time, while the socket takes what is queued; returns with the rest for later
+ * when it does not (link_sweep() goes on once link_wait() saw room), so that the thread goes back to reading
+ * (connection.blocked, deliveries, the inbox) instead of buffering a body the broker does not read. Frames of other
+ * channels may come in between (AMQP 0-9-1 §4.2.6: only a channel's own frames must not be cut into its content). Body
+ * frames are at most LINK_BODY_CHUNK bytes.
  */
 static void publish_body(struct upstream_link *link, struct upstream_link_chan *ch)
 {
     struct upstream_cmd *op = ch->pub;
-    size_t max = (size_t)amqp_get_frame_max(link->amqp) - 8; /* frame header (7) and end (1) */
+    size_t max = (size_t)amqp_get_frame_max(link->amqp) - FRAME_OVERHEAD;
 
     if (max > LINK_BODY_CHUNK)
         max = LINK_BODY_CHUNK;
     while (ch->pub_off < op->u.publish.body_len) {
         size_t n = op->u.publish.body_len - ch->pub_off;
-        amqp_frame_t f = {.frame_type = AMQP_FRAME_BODY, .channel = ch->id};
-        int status;
-        if (!link_writable(link)) {
+        if (link->out_full) {
             link->stalled = link->want_out = true;
             return;
         }
-        f.payload.body_fragment = (amqp_bytes_t){n < max ? n : max, (void *)(op->u.publish.body + ch->pub_off)};
-        status = amqp_send_frame(link->amqp, &f);
-        if (status != AMQP_STATUS_OK) { /* its confirm record fails with the connection (chan_fail_ops()) */
-            link_failed(link, status);
-            return;
-        }
-        ch->pub_off += f.payload.body_fragment.len;
+        if (n > max)
+            n = max;
+        if (!out_frame(link, AMQP_FRAME_BODY, ch->id, op->u.publish.body + ch->pub_off, n, NULL, 0))
+            return; /* the connection failed; its confirm record fails with it (chan_fail_ops()) */
+        ch->pub_off += n;
+        link_out_big(link);
     }
     upstream_cmd_free(op);
     ch->pub = NULL;
@@ -921,15 +1168,16 @@ static void publish_body(struct upstream_link *link, struct upstream_link_chan *
     }
 }
 
-/* Sends basic.publish and its content header, then as much of the body as the socket takes (publish_body()). Returns
- * true when the command went to ch->pub (publish_body() frees it), false when the caller frees it. */
+/* Queues basic.publish and its content header, then as much of the body as the socket takes (publish_body()). Returns
+ * true when the command went to ch->pub (publish_body() frees it), false when the caller frees it. An encoding failure
+ * takes back what was queued of it (nothing was sent: link->out is only sent between operations). */
 static bool op_publish(struct upstream_link *link, struct upstream_link_chan *ch, struct upstream_cmd *op)
 {
     amqp_basic_properties_t props;
     amqp_table_entry_t *entries;
     amqp_basic_publish_t m = {0, bytes_of(op->u.publish.exchange), bytes_of(op->u.publish.routing_key), 0, 0};
-    amqp_frame_t header = {.frame_type = AMQP_FRAME_HEADER, .channel = ch->id};
     struct confirm *k = malloc(sizeof *k);
+    size_t mark = link->out_len - link->out_off;
     int status;
 
     if (!k || props_to_amqp(&op->u.publish.props, &props, &entries) < 0) {
@@ -937,26 +1185,17 @@ static bool op_publish(struct upstream_link *link, struct upstream_link_chan *ch
         op_nomem(link, ch, op);
         return false;
     }
-    status = publish_encodable(link, op, &props);
-    if (status != AMQP_STATUS_OK) {
-        free(entries);
-        free(k);
-        op_failed(link, ch, op, status);
-        return false;
-    }
-    header.payload.properties.class_id = AMQP_BASIC_CLASS;
-    header.payload.properties.body_size = op->u.publish.body_len;
-    header.payload.properties.decoded = &props;
-    status = amqp_send_method(link->amqp, ch->id, AMQP_BASIC_PUBLISH_METHOD, &m);
+    status = publish_encodable(op);
     if (status == AMQP_STATUS_OK)
-        status = amqp_send_frame(link->amqp, &header);
+        status = out_method(link, ch->id, AMQP_BASIC_PUBLISH_METHOD, &m);
+    if (status == AMQP_STATUS_OK)
+        status = out_header(link, ch->id, &props, op->u.publish.body_len);
     free(entries);
-    if (status != AMQP_STATUS_OK) { /* part of it may be on the wire: whatever the status, the connection is lost */
-        struct upstream_error err;
+    if (status != AMQP_STATUS_OK) {
         free(k);
-        link_failed(link, status);
-        err = link->err;
-        emit_done(link, ch, op->op_tag, &err, NULL);
+        if (!link->failed)
+            link->out_len = link->out_off + mark;
+        op_failed(link, ch, op, status);
         return false;
     }
     /* Confirm sequence numbers count every basic.publish on the channel from 1 (RabbitMQ confirms extension). */
@@ -964,7 +1203,7 @@ static bool op_publish(struct upstream_link *link, struct upstream_link_chan *ch
     list_link_tail(&ch->confirms, &k->link);
     ch->pub = op;
     ch->pub_off = 0;
-    publish_body(link, ch); /* frees it once the body is written */
+    publish_body(link, ch); /* frees it once the body is queued */
     return true;
 }
 
@@ -972,10 +1211,13 @@ static void op_ack(struct upstream_link *link, struct upstream_link_chan *ch, st
 {
     int status;
 
-    if (op->kind == UPSTREAM_CMD_ACK)
-        status = amqp_basic_ack(link->amqp, ch->id, op->u.ack.delivery_tag, op->u.ack.multiple);
-    else
-        status = amqp_basic_nack(link->amqp, ch->id, op->u.ack.delivery_tag, op->u.ack.multiple, op->u.ack.requeue);
+    if (op->kind == UPSTREAM_CMD_ACK) {
+        amqp_basic_ack_t m = {op->u.ack.delivery_tag, op->u.ack.multiple};
+        status = out_method(link, ch->id, AMQP_BASIC_ACK_METHOD, &m);
+    } else {
+        amqp_basic_nack_t m = {op->u.ack.delivery_tag, op->u.ack.multiple, op->u.ack.requeue};
+        status = out_method(link, ch->id, AMQP_BASIC_NACK_METHOD, &m);
+    }
     if (status != AMQP_STATUS_OK)
         op_failed(link, ch, op, status);
 }
@@ -1091,7 +1333,7 @@ static bool op_may_write(struct upstream_link *link, const struct upstream_cmd *
         link->stalled = true;
         return false;
     }
-    if (!link_writable(link)) {
+    if (link->out_full) {
         link->stalled = link->want_out = true;
         return false;
     }
@@ -1110,6 +1352,7 @@ static void chan_pump(struct upstream_link *link, struct upstream_link_chan *ch)
         list_unlink(&op->link);
         if (!op_run(link, ch, op))
             upstream_cmd_free(op);
+        link_out_big(link);
     }
 }
 
@@ -1215,13 +1458,11 @@ static void chan_on_cancel(struct upstream_link *link, struct upstream_link_chan
         emit_cancel(link, ch, m->consumer_tag);
 }
 
-/* channel.open-ok, then confirm.select-ok: the channel is usable. */
+/* channel.open-ok, then confirm.select-ok (both sent at once, chan_start()): the channel is usable. */
 static void chan_on_opened(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id)
 {
     if (id == AMQP_CHANNEL_OPEN_OK_METHOD && ch->st == LCH_OPENING) {
-        amqp_confirm_select_t select = {0};
         ch->st = LCH_SELECTING;
-        link_send(link, ch, AMQP_CONFIRM_SELECT_METHOD, &select);
     } else if (id == AMQP_CONFIRM_SELECT_OK_METHOD && ch->st == LCH_SELECTING) {
         ch->st = LCH_OPEN;
         emit_terminal(link, ch, &ch->res_open, UPSTREAM_RES_OPEN, NULL);
@@ -1232,6 +1473,13 @@ static void chan_on_opened(struct upstream_link *link, struct upstream_link_chan
 /* May free `ch` (chan_done): nothing may touch it after. */
 static void chan_on_method(struct upstream_link *link, struct upstream_link_chan *ch, amqp_method_number_t id, void *m)
 {
+    if (ch->st == LCH_POOLED) { /* no session: only the broker's own close matters */
+        if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+            link_send(link, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &(amqp_channel_close_ok_t){0});
+            pool_drop(link, ch);
+        }
+        return;
+    }
     switch (id) {
     case AMQP_CHANNEL_OPEN_OK_METHOD:
     case AMQP_CONFIRM_SELECT_OK_METHOD:
@@ -1317,7 +1565,8 @@ static void link_on_method0(struct upstream_link *link, amqp_method_number_t id,
     if (id == AMQP_CONNECTION_CLOSE_METHOD) {
         const amqp_connection_close_t *close = m;
         amqp_connection_close_ok_t ok = {0};
-        amqp_send_method(link->amqp, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        out_method(link, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        link_flush(link);
         link_set_err(link, UPSTREAM_ERR_CONNECTION, close->reply_code, reply_code_name(close->reply_code), "%.*s",
                      (int)close->reply_text.len, (const char *)close->reply_text.bytes);
         link->failed = true;
@@ -1356,25 +1605,81 @@ static void link_on_frame(struct upstream_link *link, const amqp_frame_t *f)
         amqp_maybe_release_buffers_on_channel(link->amqp, f->channel);
 }
 
-/* Reads what is available without blocking (this also sends due heartbeats). Returns true when more may be pending. */
-static bool link_read(struct upstream_link *link)
+/* Decodes what link->in holds, up to `budget` frames; false when the connection failed. */
+static bool link_decode(struct upstream_link *link, int *budget)
 {
-    struct timeval zero = {0, 0};
-
-    for (int i = 0; i < LINK_READ_BUDGET; i++) {
+    while (link->in_off<link->in_len && * budget> 0) {
         amqp_frame_t f;
-        int status = amqp_simple_wait_frame_noblock(link->amqp, &f, &zero);
-        if (status == AMQP_STATUS_TIMEOUT)
+        int n = amqp_handle_input(link->amqp, (amqp_bytes_t){link->in_len - link->in_off, link->in + link->in_off}, &f);
+        if (n < 0) {
+            link_failed(link, n);
             return false;
-        if (status != AMQP_STATUS_OK) {
-            link_failed(link, status);
-            return false;
+        }
+        link->in_off += (size_t)n;
+        if (f.frame_type == 0)
+            continue; /* more bytes needed (amqp_handle_input() keeps the part it has), or a frame it ignores */
+        if (f.frame_type == AMQP_FRAME_HEARTBEAT) {
+            amqp_maybe_release_buffers_on_channel(link->amqp, 0);
+            continue;
         }
         link_on_frame(link, &f);
         if (link->failed)
             return false;
+        (*budget)--;
     }
     return true;
+}
+
+/* Reads and handles what is available without blocking: what link->in still holds, then one recv() if poll() said
+ * POLLIN (or the last one filled the buffer). Returns true when more may be pending (the frame budget ran out). */
+static bool link_read(struct upstream_link *link)
+{
+    int budget = LINK_READ_BUDGET;
+
+    for (;;) {
+        if (!link_decode(link, &budget))
+            return false;
+        if (budget == 0)
+            return true;
+        if (!link->readable)
+            return false;
+        link->readable = false;
+        ssize_t n = recv(amqp_get_sockfd(link->amqp), link->in, LINK_IN_BUF, MSG_DONTWAIT);
+        if (n == 0) {
+            link_failed(link, AMQP_STATUS_CONNECTION_CLOSED);
+            return false;
+        }
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                link_failed(link, AMQP_STATUS_SOCKET_ERROR);
+            return false;
+        }
+        link->in_off = 0;
+        link->in_len = (size_t)n;
+        link->recv_ms = clock_now_ms();
+        link->readable = n == LINK_IN_BUF; /* a full buffer: the socket may hold more */
+    }
+}
+
+/* After the login: what rabbitmq-c read past it (a frame queued, bytes in its buffer: connection.blocked may follow
+ * connection.open-ok at once) is handled before the link reads the socket itself. A frame it read only in part stays in
+ * amqp_handle_input()'s state, which link_read() goes on feeding. */
+static void link_take_over(struct upstream_link *link)
+{
+    struct timeval zero = {0, 0};
+
+    while (!link->failed && (amqp_frames_enqueued(link->amqp) || amqp_data_in_buffer(link->amqp))) {
+        amqp_frame_t f;
+        int status = amqp_simple_wait_frame_noblock(link->amqp, &f, &zero);
+        if (status == AMQP_STATUS_TIMEOUT)
+            break;
+        if (status != AMQP_STATUS_OK) {
+            link_failed(link, status);
+            break;
+        }
+        link_on_frame(link, &f);
+    }
+    link->sent_ms = link->recv_ms = clock_now_ms();
 }
 
 /* ---------------------------------------------------------------------------------------------------------------------
@@ -1392,6 +1697,7 @@ static void link_die(struct upstream_link *link)
     if (link->err.kind == UPSTREAM_OK)
         link_set_err(link, UPSTREAM_ERR_CONNECTION, 0, "connection_lost", "broker connection lost");
     emit_conn(link, &link->res_down);
+    pool_clear(link);
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
         if (ch->st == LCH_CLOSING)
             chan_done(link, ch);
@@ -1405,6 +1711,8 @@ static void link_die(struct upstream_link *link)
         amqp_destroy_connection(link->amqp);
         link->amqp = NULL;
     }
+    link->out_off = link->out_len = link->in_off = link->in_len = 0;
+    link->out_full = link->want_out = link->readable = false;
 }
 
 /* Splits "host:port" ("[v6]:port" too); port 5672 when absent. */
@@ -1629,14 +1937,16 @@ static int link_up(struct upstream_link *link)
     link->slots = calloc(link->chan_max + 1, sizeof *link->slots);
     link->scratch_len = (size_t)amqp_get_frame_max(link->amqp);
     link->scratch = malloc(link->scratch_len ? link->scratch_len : 1);
-    if (!link->slots || !link->scratch) {
+    link->in = malloc(LINK_IN_BUF);
+    if (!link->slots || !link->scratch || !link->in) {
         link_set_err(link, UPSTREAM_ERR_NOMEM, 0, "internal_error", "out of memory");
         return -ENOMEM;
     }
     link->st = LINK_OPEN;
-    /* A fixed send buffer (no autotuning): POLLOUT then means room for a LINK_BODY_CHUNK frame (publish_body()). If it
-     * fails, the default buffer: a frame may wait for room, which the watchdog bounds. */
+    /* A fixed send buffer (no autotuning), big enough that a round's frames go out in one send(); if it fails, the
+     * default buffer (link->out keeps what does not fit). */
     (void)setsockopt(amqp_get_sockfd(link->amqp), SOL_SOCKET, SO_SNDBUF, &(int){LINK_SNDBUF}, sizeof(int));
+    link_take_over(link);
     upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
     link->res_up->u.up.chan_max = link->chan_max;
     broker_name(amqp_get_server_properties(link->amqp), link->res_up->u.up.broker, sizeof(link->res_up->u.up.broker));
@@ -1671,6 +1981,7 @@ static void link_on_cmd(struct upstream_link *link, struct upstream_cmd *cmd)
             upstream_cmd_free(cmd);
             return;
         }
+        ch->dirty = ch->dirty || op_dirties(cmd);
         list_link_tail(&ch->ops, &cmd->link);
         chan_pump(link, ch);
         return;
@@ -1703,31 +2014,48 @@ static bool link_run_cmds(struct upstream_link *link)
     return stopping;
 }
 
-/* Waits for a command, broker data, room in the socket (when a queue stopped at a full one) or the heartbeat tick. The
- * watchdog (upstream.c) sees the thread idle while it waits, and busy from its return on; and it sees since when the
- * thread waits for room (full_since_ms), until a poll() reports some. */
+/*
+ * Sends what the round queued (one send(), link_flush()) and waits for a command, broker data, room in the socket (when
+ * link->out holds what it had no room for) or the heartbeat tick. The inbox is told that the link sleeps
+ * (upstream_inbox_sleep()), so that the loop writes its eventfd only then, and not at all when a command is queued
+ * already: then, or with bytes or frames still to handle, the poll() only looks. The watchdog (upstream.c) sees the
+ * thread idle while it waits, and busy from its return on; and it sees since when the thread waits for room
+ * (full_since_ms), until a poll() reports some.
+ */
 static void link_wait(struct upstream_link *link, bool more)
 {
     struct pollfd p[2] = {{link->inbox->wake_fd, POLLIN, 0}, {-1, POLLIN, 0}};
     int timeout = -1;
+    bool sleep;
 
     if (link->st == LINK_OPEN) {
         int hb = amqp_get_heartbeat(link->amqp);
+        link_heartbeat(link, clock_now_ms());
+        if (link->out_off < link->out_len && !link->failed)
+            link_flush(link);
+        if (link->failed)
+            return; /* torn down at the top of the loop */
         p[1].fd = amqp_get_sockfd(link->amqp);
         if (link->want_out)
             p[1].events |= POLLOUT;
-        /* rabbitmq-c only sends heartbeats from inside its read calls: wake at half the interval. */
-        timeout = hb > 0 ? hb * 500 : -1;
-        if (more || amqp_frames_enqueued(link->amqp) || amqp_data_in_buffer(link->amqp))
+        /* Heartbeats are due at half the interval (link_heartbeat()): wake at a quarter. */
+        timeout = hb > 0 ? hb * 250 : -1;
+        if (more || link->readable || link->in_off < link->in_len)
             timeout = 0;
     }
     if (!link->want_out || link->blocked) /* a blocked broker does not read until it unblocks: not a dead one */
         atomic_store(&link->inbox->full_since_ms, 0);
     else if (atomic_load(&link->inbox->full_since_ms) == 0)
         atomic_store(&link->inbox->full_since_ms, clock_now_ms());
+    sleep = upstream_inbox_sleep(link->inbox);
+    if (!sleep)
+        timeout = 0;
     atomic_store(&link->inbox->busy_since_ms, 0);
-    if (poll(p, 2, timeout) > 0 && (p[0].revents & POLLIN))
-        upstream_inbox_drain(link->inbox);
+    if (poll(p, 2, timeout) < 0)
+        p[0].revents = p[1].revents = 0;
+    upstream_inbox_awake(link->inbox, (p[0].revents & POLLIN) != 0);
+    if (p[1].revents & (POLLIN | POLLERR | POLLHUP))
+        link->readable = true;
     if (p[1].revents & POLLOUT)
         atomic_store(&link->inbox->full_since_ms, 0);
     atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
@@ -1748,6 +2076,8 @@ static void link_sweep(struct upstream_link *link)
         return;
     emit_blocked(link);
     link->lost = link->stalled = link->want_out = false;
+    if (link->out_full)
+        link_flush(link); /* room since (POLLOUT), or not: then want_out again */
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
         if (lost && ch->lost && ch->pub) {
             link->lost = true; /* not inside a content (see chan_release()): after its body */
@@ -1771,8 +2101,19 @@ static void link_finish(struct upstream_link *link, bool stopping)
     struct upstream_link_chan *ch, *next;
 
     atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
-    if (link->st == LINK_OPEN) {
+    if (link->st == LINK_OPEN && !link->failed)
+        link_flush(link);
+    if (link->st == LINK_OPEN && !link->failed && link->out_off == link->out_len) {
+        /* rabbitmq-c has the socket back: the bytes read and not decoded go to its decoder first, so that it goes on
+         * at a frame boundary. */
         struct timeval tv = {LINK_CLOSE_TIMEOUT_S, 0};
+        while (link->in_off < link->in_len) {
+            amqp_frame_t f;
+            int n = amqp_handle_input(link->amqp, (amqp_bytes_t){link->in_len - link->in_off, link->in + link->in_off}, &f);
+            if (n <= 0)
+                break;
+            link->in_off += (size_t)n;
+        }
         amqp_set_rpc_timeout(link->amqp, &tv);
         amqp_connection_close(link->amqp, AMQP_REPLY_SUCCESS);
     }
@@ -1782,6 +2123,7 @@ static void link_finish(struct upstream_link *link, bool stopping)
     }
     link->amqp = NULL;
     link->st = LINK_DEAD;
+    pool_clear(link);
     if (stopping) {
         LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
             list_unlink(&ch->link);
@@ -1792,6 +2134,12 @@ static void link_finish(struct upstream_link *link, bool stopping)
     link->slots = NULL;
     free(link->scratch);
     link->scratch = NULL;
+    free(link->out);
+    link->out = NULL;
+    link->out_off = link->out_len = link->out_cap = 0;
+    free(link->in);
+    link->in = NULL;
+    link->in_off = link->in_len = 0;
     atomic_store(&link->inbox->busy_since_ms, 0);
     if (!stopping)
         emit_conn(link, &link->res_exit);
@@ -1863,6 +2211,7 @@ int upstream_link_new(const struct upstream_link_params *p, struct upstream_link
     link->outbox = p->outbox;
     link->owner = p->owner;
     list_init(&link->chans);
+    list_init(&link->pool);
     link->res_up = upstream_res_prealloc(UPSTREAM_RES_CONN_UP, false);
     link->res_down = upstream_res_prealloc(UPSTREAM_RES_CONN_DOWN, false);
     link->res_exit = upstream_res_prealloc(UPSTREAM_RES_CONN_EXIT, false);
@@ -1884,10 +2233,16 @@ void upstream_link_free(struct upstream_link *link)
         list_unlink(&ch->link);
         upstream_link_chan_free(ch);
     }
+    LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->pool, link) {
+        list_unlink(&ch->link);
+        upstream_link_chan_free(ch);
+    }
     if (link->amqp)
         amqp_destroy_connection(link->amqp);
     free(link->slots);
     free(link->scratch);
+    free(link->out);
+    free(link->in);
     free(link->res_up);
     free(link->res_down);
     free(link->res_exit);

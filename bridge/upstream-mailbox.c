@@ -7,7 +7,9 @@
  * an inbox, to read or set `stopping`, `login_fd`, `sock_fd` and `cut`; `busy_since_ms` is an atomic of its own), never across a
  * callback, a rabbitmq-c call or a system call other than shutdown(). The reader is woken through an eventfd written after the item
  * is linked; whoever reads the eventfd then takes the whole list under the lock, so a wake-up is never lost and an item is never
- * seen half-made.
+ * seen half-made. Each box writes its eventfd once per batch, not per item: the outbox when the loop has taken everything since
+ * the last write (`signalled`), an inbox only when its link sleeps in its poll() and no other push woke it yet
+ * (upstream_inbox_sleep()); a link that runs takes what was pushed meanwhile before it sleeps again.
  */
 #include "bridge/upstream-int.h"
 
@@ -181,6 +183,8 @@ int upstream_inbox_init(struct upstream_inbox *ib)
     ib->login_fd = -1;
     ib->sock_fd = -1;
     ib->cut = false;
+    ib->sleeping = false;
+    ib->signalled = false;
     atomic_store(&ib->busy_since_ms, 0);
     atomic_store(&ib->full_since_ms, 0);
     ib->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -208,25 +212,62 @@ static void inbox_wake(struct upstream_inbox *ib)
     }
 }
 
+/* Under the lock, after a push: whether this push is the one to write wake_fd. */
+static bool inbox_must_wake(struct upstream_inbox *ib)
+{
+    bool wake = ib->sleeping && !ib->signalled;
+
+    ib->signalled = ib->signalled || wake;
+    return wake;
+}
+
 void upstream_inbox_push(struct upstream_inbox *ib, struct upstream_cmd *cmd)
 {
+    bool wake;
+
     pthread_mutex_lock(&ib->lock);
     list_link_tail(&ib->cmds, &cmd->link);
+    wake = inbox_must_wake(ib);
     pthread_mutex_unlock(&ib->lock);
-    inbox_wake(ib);
+    if (wake)
+        inbox_wake(ib);
 }
 
 void upstream_inbox_push_list(struct upstream_inbox *ib, struct list *cmds)
 {
     struct upstream_cmd *c;
+    bool wake;
 
     pthread_mutex_lock(&ib->lock);
     while ((c = list_first_entry(cmds, struct upstream_cmd, link))) {
         list_unlink(&c->link);
         list_link_tail(&ib->cmds, &c->link);
     }
+    wake = inbox_must_wake(ib);
     pthread_mutex_unlock(&ib->lock);
-    inbox_wake(ib);
+    if (wake)
+        inbox_wake(ib);
+}
+
+bool upstream_inbox_sleep(struct upstream_inbox *ib)
+{
+    bool sleep;
+
+    pthread_mutex_lock(&ib->lock);
+    sleep = list_is_empty(&ib->cmds) && !ib->stopping;
+    ib->sleeping = sleep;
+    pthread_mutex_unlock(&ib->lock);
+    return sleep;
+}
+
+void upstream_inbox_awake(struct upstream_inbox *ib, bool readable)
+{
+    if (readable)
+        upstream_inbox_drain(ib);
+    pthread_mutex_lock(&ib->lock);
+    ib->sleeping = false;
+    ib->signalled = false;
+    pthread_mutex_unlock(&ib->lock);
 }
 
 void upstream_inbox_stop(struct upstream_inbox *ib)

@@ -617,11 +617,11 @@ static int config_copy(struct upstream *up, const struct upstream_config *cfg)
 /*
  * The write watchdog. rabbitmq-c waits without a deadline for room in a full socket (amqp_try_send() polls with an infinite
  * one), and a broker may stop reading: RabbitMQ does when it blocks publishers, a host may vanish without a reset. Links
- * hold their publishes while blocked and wait for room before an operation (upstream-link.c), but a frame bigger than the
- * room, a heartbeat or a close can still be caught, and a socket the broker does not read at all leaves the link waiting
- * for room forever. So the loop watches every thread: one busy in a call (out of its poll()), or waiting for room, for
- * longer than write_timeout_ms has its socket shut down, which makes the stuck call fail, and that connection alone is
- * lost (its sessions get ERROR `Broker connection lost`, warren reconnects for new ones).
+ * hold their publishes while blocked and, once logged in, write their socket themselves without waiting (upstream-link.c,
+ * "The wire"), but the login and the close on the way out are rabbitmq-c's, and a socket the broker does not read at all
+ * leaves the link waiting for room forever. So the loop watches every thread: one busy in a call (out of its poll()), or waiting
+ * for room, for longer than write_timeout_ms has its socket shut down, which makes the stuck call fail, and that connection alone
+ * is lost (its sessions get ERROR `Broker connection lost`, warren reconnects for new ones).
  */
 static void on_watch(evutil_socket_t fd, short what, void *arg)
 {

@@ -27,6 +27,43 @@
 
 #include "tests/unit/harness.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+/*
+ * send() and recv() of this process, counted (the connection threads' socket I/O: the test's own sockets use
+ * read/write/writev through libevent): test_publish_batched checks how many system calls a batch of publishes costs.
+ */
+static atomic_int n_send, n_recv_eagain;
+static ssize_t (*real_send)(int, const void *, size_t, int);
+static ssize_t (*real_recv)(int, void *, size_t, int);
+
+/* Looks the real ones up, in main() before any thread starts. */
+static void io_hooks_init(void)
+{
+    void *s = dlsym(RTLD_NEXT, "send"), *r = dlsym(RTLD_NEXT, "recv");
+
+    memcpy(&real_send, &s, sizeof real_send);
+    memcpy(&real_recv, &r, sizeof real_recv);
+}
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    atomic_fetch_add(&n_send, 1);
+    return real_send(fd, buf, len, flags);
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t n = real_recv(fd, buf, len, flags);
+
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        atomic_fetch_add(&n_recv_eagain, 1);
+    return n;
+}
+
 #define GUARD_S 20
 
 static char broker_addr[64];
@@ -347,6 +384,99 @@ static void test_roundtrip(void)
 out:
     upstream_chan_release(a.ch);
     upstream_chan_release(b.ch);
+    upstream_free(up);
+}
+
+static bool sixteen_done(const void *arg)
+{
+    return ((const struct sess *)arg)->n_done == 16;
+}
+
+/*
+ * Publishes queued together go to the broker together: at most one send() per round of the connection thread for all
+ * their frames (method, header, body each), never one per frame, and no recv() that finds nothing (the thread reads
+ * only what poll() said is there). (Before: three sends per publish, 48 here, and a recv() failing with EAGAIN each
+ * round.)
+ */
+static void test_publish_batched(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a;
+    char rk[64];
+    int sends, eagain;
+
+    snprintf(rk, sizeof rk, "upstream.batch.%d", (int)getpid());
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    atomic_store(&n_send, 0);
+    atomic_store(&n_recv_eagain, 0);
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ_INT(upstream_chan_publish(a.ch, 100 + (uint64_t)i, "amq.topic", rk, NULL, (const uint8_t *)"body", 4), 0);
+    if (wait_for(sixteen_done, &a, "16 confirms")) {
+        sends = atomic_load(&n_send);
+        eagain = atomic_load(&n_recv_eagain);
+        printf("# 16 publishes: %d send(), %d recv() with EAGAIN\n", sends, eagain);
+        CHECK(sends >= 1 && sends < 16);
+        CHECK_EQ_INT(eagain, 0);
+        for (int i = 0; i < 16; i++)
+            CHECK(a.done[i].tag == 100 + (uint64_t)i && a.done[i].kind == UPSTREAM_OK);
+    }
+out:
+    upstream_chan_release(a.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE");
+    upstream_free(up);
+}
+
+/*
+ * A released channel that carries nothing of its session is kept open and given to the next session of the connection:
+ * neither the release nor the next open sends anything to the broker, and the reused channel publishes (its confirms
+ * count on from the first session's). A channel that consumed is closed at its release as before: the next open sends
+ * channel.open. (Before: channel.close, then channel.open and confirm.select, for every session.)
+ */
+static void test_channel_pool(void)
+{
+    struct upstream *up = new_upstream(0);
+    struct sess a, b, c;
+    char rk[64], queue[256] = "";
+    const struct done_rec *d;
+
+    snprintf(rk, sizeof rk, "upstream.pool.%d", (int)getpid());
+    if (!open_sess(up, &guest, &a))
+        goto out;
+    CHECK_EQ_INT(upstream_chan_publish(a.ch, 1, "amq.topic", rk, NULL, (const uint8_t *)"a", 1), 0);
+    d = wait_done(&a, 1);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    atomic_store(&n_send, 0);
+    upstream_chan_release(a.ch);
+    a.ch = NULL;
+    wait_for(nothing_closing, up, "CHAN_DONE of a");
+    if (!open_sess(up, &guest, &b))
+        goto out;
+    CHECK_EQ_INT(b.opened, 1);
+    CHECK_EQ_INT(atomic_load(&n_send), 0); /* no channel.close, no channel.open */
+    CHECK_EQ_INT(upstream_chan_publish(b.ch, 2, "amq.topic", rk, NULL, (const uint8_t *)"b", 1), 0);
+    d = wait_done(&b, 2);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    CHECK_EQ_INT(upstream_chan_declare_queue(b.ch, 3, "", UPSTREAM_Q_EXCLUSIVE | UPSTREAM_Q_AUTO_DELETE, NULL, 0), 0);
+    d = wait_done(&b, 3);
+    if (d)
+        snprintf(queue, sizeof queue, "%s", d->queue);
+    CHECK_EQ_INT(upstream_chan_consume(b.ch, 4, queue, "ctag-pool", 10, false, false, NULL, 0), 0);
+    d = wait_done(&b, 4);
+    CHECK(d && d->kind == UPSTREAM_OK);
+    upstream_chan_release(b.ch);
+    b.ch = NULL;
+    wait_for(nothing_closing, up, "CHAN_DONE of b");
+    atomic_store(&n_send, 0);
+    if (open_sess(up, &guest, &c)) {
+        CHECK_EQ_INT(c.opened, 1);
+        CHECK(atomic_load(&n_send) >= 1); /* a consumer's channel is not reused: channel.open went out */
+        upstream_chan_release(c.ch);
+    }
+out:
+    upstream_chan_release(a.ch);
+    upstream_chan_release(b.ch);
+    wait_for(nothing_closing, up, "CHAN_DONE");
     upstream_free(up);
 }
 
@@ -1763,6 +1893,7 @@ int main(void)
 {
     const char *port = getenv("WARREN_TEST_AMQP_PORT");
 
+    io_hooks_init();
     RUN(test_cmd_roundtrip);
     RUN(test_inbox);
     RUN(test_outbox);
@@ -1778,6 +1909,8 @@ int main(void)
         return 1;
     RUN(test_shared_connection);
     RUN(test_roundtrip);
+    RUN(test_publish_batched);
+    RUN(test_channel_pool);
     RUN(test_channel_error);
     RUN(test_owned_deleted);
     RUN(test_access_refused);
