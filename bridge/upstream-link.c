@@ -2157,6 +2157,7 @@ void *upstream_link_main(void *arg)
     struct upstream_link *link = arg;
     bool stopping = false;
 
+    pthread_setname_np(pthread_self(), "warren-amqp"); /* top -H, perf, warren-bench's server_threads= */
     if (link_connect(link) != 0 || link_up(link) != 0)
         link_die(link);
     atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
