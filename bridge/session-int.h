@@ -33,6 +33,7 @@
 #include "bridge/list.h"
 #include "bridge/session-errors.h"
 #include "bridge/session.h"
+#include "bridge/timer.h"
 #include "bridge/upstream.h"
 #include "stomp/frame.h"
 #include "stomp/negotiate.h"
@@ -71,7 +72,7 @@ struct session_sub {
     bool durable; /* durable exchange/topic subscription: UNSUBSCRIBE durable:true deletes the queue */
     bool temp;    /* the consumer of a /temp-queue/ reply queue */
     enum session_ack ack;
-    char queue[DEST_NAME_MAX + 1];
+    char *queue; /* the AMQP queue consumed */
     /* client modes: delivered, not yet ACKed/NACKed; auto: delivered but held (client over its send buffer) */
     struct session_tags unacked;
     /* topic_fanout = local: a member of the worker's group for this binding (fan.g NULL: a consumer of its own) */
@@ -133,9 +134,7 @@ struct session_temp {
 /* Input (session.c): the bytes received and not yet parsed, the parser over them, deferred processing. */
 struct session_input {
     struct stomp_parser parser;
-    struct stomp_header *hdrs; /* the parser's header array (max_headers) */
-    size_t hdrs_cap;
-    char *buf;
+    char *buf; /* held input only (a frame cut short, frames held back): given back when empty */
     size_t len, cap;
     bool processing;        /* inside process_input() (no re-entry) */
     uint64_t last_frame_ms; /* last complete frame, for idle_timeout_ms */
@@ -143,10 +142,8 @@ struct session_input {
     bool backlog;           /* process_input() stopped at SESSION_TURN_FRAMES: io->backlog(true) was said */
 };
 
-/* Output (session.c): the serialisation buffer, reused frame after frame. */
+/* Output (session.c); frames are serialised into the loop's buffer (struct session_scratch). */
 struct session_output {
-    char *buf;
-    size_t cap;
     size_t too_big; /* the encoded size of the last frame refused with -EMSGSIZE */
 };
 
@@ -215,10 +212,9 @@ struct session {
     bool connected; /* CONNECTED was sent */
     enum stomp_version version;
     char peer[64];
-    char id[48];      /* "session-<base64url>" */
-    char prefix[128]; /* log prefix: "peer session-id" */
-    char user[128];   /* login, for error texts */
-    char vhost[128];  /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts */
+    char id[48]; /* "session-<base64url>" */
+    char *user;  /* login, for error texts (NULL before CONNECT: session_user()) */
+    char *vhost; /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts (session_vhost()) */
     struct upstream_chan *ch;
     struct session_login pending_login; /* CONNECT's credentials while the throttle holds it (all NULL otherwise) */
     struct session_login cred;          /* topic_fanout = local: the credential the channel was opened with (the key of
@@ -246,6 +242,16 @@ enum session_rc {
     SESSION_DEFER = 3,  /* not handled, nothing done: no room for it now (max_unconfirmed_bytes); reading is paused and the
                          * frame stays in the input, to be parsed and dispatched again when reading resumes */
 };
+
+/* The CONNECT's login and vhost, "" before it. */
+static inline const char *session_user(const struct session *s)
+{
+    return s->user ? s->user : "";
+}
+static inline const char *session_vhost(const struct session *s)
+{
+    return s->vhost ? s->vhost : "";
+}
 
 /* A header for a frame the session writes (`value` borrowed), of `len` bytes or, in session_hdr(), NUL-terminated. */
 static inline struct stomp_header session_hdr_n(const char *name, const char *value, size_t len)
@@ -305,6 +311,8 @@ void session_input_resume(struct session *s);
 char *session_strndup(const char *s, size_t n);
 /* Cryptographic random bytes. 0 or -EIO. */
 int session_random(uint8_t *buf, size_t n);
+/* Makes timer *t (calling fn(s)) unless it exists: timers are made when first armed. 0, or -ENOMEM. */
+int session_timer(struct session *s, struct timer **t, timer_fn fn);
 
 /* session-ops.c */
 void session_ops_init(struct session *s);

@@ -57,6 +57,7 @@ static void sub_free(struct session_sub *sub)
     free(sub->id);
     free(sub->dest);
     free(sub->ctag);
+    free(sub->queue);
     session_tags_deinit(&sub->unacked);
     free(sub);
 }
@@ -187,16 +188,16 @@ static int parse_prefetch(struct session *s, const struct stomp_header *h, unsig
 
 enum session_rc session_excl_check(struct session *s, const struct stomp_frame *f, const char *queue)
 {
-    if (!excl_locked(&s->excl, s->vhost, s->user, queue))
+    if (!excl_locked(&s->excl, session_vhost(s), session_user(s), queue))
         return SESSION_OK;
-    session_log(s, LOG_WARN, "queue '%s' is held exclusively by another session of '%s': refused", queue, s->user);
-    return SESSION_FAIL(s, f, RESOURCE_LOCKED, SARG(queue), SARG(s->vhost));
+    session_log(s, LOG_WARN, "queue '%s' is held exclusively by another session of '%s': refused", queue, session_user(s));
+    return SESSION_FAIL(s, f, RESOURCE_LOCKED, SARG(queue), SARG(session_vhost(s)));
 }
 
 enum session_rc session_excl_claim(struct session *s, const struct stomp_frame *f, const char *queue)
 {
     char num[24];
-    int r = excl_claim(&s->excl, s->vhost, s->user, queue);
+    int r = excl_claim(&s->excl, session_vhost(s), session_user(s), queue);
     if (r == 0)
         return SESSION_OK;
     if (r == EXCL_LOCKED)
@@ -214,6 +215,14 @@ static enum session_rc fail_dest(struct session *s, const struct stomp_frame *f,
     return SESSION_FAIL(s, f, DEST, SARG(reason), SARG(body));
 }
 
+/* sub->queue = a copy of q (its own length, not DEST_NAME_MAX); 0 or -ENOMEM. */
+static int sub_set_queue(struct session_sub *sub, const char *q)
+{
+    free(sub->queue);
+    sub->queue = strdup(q);
+    return sub->queue ? 0 : -ENOMEM;
+}
+
 /* Declares and binds the queue of an /exchange/ or /topic/ subscription; fills sub->queue. */
 static enum session_rc setup_exchange_queue(struct session *s, const struct stomp_frame *f, const struct dest *d,
                                             struct session_sub *sub)
@@ -225,19 +234,22 @@ static enum session_rc setup_exchange_queue(struct session *s, const struct stom
         return SESSION_FAIL(s, f, HEADER_VALUE, SARG(reason), SARG(bad));
     if (qn && (qn->value_len == 0 || qn->value_len > DEST_NAME_MAX))
         return SESSION_FAIL(s, f, INVALID_HEADER, SARG("x-queue-name"));
+    char q[DEST_NAME_MAX + 1];
     if (qn) {
-        memcpy(sub->queue, qn->value, qn->value_len);
-        sub->queue[qn->value_len] = '\0';
+        memcpy(q, qn->value, qn->value_len);
+        q[qn->value_len] = '\0';
     } else if (sub->durable) {
-        if (dest_sub_queue_name_durable(d, sub->id, strlen(sub->id), sub->queue) != 0)
+        if (dest_sub_queue_name_durable(d, sub->id, strlen(sub->id), q) != 0)
             return SESSION_FATAL(s, "cannot compute the subscription queue name");
     } else {
         uint8_t rnd[16];
         if (session_random(rnd, sizeof(rnd)) != 0)
             return SESSION_FATAL(s, "no randomness");
-        dest_sub_queue_name_random(rnd, sub->queue);
+        dest_sub_queue_name_random(rnd, q);
         o.flags |= UPSTREAM_Q_OWNED; /* a name only this session knows: deleted with its channel (issue 7) */
     }
+    if (sub_set_queue(sub, q) != 0)
+        return SESSION_FATAL(s, "out of memory");
     if (session_excl_check(s, f, sub->queue) != SESSION_OK)
         return SESSION_CLOSED;
     if (o.flags & UPSTREAM_Q_EXCLUSIVE) {
@@ -260,7 +272,8 @@ static enum session_rc setup_exchange_queue(struct session *s, const struct stom
 
 static enum session_rc setup_queue(struct session *s, const struct stomp_frame *f, const struct dest *d, struct session_sub *sub)
 {
-    snprintf(sub->queue, sizeof(sub->queue), "%s", d->name);
+    if (sub_set_queue(sub, d->name) != 0)
+        return SESSION_FATAL(s, "out of memory");
     switch (d->kind) {
     case DEST_QUEUE:
         if (session_excl_check(s, f, d->name) != SESSION_OK)
@@ -570,7 +583,10 @@ enum session_rc session_sub_add_temp(struct session *s, const char *temp_id, con
         return SESSION_FATAL(s, "out of memory");
     sub->temp = true;
     sub->ack = SESSION_ACK_AUTO;
-    snprintf(sub->queue, sizeof(sub->queue), "%s", queue);
+    if (sub_set_queue(sub, queue) != 0) {
+        sub_free(sub);
+        return SESSION_FATAL(s, "out of memory");
+    }
     if (consume(s, NULL, sub, (unsigned)s->conf->default_prefetch_count) != 0) {
         sub_free(sub);
         return SESSION_CLOSED;
@@ -790,6 +806,8 @@ static void too_big_error(struct session *s, const struct session_sub *sub, cons
         4, sub->has_id ? &h : NULL);
 }
 
+static void settle_later(void *arg);
+
 void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
 {
     if (s->state == SESSION_ST_CLOSED || !s->ch)
@@ -818,8 +836,13 @@ void session_sub_delivery(struct session *s, const struct upstream_delivery *d)
         return;
     }
     /* ack:auto: settled at the end of this loop turn, all the turn's deliveries with one basic.ack when possible */
-    if (sub->ack == SESSION_ACK_AUTO && client_has_room(s))
+    if (sub->ack == SESSION_ACK_AUTO && client_has_room(s)) {
+        if (session_timer(s, &s->subs.settle, settle_later) != 0) {
+            (void)SESSION_FATAL(s, "out of memory");
+            return;
+        }
         timer_arm(s->subs.settle, 0);
+    }
 }
 
 /* Highest tag held by ack:auto subscriptions, and whether a client-mode subscription holds an older one. */
@@ -896,8 +919,8 @@ int session_subs_init(struct session *s)
 {
     list_init(&s->subs.all);
     list_init(&s->subs.retired);
-    s->subs.settle = timer_new(s->env.base, settle_later, s);
-    return s->subs.settle ? 0 : -ENOMEM;
+    s->subs.settle = NULL; /* made at the first ack:auto delivery (session_timer()) */
+    return 0;
 }
 
 void session_subs_deinit(struct session *s)

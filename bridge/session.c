@@ -15,6 +15,7 @@
 #include "bridge/session-int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,7 @@
 #include "bridge/timer.h"
 #include "conf/conf.h"
 
-/* Input and output buffers that grew past this for one big frame are given back afterwards, so an idle session costs
- * little whatever it once carried. */
+/* The loop's serialisation buffer is given back after a frame that made it grow past this. */
 #define SESSION_KEEP_BYTES 16384
 /*
  * Frames (heart-beat runs included) one process_input() call handles; the rest waits SESSION_YIELD_MS, so one message
@@ -61,9 +61,16 @@ const char *session_state_str(enum session_state st)
 
 void session_log(struct session *s, int level, const char *fmt, ...)
 {
+    if (!log_enabled((enum log_level)level))
+        return;
+    char prefix[sizeof(s->peer) + sizeof(s->id) + 1]; /* "peer session-id" once connected, made here: not held */
+    if (s->connected)
+        snprintf(prefix, sizeof(prefix), "%s %s", s->peer, s->id);
+    else
+        snprintf(prefix, sizeof(prefix), "%s", s->peer);
     va_list ap;
     va_start(ap, fmt);
-    log_vmsg((enum log_level)level, s->prefix, fmt, ap);
+    log_vmsg((enum log_level)level, prefix, fmt, ap);
     va_end(ap);
 }
 
@@ -82,24 +89,142 @@ int session_random(uint8_t *buf, size_t n)
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
 }
 
+int session_timer(struct session *s, struct timer **t, timer_fn fn)
+{
+    if (!*t)
+        *t = timer_new(s->env.base, fn, s);
+    return *t ? 0 : -ENOMEM;
+}
+
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* Output                                                                                                              */
 
-static int write_frame(struct session *s, const struct stomp_frame *f, size_t *len)
+/*
+ * Memory an idle session does not hold (issue 9): the parser's header array (max_headers entries, 3.2 kB by default) and
+ * the buffer a frame is serialised into are the loop's, lent to one session for one process_input() or one frame and
+ * given back; sessions live on one loop thread, so one set per thread serves them all. A nested use while lent (none is
+ * known: a session's callbacks do not feed or send for another session) gets a private allocation for that call.
+ * The thread's set is freed when the thread ends.
+ */
+struct session_scratch {
+    struct stomp_header *hdrs;
+    size_t hdrs_cap;
+    bool hdrs_lent;
+    char *out;
+    size_t out_cap;
+    bool out_lent;
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct session_scratch *scratch_tls;
+
+static void scratch_destroy(void *p)
+{
+    struct session_scratch *sc = p;
+    free(sc->hdrs);
+    free(sc->out);
+    free(sc);
+}
+
+static void scratch_key_make(void)
+{
+    (void)pthread_key_create(&scratch_key, scratch_destroy);
+}
+
+static struct session_scratch *scratch_get(void)
+{
+    if (scratch_tls)
+        return scratch_tls;
+    struct session_scratch *sc = calloc(1, sizeof(*sc));
+    if (!sc)
+        return NULL;
+    (void)pthread_once(&scratch_once, scratch_key_make);
+    if (pthread_setspecific(scratch_key, sc) != 0) {
+        free(sc);
+        return NULL;
+    }
+    scratch_tls = sc;
+    return sc;
+}
+
+/* A header array of at least `need` entries for one process_input(); *own tells session_hdrs_return() to free it. */
+static struct stomp_header *hdrs_borrow(size_t need, size_t *cap, bool *own)
+{
+    struct session_scratch *sc = scratch_get();
+    *own = !sc || sc->hdrs_lent;
+    if (*own) {
+        *cap = need;
+        return calloc(need ? need : 1, sizeof(struct stomp_header));
+    }
+    if (sc->hdrs_cap < need) {
+        struct stomp_header *h = realloc(sc->hdrs, need * sizeof(*h));
+        if (!h)
+            return NULL;
+        sc->hdrs = h;
+        sc->hdrs_cap = need;
+    }
+    sc->hdrs_lent = true;
+    *cap = sc->hdrs_cap;
+    return sc->hdrs;
+}
+
+static void hdrs_return(struct stomp_header *h, bool own)
+{
+    if (own)
+        free(h);
+    else if (scratch_tls)
+        scratch_tls->hdrs_lent = false;
+}
+
+/* The serialisation buffer for one frame: the thread's when free, else a private one (out->buf NULL, grown on demand). */
+struct out_buf {
+    char *buf;
+    size_t cap;
+    bool own;
+};
+
+static void out_borrow(struct out_buf *o)
+{
+    struct session_scratch *sc = scratch_get();
+    o->own = !sc || sc->out_lent;
+    if (o->own) {
+        o->buf = NULL;
+        o->cap = 0;
+        return;
+    }
+    sc->out_lent = true;
+    o->buf = sc->out;
+    o->cap = sc->out_cap;
+}
+
+static void out_return(struct out_buf *o)
+{
+    bool keep = !o->own && o->cap <= SESSION_KEEP_BYTES;
+    if (!o->own) {
+        scratch_tls->out = keep ? o->buf : NULL;
+        scratch_tls->out_cap = keep ? o->cap : 0;
+        scratch_tls->out_lent = false;
+    }
+    if (!keep)
+        free(o->buf);
+}
+
+static int write_frame(struct session *s, const struct stomp_frame *f, struct out_buf *o, size_t *len)
 {
     unsigned flags = s->conf->trailing_lf ? STOMP_WRITE_TRAILING_LF : 0;
     const char *reason = NULL;
-    int r = stomp_frame_write(f, s->version, flags, s->out.buf, s->out.cap, len, &reason);
+    int r = stomp_frame_write(f, s->version, flags, o->buf, o->cap, len, &reason);
     if (r == STOMP_E_NOSPACE) {
         if (*len > s->conf->client_send_limit_bytes) /* never sendable: not worth the allocation */
             return 0;
         size_t cap = *len + 256;
-        char *n = realloc(s->out.buf, cap);
+        char *n = realloc(o->buf, cap);
         if (!n)
             return -ENOMEM;
-        s->out.buf = n;
-        s->out.cap = cap;
-        r = stomp_frame_write(f, s->version, flags, s->out.buf, s->out.cap, len, &reason);
+        o->buf = n;
+        o->cap = cap;
+        r = stomp_frame_write(f, s->version, flags, o->buf, o->cap, len, &reason);
     }
     if (r != 0)
         session_log(s, LOG_DEBUG, "cannot write %s frame: %s", stomp_cmd_str(f->cmd), reason ? reason : stomp_error_str(r));
@@ -113,19 +238,17 @@ int session_send_frame(struct session *s, enum stomp_cmd cmd, const struct stomp
     size_t len = 0;
     if (s->state == SESSION_ST_CLOSED)
         return -EPIPE;
-    int r = write_frame(s, &f, &len);
+    struct out_buf o;
+    out_borrow(&o);
+    int r = write_frame(s, &f, &o, &len);
+    if (r == 0 && len > s->conf->client_send_limit_bytes) { /* the transport would close the client as too slow for it */
+        s->out.too_big = len;
+        r = -EMSGSIZE;
+    }
+    int sent = r == 0 ? s->io.send(s->io_ud, o.buf, len) : 0;
+    out_return(&o);
     if (r != 0)
         return r < 0 ? r : -EINVAL;
-    if (len > s->conf->client_send_limit_bytes) { /* the transport would close the client as too slow for it */
-        s->out.too_big = len;
-        return -EMSGSIZE;
-    }
-    int sent = s->io.send(s->io_ud, s->out.buf, len);
-    if (s->out.cap > SESSION_KEEP_BYTES) {
-        free(s->out.buf);
-        s->out.buf = NULL;
-        s->out.cap = 0;
-    }
     if (sent != 0)
         return -EPIPE;
     stomp_heartbeat_sent(&s->tm.hb, timer_now_ms());
@@ -149,10 +272,20 @@ void session_close(struct session *s, const char *reason)
     s->io.close(s->io_ud, reason);
 }
 
+static void on_resume(void *arg);
+static void on_hb_timer(void *arg);
+static void on_idle_timer(void *arg);
+static void on_throttle_timer(void *arg);
+
 void session_input_resume(struct session *s)
 {
-    if (s->in.len > 0)
-        timer_arm(s->in.resume, 0);
+    if (s->in.len == 0)
+        return;
+    if (session_timer(s, &s->in.resume, on_resume) != 0) {
+        (void)SESSION_FATAL(s, "out of memory");
+        return;
+    }
+    timer_arm(s->in.resume, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
@@ -165,6 +298,10 @@ static void hb_schedule(struct session *s)
         return;
     uint64_t now = timer_now_ms();
     uint64_t d = next > now ? next - now : 0;
+    if (session_timer(s, &s->tm.heartbeat, on_hb_timer) != 0) {
+        (void)SESSION_FATAL(s, "out of memory");
+        return;
+    }
     timer_arm(s->tm.heartbeat, d);
 }
 
@@ -200,8 +337,13 @@ static void idle_schedule(struct session *s, uint64_t now)
     uint64_t idle = (uint64_t)s->conf->idle_timeout_ms;
     uint64_t due = s->in.last_frame_ms + idle;
     uint64_t d = due > now ? due - now : 0;
-    if (idle > 0 && s->state != SESSION_ST_CLOSED)
-        timer_arm(s->tm.idle, d);
+    if (idle == 0 || s->state == SESSION_ST_CLOSED)
+        return;
+    if (session_timer(s, &s->tm.idle, on_idle_timer) != 0) {
+        (void)SESSION_FATAL(s, "out of memory");
+        return;
+    }
+    timer_arm(s->tm.idle, d);
 }
 
 static void on_idle_timer(void *arg)
@@ -283,12 +425,12 @@ static void open_failed(struct session *s, const struct upstream_error *err)
     if (err->text && err->text[0])
         session_log(s, LOG_INFO, "the broker refused the login: %s", err->text);
     if (err->code == 530) { /* not_allowed: the vhost does not exist or the user may not use it */
-        (void)SESSION_FAIL(s, NULL, VHOST_DENIED, SARG(s->vhost));
+        (void)SESSION_FAIL(s, NULL, VHOST_DENIED, SARG(session_vhost(s)));
         return;
     }
     /* A refused password: this address's next login waits (bridge/throttle.h). */
     throttle_login_failed(s->env.throttle, s->peer, timer_now_ms(), (unsigned)s->conf->login_failure_delay_max_ms);
-    (void)SESSION_FAIL(s, NULL, ACCESS_REFUSED, SARG(s->user));
+    (void)SESSION_FAIL(s, NULL, ACCESS_REFUSED, SARG(session_user(s)));
 }
 
 static void on_open(void *ud, const struct upstream_error *err)
@@ -306,12 +448,12 @@ static void on_open(void *ud, const struct upstream_error *err)
     stomp_parser_set_version(&s->in.parser, s->version);
     s->state = SESSION_ST_OPEN;
     s->connected = true;
-    snprintf(s->prefix, sizeof(s->prefix), "%s %s", s->peer, s->id);
-    timer_disarm(s->tm.login);
+    timer_free(s->tm.login); /* not needed again */
+    s->tm.login = NULL;
     session_flow_update(s);
     stomp_heartbeat_init(&s->tm.hb, s->tm.send_ms, s->tm.recv_ms, (unsigned)s->conf->heartbeat_timeout_pct, timer_now_ms());
     send_connected(s, s->tm.send_ms, s->tm.recv_ms);
-    session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), s->user);
+    session_log(s, LOG_DEBUG, "CONNECTED %s as '%s'", stomp_version_str(s->version), session_user(s));
     hb_schedule(s);
     s->in.last_frame_ms = timer_now_ms();
     idle_schedule(s, s->in.last_frame_ms);
@@ -459,8 +601,14 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
         login_drop(&l);
         return SESSION_FATAL_RC(s, "cannot open an AMQP channel", -ENOMEM);
     }
-    snprintf(s->user, sizeof(s->user), "%s", l.user);
-    snprintf(s->vhost, sizeof(s->vhost), "%s", l.vhost);
+    free(s->user);
+    free(s->vhost);
+    s->user = strdup(l.user);
+    s->vhost = strdup(l.vhost);
+    if (!s->user || !s->vhost) {
+        login_drop(&l);
+        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", -ENOMEM);
+    }
     s->state = SESSION_ST_CONNECTING;
     /* Brute-force guard: an address whose logins the broker refused waits its turn before this one is tried. */
     unsigned max_ms = (unsigned)s->conf->login_failure_delay_max_ms;
@@ -473,8 +621,12 @@ static enum session_rc cmd_connect(struct session *s, const struct stomp_frame *
         login_drop(&l); /* logged once, as every ERROR: the client chooses how many of these there are */
         return SESSION_FAIL(s, f, LOGIN_THROTTLED, session_arg_int(num, sizeof(num), max_ms));
     }
-    session_log(s, LOG_INFO, "login as '%s' held %llu ms: recent refused logins from this address", s->user,
+    session_log(s, LOG_INFO, "login as '%s' held %llu ms: recent refused logins from this address", session_user(s),
                 (unsigned long long)wait);
+    if (session_timer(s, &s->tm.throttle, on_throttle_timer) != 0) {
+        login_drop(&l);
+        return SESSION_FATAL_RC(s, "cannot open an AMQP channel", -ENOMEM);
+    }
     s->pending_login = l;
     s->tm.throttle_due = now + wait;
     timer_arm(s->tm.throttle, wait);
@@ -552,27 +704,43 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
         (void)SESSION_FAIL(s, NULL, FRAME_INVALID, SARG(reason));
 }
 
-/* Held input waits for the next turn (the budget is spent); the front-end is told while it does. */
-static void input_backlog(struct session *s, bool pending)
+/*
+ * Held input waits for the next turn (the budget is spent); the front-end is told while it does. False when the resume
+ * timer cannot be had (the session failed: the input is dropped).
+ */
+static bool input_backlog(struct session *s, bool pending)
 {
-    if (pending)
+    if (pending) {
+        if (session_timer(s, &s->in.resume, on_resume) != 0)
+            return false;
         timer_yield(s->in.resume);
+    }
     if (s->in.backlog == pending)
-        return;
+        return true;
     s->in.backlog = pending;
     if (s->io.backlog)
         s->io.backlog(s->io_ud, pending);
+    return true;
 }
 
-static void process_input(struct session *s)
+/*
+ * Parses and dispatches the frames of buf[0..len) (starting at a frame boundary) until the input runs out, a frame is cut
+ * short, reading is paused, a frame is deferred or this turn's budget is spent; returns the bytes consumed. The header
+ * array is the loop's, lent for the call (see struct session_scratch).
+ */
+static size_t parse_frames(struct session *s, char *buf, size_t len)
 {
     size_t off = 0;
     unsigned frames = 0;
-    bool spent = false;
-    if (s->in.processing)
-        return;
-    s->in.processing = true;
-    while (off < s->in.len && can_parse(s)) {
+    bool spent = false, own = false;
+    size_t cap = 0;
+    struct stomp_header *hdrs = hdrs_borrow(s->in.parser.limits.max_headers, &cap, &own);
+    if (!hdrs) {
+        (void)SESSION_FATAL(s, "out of memory");
+        return len;
+    }
+    stomp_parser_set_headers(&s->in.parser, hdrs, cap);
+    while (off < len && can_parse(s)) {
         if (frames++ == SESSION_TURN_FRAMES) {
             spent = true;
             break;
@@ -580,7 +748,7 @@ static void process_input(struct session *s)
         size_t used = 0;
         struct stomp_frame f;
         const char *reason = NULL;
-        int r = stomp_parser_feed(&s->in.parser, s->in.buf + off, s->in.len - off, &used, &f, &reason);
+        int r = stomp_parser_feed(&s->in.parser, buf + off, len - off, &used, &f, &reason);
         if (r == STOMP_NEED_MORE)
             break;
         if (r == STOMP_HEARTBEAT) {
@@ -588,7 +756,7 @@ static void process_input(struct session *s)
             continue;
         }
         if (r != 0) {
-            parse_failed(s, r, reason, s->in.buf + off, s->in.len - off);
+            parse_failed(s, r, reason, buf + off, len - off);
             break;
         }
         s->in.last_frame_ms = timer_now_ms();
@@ -596,17 +764,56 @@ static void process_input(struct session *s)
             break; /* nothing was done: the frame is parsed again when reading resumes (the parser is between frames) */
         off += used;
     }
+    stomp_parser_set_headers(&s->in.parser, NULL, 0);
+    hdrs_return(hdrs, own);
     if (s->state == SESSION_ST_CLOSED)
+        off = len;
+    if (!input_backlog(s, spent && s->state != SESSION_ST_CLOSED))
+        off = len;
+    return off;
+}
+
+/* Makes room for `n` more bytes of held input; false (the session failed) when out of memory. */
+static bool input_reserve(struct session *s, size_t n)
+{
+    if (s->in.len + n <= s->in.cap)
+        return true;
+    size_t cap = s->in.cap ? s->in.cap : 4096;
+    while (cap < s->in.len + n)
+        cap *= 2;
+    char *b = realloc(s->in.buf, cap);
+    if (!b) {
+        (void)SESSION_FATAL(s, "out of memory");
+        return false;
+    }
+    s->in.buf = b;
+    s->in.cap = cap;
+    return true;
+}
+
+/* Held input is given back as soon as none is left: an idle session holds no input buffer. */
+static void input_release(struct session *s)
+{
+    if (s->in.len > 0)
+        return;
+    free(s->in.buf);
+    s->in.buf = NULL;
+    s->in.cap = 0;
+}
+
+/* The held input (bytes a previous feed could not handle then): from the resume timer, or after a feed appended to it. */
+static void process_input(struct session *s)
+{
+    if (s->in.processing)
+        return;
+    s->in.processing = true;
+    size_t off = parse_frames(s, s->in.buf, s->in.len);
+    if (off > s->in.len)
         off = s->in.len;
-    input_backlog(s, spent && s->state != SESSION_ST_CLOSED);
     if (s->in.len > off) /* never memmove(NULL, ...): the buffer may have been given back */
         memmove(s->in.buf, s->in.buf + off, s->in.len - off);
     s->in.len -= off;
-    if (s->in.len == 0 && s->in.cap > SESSION_KEEP_BYTES) {
-        free(s->in.buf);
-        s->in.buf = NULL;
-        s->in.cap = 0;
-    }
+    input_release(s);
     s->in.processing = false;
 }
 
@@ -618,24 +825,18 @@ static int session_init(struct session *s, const char *peer)
     const struct conf *c = s->conf;
     uint8_t rnd[16];
     snprintf(s->peer, sizeof(s->peer), "%s", peer ? peer : "?");
-    snprintf(s->prefix, sizeof(s->prefix), "%s", s->peer);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         return -EIO;
     memcpy(s->id, "session-", 8);
     dest_base64url(rnd, sizeof(rnd), s->id + 8);
-    s->in.hdrs_cap = (size_t)c->max_headers;
-    s->in.hdrs = calloc(s->in.hdrs_cap, sizeof(*s->in.hdrs));
     size_t unauth = c->max_frame_bytes_unauthenticated;
-    struct stomp_limits lim = {unauth, s->in.hdrs_cap, c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
+    struct stomp_limits lim = {unauth, (size_t)c->max_headers,
+                               c->max_header_line_bytes < unauth ? c->max_header_line_bytes : unauth,
                                c->max_body_bytes < unauth ? c->max_body_bytes : unauth};
-    stomp_parser_init(&s->in.parser, &lim, s->in.hdrs, s->in.hdrs_cap);
+    stomp_parser_init(&s->in.parser, &lim, NULL, 0); /* the header array is lent per parse (parse_frames()) */
     stomp_heartbeat_init(&s->tm.hb, 0, 0, 100, timer_now_ms());
-    s->tm.heartbeat = timer_new(s->env.base, on_hb_timer, s);
-    s->tm.login = timer_new(s->env.base, on_login_timer, s);
-    s->tm.idle = timer_new(s->env.base, on_idle_timer, s);
-    s->in.resume = timer_new(s->env.base, on_resume, s);
-    s->tm.throttle = timer_new(s->env.base, on_throttle_timer, s);
-    if (!s->in.hdrs || !s->tm.heartbeat || !s->tm.login || !s->tm.idle || !s->in.resume || !s->tm.throttle)
+    /* The other timers are made when first armed (session_timer()): an idle session holds only those it uses. */
+    if (session_timer(s, &s->tm.login, on_login_timer) != 0)
         return -ENOMEM;
     timer_arm(s->tm.login, (uint64_t)c->login_timeout_ms);
     return 0;
@@ -682,13 +883,13 @@ void session_free(struct session *s)
     session_subs_deinit(s);
     session_map_deinit(s);
     stomp_parser_deinit(&s->in.parser);
-    free(s->in.hdrs);
     free(s->in.buf);
-    free(s->out.buf);
+    free(s->user);
+    free(s->vhost);
     free(s);
 }
 
-int session_feed(struct session *s, const char *data, size_t len)
+int session_feed(struct session *s, char *data, size_t len)
 {
     if (s->state == SESSION_ST_CLOSED || s->state == SESSION_ST_DISCONNECTING)
         return 0;
@@ -704,21 +905,26 @@ int session_feed(struct session *s, const char *data, size_t len)
         (void)SESSION_FAIL(s, NULL, TOO_MUCH_INPUT, session_arg_int(num, sizeof(num), (long long)bound));
         return 0;
     }
-    if (s->in.len + len > s->in.cap) {
-        size_t cap = s->in.cap ? s->in.cap : 4096;
-        while (cap < s->in.len + len)
-            cap *= 2;
-        char *n = realloc(s->in.buf, cap);
-        if (!n) {
-            (void)SESSION_FATAL(s, "out of memory");
+    if (s->in.len > 0 || s->in.processing) { /* behind held input: in order, after it */
+        if (!input_reserve(s, len))
             return 0;
-        }
-        s->in.buf = n;
-        s->in.cap = cap;
+        memcpy(s->in.buf + s->in.len, data, len);
+        s->in.len += len;
+        process_input(s);
+        return 0;
     }
-    memcpy(s->in.buf + s->in.len, data, len);
-    s->in.len += len;
-    process_input(s);
+    /* Nothing held: the frames are parsed where they are, and only what is left (a frame cut short, frames held by
+     * flow control or the turn's budget) is copied. */
+    s->in.processing = true;
+    size_t off = parse_frames(s, data, len);
+    size_t rest = off < len ? len - off : 0;
+    if (rest > 0 && input_reserve(s, rest)) {
+        if (s->in.len > 0) /* (cannot happen: nothing feeds during a dispatch) kept in arrival order all the same */
+            memmove(s->in.buf + rest, s->in.buf, s->in.len);
+        memcpy(s->in.buf, data + off, rest);
+        s->in.len += rest;
+    }
+    s->in.processing = false;
     return 0;
 }
 

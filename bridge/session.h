@@ -86,8 +86,11 @@ void session_free(struct session *s);
 /*
  * Feeds received bytes (a WebSocket message's payload, text or binary, or a chunk of a raw stream). Any bytes count as
  * inbound activity for the heart-beat check. Returns 0; protocol errors are handled inside (ERROR + io->close()).
+ * data[0..len) stays the caller's but is written to: frames are parsed in place (header escapes are decoded over them)
+ * and only what cannot be handled now (a frame cut short, frames held by flow control) is copied; nothing points into
+ * it after the call.
  */
-int session_feed(struct session *s, const char *data, size_t len);
+int session_feed(struct session *s, char *data, size_t len);
 
 /* The transport's queue towards the client went below the high-water mark again. */
 void session_on_drain(struct session *s);

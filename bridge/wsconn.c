@@ -35,6 +35,8 @@
  */
 #include "bridge/wsconn.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +53,7 @@
 #include "ws/handshake.h"
 #include "ws/utf8.h"
 
-/* The compression scratch buffer is given back after a message that made it grow past this. */
+/* The thread's compression buffer is given back after a message that made it grow past this. */
 #define WSCONN_KEEP_BYTES (64u << 10)
 /* Work one ws_input() call may do before yielding to the other clients of the loop (see the file comment). */
 #define WSCONN_TURN_BYTES   (64u << 10)
@@ -74,7 +76,6 @@ struct wsconn {
     struct conn *conn;
     struct ws_decoder dec;
     struct ws_deflate *z; /* NULL: permessage-deflate not negotiated */
-    struct ws_buf zout;   /* compression scratch */
     struct session *session;
     bool logged_in; /* the limits after login are in force */
     unsigned hold;  /* enum wsconn_hold bits */
@@ -82,11 +83,11 @@ struct wsconn {
     uint64_t pong_mark;
     bool pong_waiting;
     uint8_t pong_len;
-    uint8_t pong[WS_CONTROL_PAYLOAD_MAX];
+    uint8_t *pong; /* WS_CONTROL_PAYLOAD_MAX bytes, made when a ping first has to wait */
     /* inflation rate: a bucket of `tokens` bytes refilled at max_inflate_bytes_per_sec */
     int64_t tokens;
     uint64_t tokens_ms;
-    struct event *rate_timer;
+    struct event *rate_timer; /* made the first time the bucket runs dry */
 };
 
 static const char *const stomp_subprotocols[] = {"v12.stomp", "v11.stomp", "v10.stomp"};
@@ -127,23 +128,42 @@ static bool control_write(struct wsconn *ws, const uint8_t *frame, size_t n)
 }
 
 /* Sends the waiting pong once the previous one has left the output (RFC 6455 §5.5.3: the latest ping is answered). */
-static void pong_flush(struct wsconn *ws)
+static bool pong_can_go(struct wsconn *ws)
 {
-    if (!ws->pong_waiting || conn_state(ws->conn) != CONN_OPEN || conn_written(ws->conn) < ws->pong_mark)
-        return;
+    return conn_state(ws->conn) == CONN_OPEN && conn_written(ws->conn) >= ws->pong_mark;
+}
+
+static void pong_send(struct wsconn *ws, const uint8_t *data, size_t len)
+{
     uint8_t frame[WS_CONTROL_FRAME_MAX];
-    size_t n = ws_frame_pong_encode(frame, ws->pong, ws->pong_len);
-    ws->pong_waiting = false;
+    size_t n = ws_frame_pong_encode(frame, data, len);
     if (control_write(ws, frame, n))
         ws->pong_mark = conn_written(ws->conn) + conn_pending(ws->conn);
 }
 
+static void pong_flush(struct wsconn *ws)
+{
+    if (!ws->pong_waiting || !pong_can_go(ws))
+        return;
+    ws->pong_waiting = false;
+    pong_send(ws, ws->pong, ws->pong_len);
+}
+
 static void on_ping(struct wsconn *ws, const uint8_t *data, size_t len)
 {
+    if (pong_can_go(ws)) { /* the usual case: answered at once, the newest ping replacing any waiting one */
+        ws->pong_waiting = false;
+        pong_send(ws, data, len);
+        return;
+    }
+    if (!ws->pong && !(ws->pong = malloc(WS_CONTROL_PAYLOAD_MAX))) {
+        conn_discard_input(ws->conn);
+        ws_close(ws, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
     memcpy(ws->pong, data, len);
     ws->pong_len = (uint8_t)len;
     ws->pong_waiting = true;
-    pong_flush(ws);
 }
 
 /* Reading stops while our output is over client_send_buffer_bytes (resumed by ws_drain at half of it). */
@@ -154,6 +174,56 @@ static void output_check(struct wsconn *ws)
 }
 
 /* ------------------------------------------------------------------------------------------------------------------ */
+/* The thread's compression scratch */
+
+/*
+ * What compressing needs besides a connection's own history is the thread's, not each connection's (issue 9: an idle
+ * session holds none of it): the buffer a message is compressed into (its bytes are copied to the output at once) and,
+ * for connections that reset their compressor after every message (server_no_context_takeover), the compressor itself
+ * (ws_deflate_set_shared()). Connections live on one loop thread; the set is freed when the thread ends.
+ */
+struct wsconn_scratch {
+    struct ws_buf zout;
+    struct ws_deflate_shared *sh;
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct wsconn_scratch *scratch_tls;
+
+static void scratch_destroy(void *p)
+{
+    struct wsconn_scratch *sc = p;
+    ws_buf_deinit(&sc->zout);
+    ws_deflate_shared_free(sc->sh);
+    free(sc);
+}
+
+static void scratch_key_make(void)
+{
+    (void)pthread_key_create(&scratch_key, scratch_destroy);
+}
+
+static struct wsconn_scratch *scratch_get(void)
+{
+    if (scratch_tls)
+        return scratch_tls;
+    struct wsconn_scratch *sc = calloc(1, sizeof(*sc));
+    if (!sc)
+        return NULL;
+    sc->sh = ws_deflate_shared_new();
+    (void)pthread_once(&scratch_once, scratch_key_make);
+    if (!sc->sh || pthread_setspecific(scratch_key, sc) != 0) {
+        ws_deflate_shared_free(sc->sh);
+        free(sc);
+        return NULL;
+    }
+    ws_buf_init(&sc->zout, 0);
+    scratch_tls = sc;
+    return sc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------ */
 /* session_io */
 
 /* Queues one message compressed; false when compression failed (the caller sends it as it is). */
@@ -161,16 +231,21 @@ static bool send_compressed(struct wsconn *ws, enum ws_opcode op, const char *by
 {
     const char *reason = NULL;
     uint8_t hdr[WS_FRAME_HEADER_MAX];
-    ws->zout.len = 0;
-    if (ws_deflate_compress(ws->z, (const uint8_t *)bytes, len, &ws->zout, &reason) != 0) {
+    struct wsconn_scratch *sc = scratch_get();
+    if (!sc)
+        return false;
+    struct ws_buf *zout = &sc->zout;
+    zout->len = 0;
+    zout->max = conn_config(ws->conn)->client_send_limit_bytes;
+    if (ws_deflate_compress(ws->z, (const uint8_t *)bytes, len, zout, &reason) != 0) {
         log_msg(LOG_DEBUG, conn_peer(ws->conn), "compression failed (%s); sending uncompressed", reason ? reason : "?");
         return false;
     }
-    size_t hl = ws_frame_header_encode(hdr, op, true, true, ws->zout.len);
+    size_t hl = ws_frame_header_encode(hdr, op, true, true, zout->len);
     conn_write(ws->conn, hdr, hl);
-    conn_write(ws->conn, ws->zout.data, ws->zout.len);
-    if (ws->zout.cap > WSCONN_KEEP_BYTES)
-        ws_buf_deinit(&ws->zout); /* keeps its max: the next message grows it again */
+    conn_write(ws->conn, zout->data, zout->len);
+    if (zout->cap > WSCONN_KEEP_BYTES)
+        ws_buf_deinit(zout); /* the next message grows it again */
     return true;
 }
 
@@ -240,7 +315,7 @@ static void on_event(struct wsconn *ws, const struct ws_event *ev)
     switch (ev->type) {
     case WS_EV_MESSAGE:
         if (open)
-            session_feed(ws->session, (const char *)ev->data, ev->len);
+            session_feed(ws->session, (char *)ev->data, ev->len);
         break;
     case WS_EV_PING:
         if (open)
@@ -300,8 +375,14 @@ static void rate_take(struct wsconn *ws, uint64_t n)
         return;
     uint64_t wait_ms = ((uint64_t)-ws->tokens * 1000 + rate - 1) / rate;
     struct timeval tv = clock_timeval(wait_ms ? wait_ms : 1);
-    if (ws->rate_timer && evtimer_add(ws->rate_timer, &tv) == 0)
+    if (!ws->rate_timer)
+        ws->rate_timer = evtimer_new(conn_session_env(ws->conn)->base, rate_cb, ws);
+    if (ws->rate_timer && evtimer_add(ws->rate_timer, &tv) == 0) {
         hold(ws, HOLD_RATE, true);
+        return;
+    }
+    conn_discard_input(ws->conn); /* cannot wait for the refill: the bound holds by closing */
+    ws_close(ws, WS_CLOSE_INTERNAL, "out of memory");
 }
 
 /*
@@ -382,7 +463,7 @@ static void wsconn_free(struct wsconn *ws)
         event_free(ws->rate_timer);
     ws_decoder_deinit(&ws->dec);
     ws_deflate_free(ws->z);
-    ws_buf_deinit(&ws->zout);
+    free(ws->pong);
     free(ws);
 }
 
@@ -429,9 +510,13 @@ static int negotiate_deflate(struct wsconn *ws, const struct ws_request *req, ch
     }
     if (!params.enabled)
         return 0;
+    struct wsconn_scratch *sc = scratch_get();
+    if (!sc)
+        return -ENOMEM;
     int r = ws_deflate_new(&params, &dc, &ws->z);
     if (r != 0)
         return r;
+    ws_deflate_set_shared(ws->z, sc->sh);
     ws_decoder_set_inflate(&ws->dec, ws_deflate_inflate, ws->z);
     return 0;
 }
@@ -440,10 +525,8 @@ static int negotiate_deflate(struct wsconn *ws, const struct ws_request *req, ch
 static int handshake(struct wsconn *ws, const struct ws_request *req, char *reply, size_t cap, size_t *n, const char **proto,
                      const char **reason)
 {
-    const struct conf *conf = conn_config(ws->conn);
     char ext[WS_DEFLATE_RESPONSE_MAX];
     ws_decoder_init(&ws->dec, NULL);
-    ws_buf_init(&ws->zout, conf->client_send_limit_bytes);
     *proto = ws_handshake_select_protocol(req, stomp_subprotocols, 3);
     if (negotiate_deflate(ws, req, ext, sizeof(ext)) != 0 ||
         ws_handshake_response(reply, cap, n, req, *proto, ext[0] ? ext : NULL) != 0) {
@@ -466,9 +549,8 @@ int wsconn_accept(struct conn *c, const struct ws_request *req, const char **rea
     status = handshake(ws, req, reply, sizeof(reply), &n, &proto, reason);
     if (status != 0)
         goto fail;
-    ws->rate_timer = evtimer_new(conn_session_env(c)->base, rate_cb, ws);
     ws->session = session_new(conn_session_env(c), &wsconn_session_io, ws, conn_peer(c));
-    if (!ws->session || !ws->rate_timer)
+    if (!ws->session)
         goto oom;
     ws->tokens = INT64_MAX / 2; /* full: refilled to the burst at the first take */
     ws->tokens_ms = clock_now_ms();

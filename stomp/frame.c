@@ -157,6 +157,12 @@ void stomp_parser_deinit(struct stomp_parser *p)
     (void)p;
 }
 
+void stomp_parser_set_headers(struct stomp_parser *p, struct stomp_header *headers, size_t headers_cap)
+{
+    p->headers = headers;
+    p->headers_cap = headers_cap;
+}
+
 void stomp_parser_set_version(struct stomp_parser *p, enum stomp_version v)
 {
     p->version = v;

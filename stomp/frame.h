@@ -181,6 +181,13 @@ void stomp_parser_deinit(struct stomp_parser *p);
  * limit before login).
  */
 void stomp_parser_set_version(struct stomp_parser *p, enum stomp_version v);
+/*
+ * Replace the header array (between feeds, also after STOMP_NEED_MORE). The parser keeps nothing in it from one feed to
+ * the next: the headers of a frame are filled in by the feed that returns it (a frame in progress is re-read from its
+ * bytes), so an array need only live through one feed and the use of the frame it returned. bridge/ lends one array per
+ * thread to every session this way.
+ */
+void stomp_parser_set_headers(struct stomp_parser *p, struct stomp_header *headers, size_t headers_cap);
 void stomp_parser_set_limits(struct stomp_parser *p, const struct stomp_limits *limits);
 /* Forget any half-read frame and a sticky error; the next feed starts at a frame boundary. Keeps version and limits. */
 void stomp_parser_reset(struct stomp_parser *p);

@@ -46,16 +46,21 @@ struct ws_deflate {
     size_t threshold;
     size_t max_message;
 
-    z_stream inf;
-    bool inf_ready;
+    z_stream *inf;        /* NULL until the first compressed message received */
     bool in_message;      /* a message is being inflated (at least one call since the last fin) */
     bool after_final;     /* zlib's stream just ended on a BFINAL block and no byte followed it yet */
     size_t msg_start_len; /* out->len when the current message started */
     size_t msg_in;        /* compressed bytes of the current message */
     unsigned msg_ends;    /* BFINAL stream ends in the current message (MAX_STREAM_ENDS) */
 
-    z_stream def;
-    bool def_ready;
+    z_stream *def;                /* NULL until the first message compressed without the shared stream */
+    struct ws_deflate_shared *sh; /* the thread's compressor, used when we reset after every message */
+};
+
+/* One compressor for every connection of a thread that resets it after each message (ws_deflate_set_shared()). */
+struct ws_deflate_shared {
+    z_stream *def; /* NULL until first used */
+    int bits, level, mem_level;
 };
 
 /* ---------------------------------------------------------------------------------------------------------------- */
@@ -363,11 +368,41 @@ void ws_deflate_free(struct ws_deflate *z)
 {
     if (!z)
         return;
-    if (z->inf_ready)
-        inflateEnd(&z->inf);
-    if (z->def_ready)
-        deflateEnd(&z->def);
+    if (z->inf) {
+        inflateEnd(z->inf);
+        free(z->inf);
+    }
+    if (z->def) {
+        deflateEnd(z->def);
+        free(z->def);
+    }
     free(z);
+}
+
+struct ws_deflate_shared *ws_deflate_shared_new(void)
+{
+    return calloc(1, sizeof(struct ws_deflate_shared));
+}
+
+void ws_deflate_shared_free(struct ws_deflate_shared *sh)
+{
+    if (!sh)
+        return;
+    if (sh->def) {
+        deflateEnd(sh->def);
+        free(sh->def);
+    }
+    free(sh);
+}
+
+void ws_deflate_set_shared(struct ws_deflate *z, struct ws_deflate_shared *sh)
+{
+    z->sh = sh;
+}
+
+bool ws_deflate_holds_state(const struct ws_deflate *z)
+{
+    return z->inf || z->def;
 }
 
 const struct ws_deflate_params *ws_deflate_params(const struct ws_deflate *z)
@@ -397,13 +432,17 @@ static int set_reason(const char **reason, const char *text, int r)
 
 static int inflater_start(struct ws_deflate *z)
 {
-    if (z->inf_ready)
+    if (z->inf)
         return 0;
-    memset(&z->inf, 0, sizeof z->inf);
-    int zr = inflateInit2(&z->inf, -z->params.client_max_window_bits);
-    if (zr != Z_OK)
+    z_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    int zr = inflateInit2(st, -z->params.client_max_window_bits);
+    if (zr != Z_OK) {
+        free(st);
         return zlib_errno(zr);
-    z->inf_ready = true;
+    }
+    z->inf = st;
     return 0;
 }
 
@@ -414,11 +453,11 @@ static int inflater_restart(struct ws_deflate *z)
     Bytef *dict = malloc(n);
     if (!dict)
         return -ENOMEM;
-    int zr = inflateGetDictionary(&z->inf, dict, &n);
+    int zr = inflateGetDictionary(z->inf, dict, &n);
     if (zr == Z_OK)
-        zr = inflateReset(&z->inf);
+        zr = inflateReset(z->inf);
     if (zr == Z_OK && n > 0)
-        zr = inflateSetDictionary(&z->inf, dict, n);
+        zr = inflateSetDictionary(z->inf, dict, n);
     free(dict);
     return zr == Z_OK ? 0 : zlib_errno(zr);
 }
@@ -440,8 +479,8 @@ static int inflate_output(struct ws_deflate *z, struct ws_buf *out, uint8_t *pro
 {
     size_t limit = inflate_limit(z, out);
     if (out->len >= limit) {
-        z->inf.next_out = probe;
-        z->inf.avail_out = 1;
+        z->inf->next_out = probe;
+        z->inf->avail_out = 1;
         return 0;
     }
     size_t room = limit - out->len;
@@ -452,8 +491,8 @@ static int inflate_output(struct ws_deflate *z, struct ws_buf *out, uint8_t *pro
     }
     if (out->cap - out->len < room)
         room = out->cap - out->len;
-    z->inf.next_out = out->data + out->len;
-    z->inf.avail_out = (uInt)(room < ZCHUNK_MAX ? room : ZCHUNK_MAX);
+    z->inf->next_out = out->data + out->len;
+    z->inf->avail_out = (uInt)(room < ZCHUNK_MAX ? room : ZCHUNK_MAX);
     return 0;
 }
 
@@ -463,22 +502,22 @@ static int inflate_output(struct ws_deflate *z, struct ws_buf *out, uint8_t *pro
  */
 static int inflate_chunk(struct ws_deflate *z, const uint8_t *in, size_t len, bool tail, struct ws_buf *out, const char **reason)
 {
-    z->inf.next_in = (Bytef *)in;
-    z->inf.avail_in = (uInt)len;
+    z->inf->next_in = (Bytef *)in;
+    z->inf->avail_in = (uInt)len;
     for (;;) {
         uint8_t probe;
         int r = inflate_output(z, out, &probe);
         if (r != 0)
             return set_reason(reason, "out of memory inflating message", r);
-        bool probing = z->inf.next_out == &probe;
-        uInt avail_in = z->inf.avail_in, avail_out = z->inf.avail_out;
-        int zr = inflate(&z->inf, Z_SYNC_FLUSH);
-        size_t produced = avail_out - z->inf.avail_out;
+        bool probing = z->inf->next_out == &probe;
+        uInt avail_in = z->inf->avail_in, avail_out = z->inf->avail_out;
+        int zr = inflate(z->inf, Z_SYNC_FLUSH);
+        size_t produced = avail_out - z->inf->avail_out;
         if (probing && produced > 0)
             return set_reason(reason, "inflated message too big", WS_E_TOO_BIG);
         if (!probing)
             out->len += produced;
-        if (avail_in != z->inf.avail_in)
+        if (avail_in != z->inf->avail_in)
             z->after_final = false;
         if (zr == Z_STREAM_END) {
             if (++z->msg_ends > MAX_STREAM_ENDS)
@@ -495,9 +534,9 @@ static int inflate_chunk(struct ws_deflate *z, const uint8_t *in, size_t len, bo
             return set_reason(reason, "invalid compressed data", WS_E_PAYLOAD);
         if (zr != Z_OK && zr != Z_BUF_ERROR)
             return set_reason(reason, "inflate failed", zlib_errno(zr));
-        if (zr == Z_BUF_ERROR && produced == 0 && avail_in == z->inf.avail_in && avail_in > 0)
+        if (zr == Z_BUF_ERROR && produced == 0 && avail_in == z->inf->avail_in && avail_in > 0)
             return set_reason(reason, "inflate made no progress", -EIO); /* cannot happen: output space was given */
-        if (z->inf.avail_in == 0 && (z->inf.avail_out > 0 || zr == Z_BUF_ERROR))
+        if (z->inf->avail_in == 0 && (z->inf->avail_out > 0 || zr == Z_BUF_ERROR))
             return 0; /* input used up and zlib had room left: nothing pending */
     }
 }
@@ -526,12 +565,12 @@ static int inflate_finish(struct ws_deflate *z, struct ws_buf *out, const char *
         if (r != 0)
             return r;
         /* data_type 128: zlib stopped right after a block (the tail's empty stored block); otherwise truncated. */
-        if (!z->after_final && !(z->inf.data_type & 128))
+        if (!z->after_final && !(z->inf->data_type & 128))
             return set_reason(reason, "compressed message does not end on a block boundary", WS_E_PAYLOAD);
     }
     z->after_final = false;
     if (z->params.client_no_context_takeover) {
-        int zr = inflateReset(&z->inf);
+        int zr = inflateReset(z->inf);
         if (zr != Z_OK)
             return set_reason(reason, "inflate reset failed", zlib_errno(zr));
     }
@@ -561,18 +600,57 @@ int ws_deflate_inflate(struct ws_deflate *z, const uint8_t *in, size_t len, bool
 /* ---------------------------------------------------------------------------------------------------------------- */
 /* Deflate (RFC 7692 §7.2.1)                                                                                        */
 
-static int deflater_start(struct ws_deflate *z)
+/* A raw deflate stream for `bits` (8 → 9: see the file comment), `level`, `mem_level`; NULL on failure (*r says why). */
+static z_stream *stream_new(int bits, int level, int mem_level, int *r)
 {
-    if (z->def_ready)
-        return 0;
-    memset(&z->def, 0, sizeof z->def);
-    /* 8 → 9: see the file comment. */
-    int bits = z->params.server_max_window_bits < 9 ? 9 : z->params.server_max_window_bits;
-    int zr = deflateInit2(&z->def, z->level, Z_DEFLATED, -bits, z->mem_level, Z_DEFAULT_STRATEGY);
-    if (zr != Z_OK)
-        return zlib_errno(zr);
-    z->def_ready = true;
-    return 0;
+    z_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        *r = -ENOMEM;
+        return NULL;
+    }
+    int zr = deflateInit2(st, level, Z_DEFLATED, -(bits < 9 ? 9 : bits), mem_level, Z_DEFAULT_STRATEGY);
+    if (zr != Z_OK) {
+        free(st);
+        *r = zlib_errno(zr);
+        return NULL;
+    }
+    return st;
+}
+
+static void stream_free(z_stream *st)
+{
+    if (st) {
+        deflateEnd(st);
+        free(st);
+    }
+}
+
+/*
+ * The stream to compress the next message with: the thread's shared one when this connection resets its compressor after
+ * every message (it then needs no history of its own), else its own. The shared one is remade when a connection with
+ * other parameters (a smaller negotiated window) uses it.
+ */
+static z_stream *deflater_get(struct ws_deflate *z, int *r)
+{
+    *r = 0;
+    struct ws_deflate_shared *sh = z->params.server_no_context_takeover ? z->sh : NULL;
+    int bits = z->params.server_max_window_bits;
+    if (!sh) {
+        if (!z->def)
+            z->def = stream_new(bits, z->level, z->mem_level, r);
+        return z->def;
+    }
+    if (sh->def && (sh->bits != bits || sh->level != z->level || sh->mem_level != z->mem_level)) {
+        stream_free(sh->def);
+        sh->def = NULL;
+    }
+    if (!sh->def) {
+        sh->def = stream_new(bits, z->level, z->mem_level, r);
+        sh->bits = bits;
+        sh->level = z->level;
+        sh->mem_level = z->mem_level;
+    }
+    return sh->def;
 }
 
 /* Makes some free space in out: a step, or whatever is left below max. Returns 0, WS_E_TOO_BIG, -ENOMEM. */
@@ -587,28 +665,28 @@ static int grow_some(struct ws_buf *out)
 }
 
 /* Deflates in[0..len) with `flush` until zlib has nothing more to give for it. */
-static int deflate_run(struct ws_deflate *z, const uint8_t *in, size_t len, int flush, struct ws_buf *out)
+static int deflate_run(z_stream *st, const uint8_t *in, size_t len, int flush, struct ws_buf *out)
 {
-    z->def.next_in = (Bytef *)in;
-    z->def.avail_in = (uInt)len;
+    st->next_in = (Bytef *)in;
+    st->avail_in = (uInt)len;
     for (;;) {
         int r = grow_some(out);
         if (r != 0)
             return r;
         size_t room = out->cap - out->len;
-        z->def.next_out = out->data + out->len;
-        z->def.avail_out = (uInt)(room < ZCHUNK_MAX ? room : ZCHUNK_MAX);
-        uInt before = z->def.avail_out;
-        int zr = deflate(&z->def, flush);
-        out->len += before - z->def.avail_out;
+        st->next_out = out->data + out->len;
+        st->avail_out = (uInt)(room < ZCHUNK_MAX ? room : ZCHUNK_MAX);
+        uInt before = st->avail_out;
+        int zr = deflate(st, flush);
+        out->len += before - st->avail_out;
         if (zr != Z_OK && zr != Z_BUF_ERROR)
             return zlib_errno(zr);
-        if (z->def.avail_in == 0 && z->def.avail_out > 0)
+        if (st->avail_in == 0 && st->avail_out > 0)
             return 0;
     }
 }
 
-static int compress_message(struct ws_deflate *z, const uint8_t *in, size_t len, struct ws_buf *out)
+static int compress_message(z_stream *st, const uint8_t *in, size_t len, struct ws_buf *out)
 {
     if (len == 0) {
         /* §7.2.3.6: the empty message is a lone 00 (zlib would emit nothing after a previous sync flush). */
@@ -621,7 +699,7 @@ static int compress_message(struct ws_deflate *z, const uint8_t *in, size_t len,
     size_t start = out->len;
     do {
         size_t n = len < ZCHUNK_MAX ? len : ZCHUNK_MAX;
-        int r = deflate_run(z, in, n, n == len ? Z_SYNC_FLUSH : Z_NO_FLUSH, out);
+        int r = deflate_run(st, in, n, n == len ? Z_SYNC_FLUSH : Z_NO_FLUSH, out);
         if (r != 0)
             return r;
         in += n;
@@ -636,13 +714,14 @@ static int compress_message(struct ws_deflate *z, const uint8_t *in, size_t len,
 
 int ws_deflate_compress(struct ws_deflate *z, const uint8_t *in, size_t len, struct ws_buf *out, const char **reason)
 {
-    int r = deflater_start(z);
-    if (r != 0)
+    int r;
+    z_stream *st = deflater_get(z, &r);
+    if (!st)
         return set_reason(reason, "cannot create compressor", r);
     size_t start = out->len;
-    r = compress_message(z, in, len, out);
+    r = compress_message(st, in, len, out);
     if (r != 0 || z->params.server_no_context_takeover) {
-        int zr = deflateReset(&z->def);
+        int zr = deflateReset(st);
         if (r == 0 && zr != Z_OK)
             r = zlib_errno(zr);
     }

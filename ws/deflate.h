@@ -13,7 +13,9 @@
  * ws_deflate_inflate() has the signature of ws/frame.h's ws_inflate_fn, so it plugs into ws_decoder_set_inflate().
  *
  * Memory: the zlib streams are created lazily, the inflater on the first compressed message received and the deflater on
- * the first message compressed, so a connection that never uses compression costs only sizeof(struct ws_deflate).
+ * the first message compressed, so a connection that never uses compression costs only sizeof(struct ws_deflate) (about
+ * 60 bytes); a connection that resets its compressor after every message compresses with its thread's shared stream
+ * (ws_deflate_set_shared()) and never holds one.
  * Nothing here does I/O, logs, reads a clock or keeps globals. This is the only file pair that includes <zlib.h>.
  */
 #pragma once
@@ -149,6 +151,20 @@ bool ws_deflate_wants(const struct ws_deflate *z, size_t len);
  * the state stays usable. *reason is set to a static string on every non-zero return (reason may be NULL).
  */
 int ws_deflate_compress(struct ws_deflate *z, const uint8_t *in, size_t len, struct ws_buf *out, const char **reason) WS_MUSTCHECK;
+
+/*
+ * A compressor shared by the connections of one thread that reset theirs after every message
+ * (server_no_context_takeover): such a connection keeps no history, so it needs no deflate state of its own between
+ * messages and one stream serves them all, one message at a time (a message is compressed whole by one call). The
+ * caller owns it (one per thread: nothing here keeps globals) and frees it after every connection using it.
+ */
+struct ws_deflate_shared;
+struct ws_deflate_shared *ws_deflate_shared_new(void);     /* NULL when out of memory */
+void ws_deflate_shared_free(struct ws_deflate_shared *sh); /* NULL is a no-op */
+/* Compress z's messages with `sh` when z resets after every message (otherwise z's own stream); NULL: z's own. */
+void ws_deflate_set_shared(struct ws_deflate *z, struct ws_deflate_shared *sh);
+/* Whether z holds a zlib stream of its own now (tests: what an idle connection keeps). */
+bool ws_deflate_holds_state(const struct ws_deflate *z);
 
 /* The parameters the state was created with. */
 const struct ws_deflate_params *ws_deflate_params(const struct ws_deflate *z);

@@ -119,7 +119,7 @@ struct ws_event {
     enum ws_opcode opcode; /* MESSAGE: WS_OP_TEXT or WS_OP_BINARY; control events: their opcode */
     bool compressed;       /* MESSAGE: it was sent with RSV1 (permessage-deflate) and has been inflated */
     uint16_t close_code;   /* CLOSE only */
-    const uint8_t *data;   /* owned by the decoder; valid until the next ws_decoder_feed() or _deinit() */
+    uint8_t *data;         /* owned by the decoder, writable by the caller; valid until the next ws_decoder_feed() or _deinit() */
     size_t len;
 };
 

@@ -106,7 +106,13 @@ void rig_deinit(struct rig *r)
 
 void rig_feed_n(struct rig *r, const char *bytes, size_t len)
 {
-    (void)session_feed(r->s, bytes, len);
+    /* session_feed() writes to what it is given (it parses in place): a private copy, as a WebSocket message is */
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, bytes, len);
+    (void)session_feed(r->s, copy, len);
+    free(copy);
 }
 
 void rig_feed(struct rig *r, const char *bytes)

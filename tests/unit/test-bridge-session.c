@@ -11,6 +11,7 @@
 
 #include "bridge/excl.h"
 #include "bridge/fanout.h"
+#include "bridge/session-int.h" /* what an idle session holds (test_idle_holds_little) */
 #include "bridge/session-errors.h"
 #include "bridge/throttle.h"
 #include "harness.h"
@@ -498,6 +499,59 @@ static void test_split_input(void)
         CHECK(rig_count(&r, "RECEIPT") == 1 && !r.closed);
         rig_deinit(&r);
     }
+}
+
+/*
+ * Issue 9: an idle subscribed session holds no input buffer (frames are parsed where the front-end has them, only a
+ * frame cut short is copied and the copy is given back once complete), no header array or output buffer (the loop's,
+ * lent per use) and no timer it does not use (made when first armed; the login timer goes at CONNECTED).
+ */
+static void test_idle_holds_little(void)
+{
+    struct rig r;
+    rig_init(&r);
+    rig_start(&r);
+    CHECK_EQ_INT(fake_timer_live(), 1); /* the login timeout only */
+    rig_connect(&r, "1.2", "0,0");
+    CHECK_EQ_INT(fake_timer_live(), 0);
+    CHECK(r.s->in.buf == NULL && r.s->in.cap == 0);
+    static const char sub[] = "SUBSCRIBE\nid:0\ndestination:/topic/idle\nack:client\n\n";
+    rig_feed_n(&r, sub, 20); /* cut in the middle of a header line: held */
+    CHECK(r.s->in.len == 20 && r.s->in.buf != NULL);
+    rig_feed_n(&r, sub + 20, sizeof(sub) - 20); /* the rest, its NUL included */
+    CHECK(r.s->in.len == 0 && r.s->in.buf == NULL && r.s->in.cap == 0);
+    fake_done_all(r.up);
+    long i = fake_find(r.up, FAKE_BIND, 0);
+    CHECK(i >= 0 && strcmp(r.up->cmds[i].c, "idle") == 0);
+    CHECK_EQ_INT(fake_count(r.up, FAKE_CONSUME), 1);
+    CHECK_EQ_INT(fake_timer_live(), 0); /* ack:client: no settle timer either */
+    CHECK(!r.closed);
+    rig_deinit(&r);
+    CHECK_EQ_INT(fake_timer_live(), 0);
+}
+
+/* The header array is the thread's: a frame left half-parsed by one session is finished correctly after another
+ * session of the same thread parsed frames with many headers in between (the parser keeps no header across feeds). */
+static void test_shared_header_array(void)
+{
+    struct rig a, b;
+    rig_init(&a);
+    rig_init(&b);
+    rig_start(&a);
+    rig_start(&b);
+    rig_connect(&a, "1.2", "0,0");
+    rig_connect(&b, "1.2", "0,0");
+    static const char fa[] = "SEND\ndestination:/queue/qa\nx-a:1\nx-b:2\n\nbody-a";
+    static const char fb[] = "SEND\ndestination:/queue/qb\nh1:1\nh2:2\nh3:3\nh4:4\nh5:5\nh6:6\n\nbody-b";
+    rig_feed_n(&a, fa, sizeof(fa) - 1); /* headers parsed, the body not finished */
+    rig_feed_n(&b, fb, sizeof(fb));     /* a whole frame, more headers */
+    rig_feed_n(&a, "\0", 1);
+    long ia = fake_find(a.up, FAKE_PUBLISH, 0), ib = fake_find(b.up, FAKE_PUBLISH, 0);
+    CHECK(ia >= 0 && strcmp(a.up->cmds[ia].b, "qa") == 0 && strcmp(a.up->cmds[ia].c, "body-a") == 0);
+    CHECK(ib >= 0 && strcmp(b.up->cmds[ib].b, "qb") == 0 && strcmp(b.up->cmds[ib].c, "body-b") == 0);
+    CHECK(!a.closed && !b.closed);
+    rig_deinit(&a);
+    rig_deinit(&b);
 }
 
 /* The ERROR table: every row has a message and a body; a template uses exactly the placeholders its n_args says, and
@@ -1566,6 +1620,8 @@ int main(void)
     RUN(test_frame_budget);
     RUN(test_input_held_before_connected);
     RUN(test_error_table);
+    RUN(test_idle_holds_little);
+    RUN(test_shared_header_array);
     RUN(test_connect_ok);
     RUN(test_connect_refused);
     RUN(test_before_connect_and_versions);

@@ -461,6 +461,50 @@ static void test_round_trips(void)
                     round_trip(bits, nct, (enum split_mode)mode, &seed);
 }
 
+/*
+ * Issue 9: connections that reset their compressor after every message share their thread's stream and hold none of
+ * their own (an idle one keeps no 64-256 KiB deflate state), each message still inflating on its own; connections with
+ * other window bits interleaved on the same shared stream remake it without corrupting either; a connection with
+ * context takeover keeps its own stream (its history), made only at its first message.
+ */
+static void test_shared_compressor(void)
+{
+    struct ws_deflate_shared *sh = ws_deflate_shared_new();
+    CHECK(sh != NULL);
+    struct ws_deflate *a = make(15, 15, true, false, 0), *b = make(10, 15, true, false, 0), *c = make(15, 15, false, false, 0);
+    struct ws_deflate *ra = make(15, 15, false, false, 0), *rb = make(15, 10, false, false, 0), *rc = make(15, 15, false, false, 0);
+    ws_deflate_set_shared(a, sh);
+    ws_deflate_set_shared(b, sh);
+    ws_deflate_set_shared(c, sh);
+    CHECK(!ws_deflate_holds_state(a) && !ws_deflate_holds_state(c));
+    struct ws_buf wire, out;
+    ws_buf_init(&wire, SIZE_MAX);
+    ws_buf_init(&out, 1 << 20);
+    uint64_t seed = 7;
+    const char *reason = NULL;
+    for (int i = 0; i < 6; i++) {
+        struct ws_deflate *tx = i % 3 == 0 ? a : i % 3 == 1 ? b : c, *rx = i % 3 == 0 ? ra : i % 3 == 1 ? rb : rc;
+        uint8_t msg[3000];
+        fill(msg, sizeof msg, &seed, i % 3);
+        wire.len = 0;
+        out.len = 0;
+        CHECK_EQ_INT(ws_deflate_compress(tx, msg, sizeof msg, &wire, &reason), 0);
+        CHECK_EQ_INT(inflate_msg(rx, wire.data, wire.len, SPLIT_WHOLE, &seed, &out), 0);
+        CHECK(out.len == sizeof msg && memcmp(out.data, msg, sizeof msg) == 0);
+    }
+    CHECK(!ws_deflate_holds_state(a) && !ws_deflate_holds_state(b)); /* the thread's stream did the work */
+    CHECK(ws_deflate_holds_state(c));                                /* its own, for its history */
+    ws_buf_deinit(&wire);
+    ws_buf_deinit(&out);
+    ws_deflate_free(a);
+    ws_deflate_free(b);
+    ws_deflate_free(c);
+    ws_deflate_free(ra);
+    ws_deflate_free(rb);
+    ws_deflate_free(rc);
+    ws_deflate_shared_free(sh);
+}
+
 static void test_compress_bounds(void)
 {
     struct ws_deflate *z = make(15, 15, false, false, 0);
@@ -678,6 +722,7 @@ int main(void)
     RUN(test_compress_rfc_bytes);
     RUN(test_round_trips);
     RUN(test_compress_bounds);
+    RUN(test_shared_compressor);
     RUN(test_bomb);
     RUN(test_decoder_unauthenticated_bound);
     RUN(test_stream_ends_bounded);
