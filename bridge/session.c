@@ -711,8 +711,10 @@ static void parse_failed(struct session *s, int r, const char *reason, const cha
 static bool input_backlog(struct session *s, bool pending)
 {
     if (pending) {
-        if (session_timer(s, &s->in.resume, on_resume) != 0)
+        if (session_timer(s, &s->in.resume, on_resume) != 0) {
+            (void)SESSION_FATAL(s, "out of memory");
             return false;
+        }
         timer_yield(s->in.resume);
     }
     if (s->in.backlog == pending)
