@@ -49,7 +49,7 @@
 /* The reserve kept out of RLIMIT_NOFILE for what is not a client socket (doc/config.md, max_connections). */
 #define ACCEPTOR_RESERVE_BASE       64
 #define ACCEPTOR_RESERVE_PER_WORKER 16
-#define ACCEPTOR_RESERVE_DIVISOR    8
+#define ACCEPTOR_RESERVE_DIVISOR    32
 
 struct server_ip {
     atomic_uint n; /* open connections from this address */

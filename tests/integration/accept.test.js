@@ -8,7 +8,7 @@
 //   at most once a second, and accepts again once descriptors are free (CPU
 //   time from /proc/<pid>/stat, log lines counted over a second);
 // - max_connections = 0 is derived from RLIMIT_NOFILE (256 with 1 worker →
-//   256 − (64 + 16 + 32) = 144): the 145th connection gets HTTP 503;
+//   256 − (64 + 16 + 8) = 168): the 169th connection gets HTTP 503;
 // - max_connections_per_ip = 2: every peer here is 127.0.0.1, so the third
 //   connection is refused and a slot comes back when one leaves;
 // - TLS: a connection refused at max_connections gets no clear-text HTTP 503
@@ -153,13 +153,13 @@ describe('accept: out of descriptors', { skip }, () => {
     c.close();
   });
 
-  it('max_connections = 0 is derived from RLIMIT_NOFILE: 256 with 1 worker → 144, the next gets HTTP 503', async () => {
+  it('max_connections = 0 is derived from RLIMIT_NOFILE: 256 with 1 worker → 168, the next gets HTTP 503', async () => {
     const t = await start({ workers: '1', login_timeout_ms: '60000' }, { nofile: 256 });
-    await waitLog(t, /max_connections: 144 from RLIMIT_NOFILE 256/);
+    await waitLog(t, /max_connections: 168 from RLIMIT_NOFILE 256/);
     const socks = [];
     try {
-      for (let i = 0; i < 144; i++) socks.push(await tcpOpen(t.port));
-      const r = await rawExchange(t.port, upgradeRequest()); // accepted after the 144 (the backlog is in order)
+      for (let i = 0; i < 168; i++) socks.push(await tcpOpen(t.port));
+      const r = await rawExchange(t.port, upgradeRequest()); // accepted after the 168 (the backlog is in order)
       assert.match(r.toString('latin1'), /^HTTP\/1\.1 503 /);
       assert.doesNotMatch(t.output(), /accept failed/);
     } finally {
