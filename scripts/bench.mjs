@@ -71,7 +71,7 @@ for (const l of labels) {
   console.log(`| ${l} | ${fmt(w)}${mark('warren')} | ${fmt(s)}${mark('webstomp')} | ${ratio(w, s)} | ${fmt(a)}${mark('amqp')} | ${ratio(w, a)} | ${lat('p50_us')} | ${lat('p99_us')} | ${cpu} | ${gen} |`);
 }
 if (idle.length) {
-  console.log('\n| idle sessions | connect rate warren / Web-STOMP (ratio) | kB per session: warren + broker / Web-STOMP (broker) (ratio) | warren alone kB/session | idle CPU % of a core: warren / its broker / Web-STOMP broker |');
+  console.log('\n| idle sessions (count) | connect rate warren / Web-STOMP (ratio) | kB per session: warren + broker / Web-STOMP (broker) (ratio) | warren alone kB/session | idle CPU % of a core: warren / its broker / Web-STOMP broker |');
   console.log('|---|---|---|---|---|');
   for (const l of idle) {
     const cr = ['warren', 'webstomp'].map((t) => med(l, t, (r) => num(r.connect_rate)));
@@ -81,7 +81,7 @@ if (idle.length) {
     const cpu = [med(l, 'warren', (r) => num(r.idle_cpu_pct_server)), med(l, 'warren', (r) => num(r.idle_cpu_pct_broker)),
       med(l, 'webstomp', (r) => num(r.idle_cpu_pct_broker))];
     const n = med(l, 'warren', (r) => num(r.sessions));
-    console.log(`| ${fmt(n)}${bad(l, 'warren') ? ' !' : ''} | ${fmt(cr[0])} / ${fmt(cr[1])}${bad(l, 'webstomp') ? ' !' : ''} (${ratio(cr[0], cr[1])}) | ${fmt(kb[0], 1)} / ${fmt(kb[1], 1)} (${ratio(kb[0], kb[1])}) | ${fmt(wk, 1)} | ${cpu.map((c) => fmt(c, 2)).join(' / ')} |`);
+    console.log(`| ${l} (${fmt(n)})${bad(l, 'warren') ? ' !' : ''} | ${fmt(cr[0])} / ${fmt(cr[1])}${bad(l, 'webstomp') ? ' !' : ''} (${ratio(cr[0], cr[1])}) | ${fmt(kb[0], 1)} / ${fmt(kb[1], 1)} (${ratio(kb[0], kb[1])}) | ${fmt(wk, 1)} | ${cpu.map((c) => fmt(c, 2)).join(' / ')} |`);
   }
 }
 
