@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -355,8 +356,9 @@ static void test_hold(void)
     rig_deinit(&r);
 }
 
-/* A held connection reads nothing, so its peer's FIN is seen through conn_held_check() (TCP_INFO), not by reading. */
-static void test_held_peer_gone(void)
+/* The rig on a TCP connection over loopback (accepted end: the connection; connecting end: the peer). Returns the
+ * connection's descriptor. */
+static int rig_init_tcp(struct rig *r, size_t send_limit)
 {
     int l = socket(AF_INET, SOCK_STREAM, 0), cl = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -369,8 +371,30 @@ static void test_held_peer_gone(void)
     int fd = accept(l, NULL, NULL);
     CHECK(fd != -1);
     close(l);
+    rig_init_fds(r, send_limit, fd, cl);
+    return fd;
+}
+
+/* Issue 9: small writes go out at once (TCP_NODELAY): with Nagle's algorithm a STOMP frame waited for the peer's delayed
+ * ACK, ~40 ms per exchange. The accepted socket starts without it (the kernel's default), the connection sets it. */
+static void test_nodelay(void)
+{
     struct rig r;
-    rig_init_fds(&r, 1 << 20, fd, cl);
+    int fd = rig_init_tcp(&r, 1 << 20), on = 1;
+    socklen_t len = sizeof(on);
+    CHECK_EQ_INT(getsockopt(r.peer, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    CHECK_EQ_INT(on, 0); /* what a socket has unless told */
+    CHECK_EQ_INT(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    CHECK(on != 0);
+    rig_deinit(&r);
+}
+
+/* A held connection reads nothing, so its peer's FIN is seen through conn_held_check() (TCP_INFO), not by reading. */
+static void test_held_peer_gone(void)
+{
+    struct rig r;
+    (void)rig_init_tcp(&r, 1 << 20);
+    int cl = r.peer;
     conn_hold_reading(r.p.c, true);
     conn_held_check(r.p.c); /* the peer is there */
     run_for(&r, 20);
@@ -681,6 +705,7 @@ int main(void)
     RUN(test_send_limit_and_drain);
     RUN(test_deadline);
     RUN(test_shutdown_through_ops);
+    RUN(test_nodelay);
     RUN(test_one_write_per_turn);
     RUN(test_partial_write_in_order);
     RUN(test_close_flushes_staged);
