@@ -68,6 +68,18 @@ static inline void list_unlink(struct list *node)
     node->prev = node->next = node;
 }
 
+/* Moves every node of `from` to the tail of `to`, in order, in O(1); `from` is left empty. */
+static inline void list_splice_tail(struct list *to, struct list *from)
+{
+    if (list_is_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    list_init(from);
+}
+
 /* First element, or NULL when the list is empty. */
 #define list_first_entry(head, type, member) (list_is_empty(head) ? NULL : list_entry((head)->next, type, member))
 

@@ -305,9 +305,46 @@ struct upstream_link_params {
  * 0 or -ENOMEM. */
 int upstream_link_new(const struct upstream_link_params *p, struct upstream_link **out);
 
-/* The connection thread. It ends by pushing CONN_EXIT (unless stopped through the inbox), after which it touches
- * nothing of the link: the loop joins it, then frees the link. */
+/*
+ * The login thread: TCP connect and login, the only blocking part of a connection's life. Logged in, it pushes CONN_UP
+ * as its last act, and the loop joins it and drives the link from then on (upstream_link_adopt(), upstream_link_round()).
+ * A login that fails makes the link dead: the thread pushes CONN_DOWN, fails the channels queued so far and ends with
+ * CONN_EXIT (unless stopped through the inbox). After its last push it touches nothing of the link.
+ */
 void *upstream_link_main(void *link);
+
+/* Loop side, after the login thread was joined (CONN_UP) or a dead link's thread exited (CONN_EXIT): the loop owns the
+ * link from now on, and the results it makes go to `local`, a list of the loop's, instead of the outbox. */
+void upstream_link_adopt(struct upstream_link *link, struct list *local);
+
+/* The logged-in connection's socket (-1 when not open), and how often a round must run for the heartbeats (ms, 0 = no
+ * heartbeats). */
+int upstream_link_fd(const struct upstream_link *link);
+unsigned upstream_link_tick_ms(const struct upstream_link *link);
+
+/* What upstream_link_round() asks for. */
+enum {
+    UPSTREAM_LINK_MORE = 1,     /* frames or bytes are left (the read budget ran out): another round, after the others' turn */
+    UPSTREAM_LINK_WANT_OUT = 2, /* the socket had no room for everything: a round when it is writable */
+    UPSTREAM_LINK_FAILED = 4,   /* the connection failed: end it (upstream_link_end()) */
+    UPSTREAM_LINK_DONE = 8,     /* SHUTDOWN came and no channel is left: close it (upstream_link_close_main()) */
+};
+
+/*
+ * Loop side, for an adopted open link: one round of what the connection thread's loop did, without waiting: the queued
+ * commands, the sweep (link_sweep()), what the socket holds (`readable`: the loop saw it readable; at most a read
+ * budget of frames), the heartbeat, one send() of what the round queued (`writable`: the loop saw room). Never blocks.
+ */
+unsigned upstream_link_round(struct upstream_link *link, bool readable, bool writable);
+
+/* Loop side: ends an adopted link at once, without connection.close: CONN_DOWN, every channel failed, CONN_EXIT (when
+ * stopping: its channels and commands freed, nothing pushed). The socket is closed: its events must be gone. */
+void upstream_link_end(struct upstream_link *link);
+
+/* A thread for an adopted link that is DONE, or stopped by upstream_free(): closes the connection (connection.close,
+ * close-ok, bounded by the watchdog and upstream_free()'s deadline), which may block, and ends like the login thread
+ * (CONN_EXIT through the outbox unless stopping). */
+void *upstream_link_close_main(void *link);
 
 /* Loop side, for a dead link whose thread has exited (CONN_EXIT) with channels not yet released: runs the commands queued
  * for it (releases, operations that fail, a late open), which only push results. Returns true once no channel is left. */

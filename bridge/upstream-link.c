@@ -167,6 +167,7 @@ struct upstream_link {
     struct upstream_error err;
     char err_text[UPSTREAM_TEXT_MAX];
     struct upstream_res *res_up, *res_down, *res_exit; /* preallocated */
+    struct list *local; /* once the loop drives the link (upstream_link_adopt()): its results go here, not to the outbox */
 };
 
 /* AMQP 0-9-1 reply codes (spec §1.4.2) to the lower-case names used in STOMP `message` headers. */
@@ -207,7 +208,10 @@ static void emit(struct upstream_link *link, struct upstream_link_chan *ch, stru
 {
     r->conn = link->owner;
     r->ch = ch ? ch->owner : NULL;
-    upstream_outbox_push(link->outbox, r);
+    if (link->local)
+        list_link_tail(link->local, &r->link); /* the loop's own list: no lock, no wake-up */
+    else
+        upstream_outbox_push(link->outbox, r);
 }
 
 /*
@@ -1950,7 +1954,6 @@ static int link_up(struct upstream_link *link)
     upstream_inbox_set_sock_fd(link->inbox, amqp_get_sockfd(link->amqp));
     link->res_up->u.up.chan_max = link->chan_max;
     broker_name(amqp_get_server_properties(link->amqp), link->res_up->u.up.broker, sizeof(link->res_up->u.up.broker));
-    emit_conn(link, &link->res_up);
     return 0;
 }
 
@@ -2014,51 +2017,14 @@ static bool link_run_cmds(struct upstream_link *link)
     return stopping;
 }
 
-/*
- * Sends what the round queued (one send(), link_flush()) and waits for a command, broker data, room in the socket (when
- * link->out holds what it had no room for) or the heartbeat tick. The inbox is told that the link sleeps
- * (upstream_inbox_sleep()), so that the loop writes its eventfd only then, and not at all when a command is queued
- * already: then, or with bytes or frames still to handle, the poll() only looks. The watchdog (upstream.c) sees the
- * thread idle while it waits, and busy from its return on; and it sees since when the thread waits for room
- * (full_since_ms), until a poll() reports some.
- */
-static void link_wait(struct upstream_link *link, bool more)
+/* The watchdog's view (upstream.c): since when the link waits for room in a socket the broker does not read. Not while
+ * blocked: a blocked broker does not read until it unblocks, which is not a dead one. */
+static void link_note_room(struct upstream_link *link)
 {
-    struct pollfd p[2] = {{link->inbox->wake_fd, POLLIN, 0}, {-1, POLLIN, 0}};
-    int timeout = -1;
-    bool sleep;
-
-    if (link->st == LINK_OPEN) {
-        int hb = amqp_get_heartbeat(link->amqp);
-        link_heartbeat(link, clock_now_ms());
-        if (link->out_off < link->out_len && !link->failed)
-            link_flush(link);
-        if (link->failed)
-            return; /* torn down at the top of the loop */
-        p[1].fd = amqp_get_sockfd(link->amqp);
-        if (link->want_out)
-            p[1].events |= POLLOUT;
-        /* Heartbeats are due at half the interval (link_heartbeat()): wake at a quarter. */
-        timeout = hb > 0 ? hb * 250 : -1;
-        if (more || link->readable || link->in_off < link->in_len)
-            timeout = 0;
-    }
-    if (!link->want_out || link->blocked) /* a blocked broker does not read until it unblocks: not a dead one */
+    if (!link->want_out || link->blocked)
         atomic_store(&link->inbox->full_since_ms, 0);
     else if (atomic_load(&link->inbox->full_since_ms) == 0)
         atomic_store(&link->inbox->full_since_ms, clock_now_ms());
-    sleep = upstream_inbox_sleep(link->inbox);
-    if (!sleep)
-        timeout = 0;
-    atomic_store(&link->inbox->busy_since_ms, 0);
-    if (poll(p, 2, timeout) < 0)
-        p[0].revents = p[1].revents = 0;
-    upstream_inbox_awake(link->inbox, (p[0].revents & POLLIN) != 0);
-    if (p[1].revents & (POLLIN | POLLERR | POLLHUP))
-        link->readable = true;
-    if (p[1].revents & POLLOUT)
-        atomic_store(&link->inbox->full_since_ms, 0);
-    atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
 }
 
 /*
@@ -2155,30 +2121,83 @@ bool upstream_link_run_dead(struct upstream_link *link)
 void *upstream_link_main(void *arg)
 {
     struct upstream_link *link = arg;
-    bool stopping = false;
 
     pthread_setname_np(pthread_self(), "warren-amqp"); /* top -H, perf, warren-bench's server_threads= */
-    if (link_connect(link) != 0 || link_up(link) != 0)
+    if (link_connect(link) != 0 || link_up(link) != 0) {
+        /* Dead before it was up: the commands queued meanwhile fail (or are dropped when stopping), later ones are the
+         * loop's (upstream_link_run_dead()). */
         link_die(link);
-    atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
-    for (;;) {
-        bool more = false;
-        stopping = link_run_cmds(link);
-        link_sweep(link);
-        if (link->failed && link->st == LINK_OPEN)
-            link_die(link);
-        /* A dead link has nothing to wait for: the releases still to come are served by the loop (link_finish()), so a
-         * refused or failed login costs no thread once its channels heard of it. */
-        if (stopping || (link->shutdown && (list_is_empty(&link->chans) || link->st == LINK_DEAD)))
-            break;
-        if (link->st == LINK_OPEN) {
-            more = link_read(link);
-            if (link->failed)
-                continue;
-        }
-        link_wait(link, more);
+        link_finish(link, link_run_cmds(link));
+        return NULL;
     }
+    emit_conn(link, &link->res_up); /* the thread's last act: from CONN_UP on, the loop drives the link */
+    return NULL;
+}
+
+void upstream_link_adopt(struct upstream_link *link, struct list *local)
+{
+    link->local = local;
+}
+
+int upstream_link_fd(const struct upstream_link *link)
+{
+    return link->st == LINK_OPEN ? amqp_get_sockfd(link->amqp) : -1;
+}
+
+unsigned upstream_link_tick_ms(const struct upstream_link *link)
+{
+    int hb = link->st == LINK_OPEN ? amqp_get_heartbeat(link->amqp) : 0;
+
+    return hb > 0 ? (unsigned)hb * 250 : 0; /* heartbeats are due at half the interval (link_heartbeat()): a quarter */
+}
+
+unsigned upstream_link_round(struct upstream_link *link, bool readable, bool writable)
+{
+    unsigned want = 0;
+
+    assert(link->local && link->st == LINK_OPEN);
+    if (writable)
+        atomic_store(&link->inbox->full_since_ms, 0);
+    link->readable = link->readable || readable;
+    link_run_cmds(link); /* never `stopping` here: upstream_free() drives no round after it stopped the links */
+    link_sweep(link);
+    if (link->failed)
+        return UPSTREAM_LINK_FAILED;
+    if (link->shutdown && list_is_empty(&link->chans))
+        return UPSTREAM_LINK_DONE;
+    if (link_read(link))
+        want |= UPSTREAM_LINK_MORE;
+    if (!link->failed)
+        link_heartbeat(link, clock_now_ms());
+    if (!link->failed && link->out_off < link->out_len)
+        link_flush(link);
+    if (link->failed)
+        return UPSTREAM_LINK_FAILED;
+    link_note_room(link);
+    if (link->readable || link->in_off < link->in_len)
+        want |= UPSTREAM_LINK_MORE;
+    return want | (link->want_out ? UPSTREAM_LINK_WANT_OUT : 0);
+}
+
+void upstream_link_end(struct upstream_link *link)
+{
+    bool stopping = upstream_inbox_stopping(link->inbox);
+
+    link_failed(link, AMQP_STATUS_SOCKET_ERROR); /* no-op when it failed already: no connection.close is tried */
+    if (stopping)
+        link_run_cmds(link); /* drops them */
+    else
+        link_die(link);
     link_finish(link, stopping);
+}
+
+void *upstream_link_close_main(void *arg)
+{
+    struct upstream_link *link = arg;
+
+    pthread_setname_np(pthread_self(), "warren-amqp");
+    link->local = NULL; /* the thread's results go through the outbox again */
+    link_finish(link, link_run_cmds(link));
     return NULL;
 }
 

@@ -77,21 +77,29 @@ struct upstream_conn {
     uint64_t auth_ms;                 /* when CONN_UP came: the broker authenticated the credential then */
     bool blocked;                     /* the broker blocks publishers on it (connection.blocked): it takes no new channel */
     bool retired;                     /* given no more channels; shutdown_cmd queued (once) */
-    bool exited;                      /* its dead link's thread has been joined: the loop serves the link's releases itself */
+    bool exited;                      /* its link is dead and ended (CONN_EXIT): the loop serves the link's releases itself */
+    bool thread_live;                 /* `thread` (the login, or the close) runs or was not joined yet */
+    bool on_loop;                     /* the loop drives the open link: from CONN_UP to its end (see "The link on the loop") */
     char broker[UPSTREAM_BROKER_MAX]; /* upstream_chan_broker() */
     struct event *idle_ev;            /* armed while n_chans == 0, if cfg.idle_close_ms */
     struct upstream_inbox inbox;      /* the mailbox to its link */
     struct upstream_cmd shutdown_cmd;
-    struct upstream_link *tlink; /* the thread's state: never touched here but to make it and, once joined, free it */
+    struct upstream_link *tlink; /* the link: touched here only to make it, to drive it once adopted, and to free it */
     pthread_t thread;
+    struct event *round_ev; /* a round of the link: activated by a command, added with no delay when frames are left */
+    struct event *sock_ev;  /* its socket readable (persistent), from CONN_UP */
+    struct event *out_ev;   /* its socket writable, while the link has bytes the socket had no room for */
+    struct event *tick_ev;  /* heartbeats: every quarter of the negotiated interval */
 };
 
 struct upstream {
     struct event_base *base;
     struct upstream_config cfg; /* read by the links too: not written after upstream_new() */
     char **brokers;
-    struct upstream_outbox outbox; /* every link's results */
+    struct upstream_outbox outbox; /* the results of the links' threads */
     struct event *res_ev;
+    struct list local;               /* the results of the links the loop drives, and of dead ones, in order */
+    struct event *local_ev;          /* runs them: activated when `local` is not empty */
     struct upstream_backoff backoff; /* the links' */
     struct list conns;               /* newest first */
     struct list chans;               /* every channel sent to a link and not yet done */
@@ -156,6 +164,26 @@ static void chan_free_waiting(struct upstream_chan *ch)
     free(ch);
 }
 
+/* The results of the links the loop drives run from an event of their own, never from inside the call that made them. */
+static void local_kick(struct upstream *up)
+{
+    if (!list_is_empty(&up->local))
+        event_active(up->local_ev, 0, 0);
+}
+
+/* After a push to `c`'s inbox: the loop runs its link's round (once per loop pass, however many pushes); a dead link
+ * whose end was reported (`exited`) runs the commands here and now, which only makes results. A link on its login or
+ * close thread takes them itself. */
+static void conn_kick(struct upstream_conn *c)
+{
+    if (c->on_loop) {
+        event_active(c->round_ev, 0, 0);
+    } else if (c->exited) {
+        upstream_link_run_dead(c->tlink);
+        local_kick(c->up);
+    }
+}
+
 /* Sends a waiting channel's channel.open, and the operations queued behind it, to its connection's link. */
 static void chan_dispatch(struct upstream_chan *ch)
 {
@@ -163,6 +191,7 @@ static void chan_dispatch(struct upstream_chan *ch)
     list_link_tail(&ch->up->chans, &ch->link);
     list_link_front(&ch->held, &ch->open_cmd.link);
     upstream_inbox_push_list(&ch->conn->inbox, &ch->held);
+    conn_kick(ch->conn);
 }
 
 /* Gives `ch` to `c`: sent at once when `c` is up, else held in c->waiting until it is (see the top of the file). */
@@ -180,13 +209,11 @@ static void chan_attach(struct upstream_conn *c, struct upstream_chan *ch)
     }
 }
 
-/* Queues one command for `c`'s link; a link whose thread has exited (`exited`, it was dead) runs it here and now, which
- * only pushes results (the callbacks still run later, from the outbox). */
+/* Queues one command for `c`'s link (conn_kick()). */
 static void conn_push(struct upstream_conn *c, struct upstream_cmd *cmd)
 {
     upstream_inbox_push(&c->inbox, cmd);
-    if (c->exited)
-        upstream_link_run_dead(c->tlink);
+    conn_kick(c);
 }
 
 /*
@@ -202,7 +229,7 @@ static void conn_retire(struct upstream_conn *c)
     if (c->idle_ev)
         evtimer_del(c->idle_ev);
     if (!was_retired)
-        upstream_inbox_push(&c->inbox, &c->shutdown_cmd);
+        conn_push(c, &c->shutdown_cmd);
 }
 
 /* The idle timer fired: no channel was opened on the connection since its last one closed (upstream_chan_open disarms it). */
@@ -245,6 +272,89 @@ static void conn_idle_arm(struct upstream_conn *c)
  * Connections
  */
 
+/*
+ * The link on the loop. A connection's thread only logs in, the one part of its life that blocks (rabbitmq-c's login);
+ * its CONN_UP is its last act, and from there the loop drives the link itself (upstream_link_round()): a command pushed
+ * activates the round (once per loop pass), the socket's readability and writability run it, a timer keeps the
+ * heartbeats. So a message crosses no thread on its way to and from the broker: a publish is one send() from the loop,
+ * a confirm or a delivery one recv(), and the results the round makes (in up->local, no lock) run from local_ev in the
+ * same loop pass. Nothing in a round waits: the link writes its socket without blocking and reads at most a budget of
+ * frames per round (UPSTREAM_LINK_MORE: the next round comes after the loop's other events, through a timer with no
+ * delay). A connection that ends goes off the loop: a failed one at once (upstream_link_end(), no connection.close), one
+ * closed on purpose (its idle timer, a dead broker's SHUTDOWN) on a thread again, since the close waits for the broker
+ * (upstream_link_close_main(), bounded like every thread by the watchdog and upstream_free()).
+ */
+static int conn_start_thread(struct upstream_conn *c, void *(*fn)(void *))
+{
+    int r = -pthread_create(&c->thread, NULL, fn, c->tlink);
+
+    c->thread_live = r == 0;
+    return r;
+}
+
+static void conn_join_thread(struct upstream_conn *c)
+{
+    if (c->thread_live)
+        pthread_join(c->thread, NULL);
+    c->thread_live = false;
+}
+
+/* Takes the link's events off the loop, before its socket is closed. */
+static void conn_unloop(struct upstream_conn *c)
+{
+    c->on_loop = false;
+    event_del(c->round_ev);
+    event_del(c->sock_ev);
+    event_del(c->out_ev);
+    event_del(c->tick_ev);
+}
+
+/* A round of the link ended it: off the loop, closed on a thread (DONE) or here (failed, or no thread). */
+static void conn_link_over(struct upstream_conn *c, unsigned want)
+{
+    conn_unloop(c);
+    if ((want & UPSTREAM_LINK_FAILED) || conn_start_thread(c, upstream_link_close_main) != 0)
+        upstream_link_end(c->tlink);
+}
+
+static void on_link_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream_conn *c = arg;
+    struct upstream *up = c->up;
+    unsigned want = upstream_link_round(c->tlink, (what & EV_READ) != 0, (what & EV_WRITE) != 0);
+
+    (void)fd;
+    if (want & (UPSTREAM_LINK_FAILED | UPSTREAM_LINK_DONE)) {
+        conn_link_over(c, want);
+    } else {
+        if ((want & UPSTREAM_LINK_WANT_OUT) && event_add(c->out_ev, NULL) != 0)
+            conn_link_over(c, UPSTREAM_LINK_FAILED);
+        else if (want & UPSTREAM_LINK_MORE)
+            event_add(c->round_ev, &(struct timeval){0, 0}); /* after the loop polled: the clients get their turn */
+    }
+    local_kick(up);
+}
+
+/* CONN_UP: the login thread is done; the loop drives the link from now on, first for what was queued meanwhile. */
+static void conn_adopt(struct upstream_conn *c)
+{
+    int fd = upstream_link_fd(c->tlink);
+    unsigned tick = upstream_link_tick_ms(c->tlink);
+    struct timeval tv = clock_timeval(tick);
+
+    conn_join_thread(c);
+    upstream_link_adopt(c->tlink, &c->up->local);
+    c->on_loop = true;
+    event_assign(c->sock_ev, c->up->base, fd, EV_READ | EV_PERSIST, on_link_io, c);
+    event_assign(c->out_ev, c->up->base, fd, EV_WRITE, on_link_io, c);
+    if (event_add(c->sock_ev, NULL) != 0 || (tick && event_add(c->tick_ev, &tv) != 0)) {
+        conn_link_over(c, UPSTREAM_LINK_FAILED);
+        local_kick(c->up);
+        return;
+    }
+    event_active(c->round_ev, 0, 0);
+}
+
 /* Frees a connection whose thread has been joined (or never started); its waiting channels too (only upstream_free()
  * leaves some). */
 static void conn_free(struct upstream_conn *c)
@@ -261,8 +371,10 @@ static void conn_free(struct upstream_conn *c)
     }
     upstream_link_free(c->tlink);
     upstream_inbox_deinit(&c->inbox);
-    if (c->idle_ev)
-        event_free(c->idle_ev);
+    struct event *evs[] = {c->idle_ev, c->round_ev, c->sock_ev, c->out_ev, c->tick_ev};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
     free(c->vhost);
     free(c->user);
     free(c->pass);
@@ -281,7 +393,12 @@ static int conn_init_loop_side(struct upstream_conn *c, const struct upstream_lo
         return -ENOMEM;
     if (c->up->cfg.idle_close_ms && !(c->idle_ev = evtimer_new(c->up->base, on_conn_idle, c)))
         return -ENOMEM;
-    return 0;
+    /* The socket's events get their descriptor at CONN_UP (event_assign()): made now, so that nothing can fail then. */
+    c->round_ev = event_new(c->up->base, -1, 0, on_link_io, c);
+    c->sock_ev = event_new(c->up->base, -1, 0, on_link_io, c);
+    c->out_ev = event_new(c->up->base, -1, 0, on_link_io, c);
+    c->tick_ev = event_new(c->up->base, -1, EV_PERSIST, on_link_io, c);
+    return c->round_ev && c->sock_ev && c->out_ev && c->tick_ev ? 0 : -ENOMEM;
 }
 
 static int conn_new(struct upstream *up, const struct upstream_login *login, struct upstream_conn **out)
@@ -312,7 +429,7 @@ static int conn_new(struct upstream *up, const struct upstream_login *login, str
         r = -EAGAIN;
         goto fail;
     }
-    r = -pthread_create(&c->thread, NULL, upstream_link_main, c->tlink);
+    r = conn_start_thread(c, upstream_link_main);
     if (r < 0)
         goto fail;
     list_link_front(&up->conns, &c->link);
@@ -463,23 +580,26 @@ static void on_conn_result(struct upstream *up, struct upstream_res *r)
     switch (r->kind) {
     case UPSTREAM_RES_CONN_UP:
         memcpy(c->broker, r->u.up.broker, sizeof(c->broker));
+        conn_adopt(c);
         conn_on_up(up, c, r->u.up.chan_max);
         break;
     case UPSTREAM_RES_CONN_DOWN:
         conn_on_down(c);
         break;
     case UPSTREAM_RES_CONN_EXIT:
-        /* The thread is gone and counts no more. A dead link leaves before its channels are released (a refused login
-         * must not keep a thread for a session that does not go away): the loop serves what is queued for it and what
-         * comes later (conn_push()), and frees the connection at the CHAN_DONE of its last channel. */
-        pthread_join(c->thread, NULL);
+        /* The connection is gone and counts no more (its thread, if it ended on one, joined). A dead link leaves before
+         * its channels are released (a refused login must not keep a thread for a session that does not go away): the
+         * loop serves what is queued for it and what comes later (conn_push()), and frees the connection at the
+         * CHAN_DONE of its last channel. */
+        conn_join_thread(c);
+        upstream_link_adopt(c->tlink, &up->local);
         atomic_fetch_sub(&conns_total, 1);
         c->exited = true;
         if (c->n_chans == 0) {
             list_unlink(&c->link);
             conn_free(c);
         } else {
-            upstream_link_run_dead(c->tlink);
+            conn_kick(c);
         }
         break;
     case UPSTREAM_RES_BLOCKED:
@@ -572,14 +692,12 @@ static void on_chan_result(struct upstream *up, struct upstream_res *r)
     }
 }
 
-static void on_results(evutil_socket_t fd, short what, void *arg)
+/* Runs a batch of results, in order (the batch is the caller's: results made meanwhile go to the outbox or up->local). */
+static void results_run(struct upstream *up, struct list *batch)
 {
-    struct upstream *up = arg;
-    struct list batch = LIST_INIT(batch);
     struct upstream_res *r;
 
-    upstream_outbox_take(&up->outbox, &batch);
-    while ((r = list_first_entry(&batch, struct upstream_res, link))) {
+    while ((r = list_first_entry(batch, struct upstream_res, link))) {
         list_unlink(&r->link);
         if (r->ch)
             on_chan_result(up, r);
@@ -587,6 +705,28 @@ static void on_results(evutil_socket_t fd, short what, void *arg)
             on_conn_result(up, r);
         free(r);
     }
+}
+
+static void on_results(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    struct list batch = LIST_INIT(batch);
+
+    (void)fd;
+    (void)what;
+    upstream_outbox_take(&up->outbox, &batch);
+    results_run(up, &batch);
+}
+
+static void on_local(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    struct list batch = LIST_INIT(batch);
+
+    (void)fd;
+    (void)what;
+    list_splice_tail(&batch, &up->local);
+    results_run(up, &batch);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------------
@@ -659,13 +799,15 @@ int upstream_new(struct event_base *base, const struct upstream_config *cfg, str
     up->base = base;
     list_init(&up->conns);
     list_init(&up->chans);
+    list_init(&up->local);
     upstream_backoff_init(&up->backoff);
     r = upstream_outbox_init(&up->outbox);
     if (r < 0 || (r = config_copy(up, cfg)) < 0)
         goto fail;
     r = -ENOMEM;
     up->res_ev = event_new(base, up->outbox.fd, EV_READ | EV_PERSIST, on_results, up);
-    if (!up->res_ev || event_add(up->res_ev, NULL) != 0 || watch_start(up) != 0)
+    up->local_ev = event_new(base, -1, 0, on_local, up);
+    if (!up->res_ev || !up->local_ev || event_add(up->res_ev, NULL) != 0 || watch_start(up) != 0)
         goto fail;
     *out = up;
     return 0;
@@ -681,18 +823,20 @@ fail:
  */
 static void conn_join(struct upstream_conn *c, const struct timespec *deadline)
 {
-    if (c->exited)
+    if (!c->thread_live)
         return;
-    if (pthread_timedjoin_np(c->thread, NULL, deadline) == 0)
-        return;
-    upstream_inbox_cut(&c->inbox);
-    pthread_join(c->thread, NULL);
+    if (pthread_timedjoin_np(c->thread, NULL, deadline) != 0) {
+        upstream_inbox_cut(&c->inbox);
+        pthread_join(c->thread, NULL);
+    }
+    c->thread_live = false;
 }
 
 void upstream_free(struct upstream *up)
 {
     struct upstream_conn *c, *cnext;
     struct upstream_chan *ch, *chnext;
+    struct upstream_res *r, *rnext;
     struct timespec deadline;
 
     if (!up)
@@ -706,6 +850,11 @@ void upstream_free(struct upstream *up)
     }
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
         upstream_inbox_stop(&c->inbox);
+        if (c->on_loop) { /* closed on a thread like the others, or here without connection.close */
+            conn_unloop(c);
+            if (conn_start_thread(c, upstream_link_close_main) != 0)
+                upstream_link_end(c->tlink);
+        }
     }
     LIST_FOR_EACH_ENTRY_SAFE (c, cnext, &up->conns, link) {
         list_unlink(&c->link);
@@ -716,7 +865,13 @@ void upstream_free(struct upstream *up)
         event_free(up->watch_ev);
     if (up->res_ev)
         event_free(up->res_ev);
+    if (up->local_ev)
+        event_free(up->local_ev);
     upstream_outbox_deinit(&up->outbox);
+    LIST_FOR_EACH_ENTRY_SAFE (r, rnext, &up->local, link) {
+        list_unlink(&r->link);
+        free(r);
+    }
     LIST_FOR_EACH_ENTRY_SAFE (ch, chnext, &up->chans, link) {
         list_unlink(&ch->link);
         free(ch->refused);
