@@ -5,16 +5,18 @@
  *                       connections as the pool sees them (struct upstream_conn: credential, channel count, the channels
  *                       waiting for its login, idle timer), the sharing policy and every public upstream_* function.
  *                       It never calls rabbitmq-c and never blocks.
- *   upstream-link.c     the connection-thread side: one thread per AMQP connection (struct upstream_link) with its
- *                       channels (struct upstream_link_chan); socket, login, methods, frames, publishes, confirms. The
- *                       only file of warren that includes <amqp.h>.
+ *   upstream-link.c     the connection side: one struct upstream_link per AMQP connection, with its channels (struct
+ *                       upstream_link_chan); socket, login, methods, frames, publishes, confirms. It runs on a thread
+ *                       of its own where rabbitmq-c blocks (the login, the close), and in rounds on the loop in between
+ *                       (upstream_link_round()). The only file of warren that includes <amqp.h>.
  *   upstream-mailbox.c  what crosses between the two: commands (loop -> one link) in that link's struct upstream_inbox,
  *                       results (every link -> the loop) in the upstream's struct upstream_outbox.
  *
  * The mailbox is the only thing both sides touch. Each box is a list under a mutex of its own, held only to link or
- * unlink items, plus an eventfd that wakes the reader; nothing else is locked, and no field of a struct of one side is
- * read or written by the other. (The upstream_config is copied once by upstream_new() and only read after; the reconnect
- * backoff is shared by the links, not with the loop, under a lock of its own.)
+ * unlink items; the outbox has an eventfd that wakes the loop. Nothing else is locked, and no field of a struct of one
+ * side is read or written by the other: the loop drives an adopted link only through the functions below, and hands it
+ * to a thread (its close) only with pthread_create(). (The upstream_config is copied once by upstream_new() and only read after;
+ * the reconnect backoff is shared by the links, not with the loop, under a lock of its own.)
  *
  * Ownership across the mailbox: a command belongs to the loop until it is pushed, then to the link, which frees it (the
  * embedded ones, OPEN, RELEASE and SHUTDOWN, live in the loop's structs and are never freed; the loop does not touch them
@@ -138,10 +140,8 @@ struct upstream_inbox {
     int login_fd;
     int sock_fd;                    /* the logged-in connection's socket, -1 before and after: what upstream_inbox_cut() cuts */
     bool cut;                       /* upstream_inbox_cut() shut sock_fd down */
-    bool sleeping;                  /* the link is in (or about to enter) its poll() with nothing queued */
-    bool signalled;                 /* wake_fd written since the link went to sleep: one write per sleep */
-    int wake_fd;                    /* eventfd: written by a push that finds the link sleeping, and by upstream_inbox_stop() */
-    _Atomic uint64_t busy_since_ms; /* not under the lock: when the link last left its poll() (0 = waiting in it) */
+    int wake_fd;                    /* eventfd written by upstream_inbox_stop(): cuts a login thread's backoff wait short */
+    _Atomic uint64_t busy_since_ms; /* not under the lock: since when a thread is in a rabbitmq-c call that may block (0 = none) */
     _Atomic uint64_t full_since_ms; /* not under the lock: since when the link waits for room in the socket (0 = not) */
 };
 
@@ -149,8 +149,8 @@ struct upstream_inbox {
 int upstream_inbox_init(struct upstream_inbox *ib);
 void upstream_inbox_deinit(struct upstream_inbox *ib);
 
-/* Loop side: queue one command, or every command of `cmds` in order; then wake the link if it sleeps (at most one
- * eventfd write per sleep: a push while the link runs, or after another push woke it, writes nothing). */
+/* Loop side: queue one command, or every command of `cmds` in order (the caller runs the link's round, or the link's
+ * thread takes them when its login is done). */
 void upstream_inbox_push(struct upstream_inbox *ib, struct upstream_cmd *cmd);
 void upstream_inbox_push_list(struct upstream_inbox *ib, struct list *cmds);
 
@@ -175,19 +175,8 @@ bool upstream_inbox_cut(struct upstream_inbox *ib);
 /* Link side: whether upstream_inbox_cut() cut the socket (for the error text). */
 bool upstream_inbox_was_cut(struct upstream_inbox *ib);
 
-/* Link side: resets the wake-up eventfd after poll() said it is readable. */
+/* Link side: resets the eventfd after poll() said it is readable. */
 void upstream_inbox_drain(struct upstream_inbox *ib);
-
-/*
- * Link side, around its wait: upstream_inbox_sleep() returns false when a command is queued or the link is to stop (do
- * not wait: run them), else marks the link sleeping, from which on a push writes wake_fd. upstream_inbox_awake(), after
- * the poll() (`readable`: it said wake_fd is readable, which is then drained), ends the sleep. No wake-up is lost: the
- * check and the mark are one step under the lock, as is a push's link and its look at the mark, so a push either finds
- * the link sleeping (and writes) or comes before the check (which sees it) or after the awake (the link takes the inbox
- * before it sleeps again).
- */
-bool upstream_inbox_sleep(struct upstream_inbox *ib);
-void upstream_inbox_awake(struct upstream_inbox *ib, bool readable);
 
 /* ---------------------------------------------------------------------------------------------------------------------
  * Results (links -> loop)

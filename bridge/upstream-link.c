@@ -1,12 +1,14 @@
 /*
- * bridge/upstream-link.c — the connection-thread side of the upstream (see bridge/upstream-int.h for the layout): one
- * thread per AMQP connection, the only code of warren that calls rabbitmq-c and the only file that includes <amqp.h>.
+ * bridge/upstream-link.c — the connection side of the upstream (see bridge/upstream-int.h for the layout): one link per
+ * AMQP connection, the only code of warren that calls rabbitmq-c and the only file that includes <amqp.h>.
  *
- * rabbitmq-c is blocking and not thread-safe per connection, so each AMQP connection is owned by one thread that does
- * everything with its amqp_connection_state_t: TCP connect, login, sending methods and content, reading and dispatching
- * frames, heartbeats. The thread's state is a struct upstream_link and, per channel, a struct upstream_link_chan; the
- * client loop never reads either. It hears from the loop only through its inbox (commands) and speaks only through the
- * upstream's outbox (results).
+ * rabbitmq-c is blocking and not thread-safe per connection, so each amqp_connection_state_t has one owner at a time: a
+ * thread of its own for the TCP connect and the login (upstream_link_main(), which ends with CONN_UP), then the loop,
+ * which runs the link in rounds that never wait (upstream_link_round(): commands, frames, heartbeats), then, for a
+ * connection closed on purpose, a thread again for connection.close (upstream_link_close_main()). The link's state is a
+ * struct upstream_link and, per channel, a struct upstream_link_chan; the loop's side (upstream.c) never reads either.
+ * The link hears from it only through its inbox (commands) and speaks only through results: the outbox from a thread,
+ * the loop's own list (link->local) once adopted.
  *
  * Every command names its channel; the link keeps a FIFO of pending operations per channel and runs at most one
  * synchronous method (queue.declare, bind, consume...) per channel at a time, so replies match requests in order (AMQP
@@ -18,18 +20,18 @@
  * A channel's thread-side half is handed over in its OPEN command and freed here when the channel is done: released by
  * the loop (RELEASE is the last command naming it) and closed at the broker, or released after it died. Its CHAN_DONE
  * result, preallocated, is the last result naming the channel. When the connection dies the link reports CONN_DOWN, fails
- * every channel and keeps serving releases; after the loop's SHUTDOWN it exits once every channel is done (closing the
- * connection if it is still open, for an idle one) and reports CONN_EXIT.
+ * every channel and reports CONN_EXIT; the loop serves the releases still to come (upstream_link_run_dead()). After the
+ * loop's SHUTDOWN of a live connection, the link ends once every channel is done (closing the connection, on a thread)
+ * and reports CONN_EXIT.
  *
  * A failed send or read of the socket is the connection's: the link fails (link_failed()) and tears the connection down
- * at the top of its loop. An operation that cannot be encoded (a property longer than a shortstr, a table bigger than
- * frame_max: what one session sent) is that operation's and its channel's alone (op_failed()): the channel fails with a
+ * at the end of the round (UPSTREAM_LINK_FAILED). An operation that cannot be encoded (a property longer than a shortstr, a table
+ * bigger than frame_max: what one session sent) is that operation's and its channel's alone (op_failed()): the channel fails with a
  * channel-level error, is closed at the broker (chan_abort()) and the connection's other channels carry on. Nothing of
  * such an operation may reach the socket first: its frames are queued in link->out, which is sent only between
  * operations, and taken back when one of them fails to encode (op_publish()). The socket's I/O after the login is the
- * link's own ("The wire"): one send() per round for everything the round queued, one recv() when poll() said there is
- * something to read, never a wait on a full socket; the wait between rounds is link_wait(), which polls the inbox and
- * the socket together.
+ * link's own ("The wire"): one send() per round for everything the round queued, one recv() when the loop saw the socket
+ * readable, never a wait on a full socket.
  */
 #include "bridge/upstream-int.h"
 
@@ -151,17 +153,17 @@ struct upstream_link {
     bool blocked;      /* connection.blocked is in effect: publishes are held in their channels' queues */
     bool blocked_sent; /* what the loop was last told (a BLOCKED result that failed to allocate is retried) */
     bool stalled;      /* a channel's queue stopped at a held publish or at a full socket: pump again (link_sweep) */
-    bool want_out;     /* it stopped at a full socket: poll for writability */
+    bool want_out;     /* it stopped at a full socket: a round when it is writable */
     bool lost;         /* some channel is `lost` */
     uint8_t *scratch;  /* frame_max bytes: methods and a publish's content header are encoded here first */
     size_t scratch_len;
     /* The socket, once logged in, is read and written here, not by rabbitmq-c (see "The wire"). */
     uint8_t *out; /* frames to send: [out_off, out_len) */
     size_t out_off, out_len, out_cap;
-    bool out_full; /* the last flush left bytes the socket had no room for: wait for POLLOUT */
+    bool out_full; /* the last flush left bytes the socket had no room for: wait until it is writable */
     uint8_t *in;   /* bytes read: [in_off, in_len) not yet given to amqp_handle_input() */
     size_t in_off, in_len;
-    bool readable;    /* poll() said POLLIN, or the last recv filled the buffer: recv once more */
+    bool readable;    /* the loop saw the socket readable, or the last recv filled the buffer: recv once more */
     uint64_t sent_ms; /* when bytes last went out (heartbeats) */
     uint64_t recv_ms; /* when bytes last came in (the broker's heartbeats) */
     struct upstream_error err;
@@ -631,13 +633,13 @@ static void op_nomem(struct upstream_link *link, struct upstream_link_chan *ch, 
  * amqp_encode_properties(), amqp_handle_input()): rabbitmq-c's send path writes one frame per send() (a publish is three)
  * and waits for room without a deadline, its read path ends every round with a recv() that fails with EAGAIN and a
  * poll(). Here frames are appended to link->out as operations run and go out in one send() per round (link_flush(),
- * before the link waits, and on the way when link_out_big()), never waiting: what the socket has no room for stays in
- * link->out (out_full), operations that would add to it wait in their channel's queue (op_may_write()), and the link
- * polls for POLLOUT while it goes on reading. Reading is one recv() when poll() said POLLIN (again at once only after a
- * recv that filled the buffer), whose bytes are decoded a frame at a time by amqp_handle_input(). Heartbeats are the
- * link's too (link_heartbeat()): one is queued when nothing went out for half the interval, and a broker silent for two
- * intervals fails the connection, as rabbitmq-c would. rabbitmq-c still owns the socket for the login and for the
- * connection.close on the way out (link_finish(), only with nothing of ours half-sent).
+ * at the round's end, and on the way when link_out_big()), never waiting: what the socket has no room for stays in
+ * link->out (out_full), operations that would add to it wait in their channel's queue (op_may_write()), and the loop
+ * waits for the socket to be writable while it goes on reading (UPSTREAM_LINK_WANT_OUT). Reading is one recv() when the
+ * loop saw the socket readable (again at once only after a recv that filled the buffer), whose bytes are decoded a frame at a time
+ * by amqp_handle_input(). Heartbeats are the link's too (link_heartbeat()): one is queued when nothing went out for half the
+ * interval, and a broker silent for two intervals fails the connection, as rabbitmq-c would. rabbitmq-c still owns the socket for
+ * the login and for the connection.close on the way out (link_finish(), only with nothing of ours half-sent).
  */
 
 #define LINK_OUT_FLUSH (64 * 1024)       /* link->out pending past this is sent on the way, not only at the end of a round */
@@ -717,7 +719,7 @@ static int out_method(struct upstream_link *link, uint16_t channel, amqp_method_
                                                                                               : AMQP_STATUS_SOCKET_ERROR;
 }
 
-/* Sends what link->out holds, as much as the socket takes now; the rest waits for POLLOUT (out_full). */
+/* Sends what link->out holds, as much as the socket takes now; the rest waits until it is writable (out_full). */
 static void link_flush(struct upstream_link *link)
 {
     int fd = link->amqp ? amqp_get_sockfd(link->amqp) : -1;
@@ -1139,7 +1141,7 @@ static int out_header(struct upstream_link *link, uint16_t channel, amqp_basic_p
 
 /*
  * Queues the body of ch->pub, a frame at a time, while the socket takes what is queued; returns with the rest for later
- * when it does not (link_sweep() goes on once link_wait() saw room), so that the thread goes back to reading
+ * when it does not (link_sweep() goes on once the socket is writable), so that the loop goes back to reading
  * (connection.blocked, deliveries, the inbox) instead of buffering a body the broker does not read. Frames of other
  * channels may come in between (AMQP 0-9-1 §4.2.6: only a channel's own frames must not be cut into its content). Body
  * frames are at most LINK_BODY_CHUNK bytes.
@@ -1329,7 +1331,7 @@ static bool op_run(struct upstream_link *link, struct upstream_link_chan *ch, st
  * does not read the socket once it gets a publish, so publishes are held in their channel's queue, with what follows
  * them there (a channel's operations keep their order), until connection.unblocked; the other channels, and the
  * operations ahead of the first publish, go on. Nothing is written into a full socket either: the link waits for room
- * (link_wait()) while it goes on reading. Either way the stop is remembered (stalled) and link_sweep() pumps again.
+ * (UPSTREAM_LINK_WANT_OUT) while it goes on reading. Either way the stop is remembered (stalled) and link_sweep() pumps again.
  */
 static bool op_may_write(struct upstream_link *link, const struct upstream_cmd *op)
 {
@@ -1634,8 +1636,8 @@ static bool link_decode(struct upstream_link *link, int *budget)
     return true;
 }
 
-/* Reads and handles what is available without blocking: what link->in still holds, then one recv() if poll() said
- * POLLIN (or the last one filled the buffer). Returns true when more may be pending (the frame budget ran out). */
+/* Reads and handles what is available without blocking: what link->in still holds, then one recv() if the loop saw
+ * the socket readable (or the last one filled the buffer). Returns true when more may be pending (the frame budget ran out). */
 static bool link_read(struct upstream_link *link)
 {
     int budget = LINK_READ_BUDGET;
@@ -2043,7 +2045,7 @@ static void link_sweep(struct upstream_link *link)
     emit_blocked(link);
     link->lost = link->stalled = link->want_out = false;
     if (link->out_full)
-        link_flush(link); /* room since (POLLOUT), or not: then want_out again */
+        link_flush(link); /* room since (writable), or not: then want_out again */
     LIST_FOR_EACH_ENTRY_SAFE (ch, next, &link->chans, link) {
         if (lost && ch->lost && ch->pub) {
             link->lost = true; /* not inside a content (see chan_release()): after its body */

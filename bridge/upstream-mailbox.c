@@ -1,15 +1,16 @@
 /*
- * bridge/upstream-mailbox.c — the only part of the upstream both threads touch (see bridge/upstream-int.h): commands from
- * the client loop to one connection thread, results from the connection threads to the loop, and the deep copies that
- * let a command or a result cross without borrowing anything from the side that made it.
+ * bridge/upstream-mailbox.c — the only part of the upstream that the loop and a connection's thread (its login, its
+ * close) both touch (see bridge/upstream-int.h): commands from the loop to one link, results from the links' threads to
+ * the loop, and the deep copies that let a command or a result cross without borrowing anything from the side that
+ * made it.
  *
  * Locking is the same in both directions and nothing more: a box's mutex is held only to link or unlink items (and, in
- * an inbox, to read or set `stopping`, `login_fd`, `sock_fd` and `cut`; `busy_since_ms` is an atomic of its own), never across a
- * callback, a rabbitmq-c call or a system call other than shutdown(). The reader is woken through an eventfd written after the item
- * is linked; whoever reads the eventfd then takes the whole list under the lock, so a wake-up is never lost and an item is never
- * seen half-made. Each box writes its eventfd once per batch, not per item: the outbox when the loop has taken everything since
- * the last write (`signalled`), an inbox only when its link sleeps in its poll() and no other push woke it yet
- * (upstream_inbox_sleep()); a link that runs takes what was pushed meanwhile before it sleeps again.
+ * an inbox, to read or set `stopping`, `login_fd`, `sock_fd` and `cut`; `busy_since_ms` is an atomic of its own), never
+ * across a callback, a rabbitmq-c call or a system call other than shutdown(). The outbox's reader, the loop, is woken
+ * through an eventfd written after the item is linked, once per batch (`signalled`: the first result after the loop took
+ * everything); the loop then takes the whole list under the lock, so a wake-up is never lost and an item is never seen
+ * half-made. An inbox wakes nobody: the loop runs the link's rounds itself (its push activates one, bridge/upstream.c),
+ * and a login thread takes the inbox when it is done; its eventfd only cuts a backoff wait short at shutdown.
  */
 #include "bridge/upstream-int.h"
 
@@ -183,8 +184,6 @@ int upstream_inbox_init(struct upstream_inbox *ib)
     ib->login_fd = -1;
     ib->sock_fd = -1;
     ib->cut = false;
-    ib->sleeping = false;
-    ib->signalled = false;
     atomic_store(&ib->busy_since_ms, 0);
     atomic_store(&ib->full_since_ms, 0);
     ib->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -203,70 +202,17 @@ void upstream_inbox_deinit(struct upstream_inbox *ib)
     ib->cmds = (struct list){NULL, NULL};
 }
 
-static void inbox_wake(struct upstream_inbox *ib)
-{
-    uint64_t one = 1;
-
-    if (write(ib->wake_fd, &one, sizeof one) == -1) {
-        /* EAGAIN: the counter is saturated, the thread is awake anyway. */
-    }
-}
-
-/* Under the lock, after a push: whether this push is the one to write wake_fd. */
-static bool inbox_must_wake(struct upstream_inbox *ib)
-{
-    bool wake = ib->sleeping && !ib->signalled;
-
-    ib->signalled = ib->signalled || wake;
-    return wake;
-}
-
 void upstream_inbox_push(struct upstream_inbox *ib, struct upstream_cmd *cmd)
 {
-    bool wake;
-
     pthread_mutex_lock(&ib->lock);
     list_link_tail(&ib->cmds, &cmd->link);
-    wake = inbox_must_wake(ib);
     pthread_mutex_unlock(&ib->lock);
-    if (wake)
-        inbox_wake(ib);
 }
 
 void upstream_inbox_push_list(struct upstream_inbox *ib, struct list *cmds)
 {
-    struct upstream_cmd *c;
-    bool wake;
-
     pthread_mutex_lock(&ib->lock);
-    while ((c = list_first_entry(cmds, struct upstream_cmd, link))) {
-        list_unlink(&c->link);
-        list_link_tail(&ib->cmds, &c->link);
-    }
-    wake = inbox_must_wake(ib);
-    pthread_mutex_unlock(&ib->lock);
-    if (wake)
-        inbox_wake(ib);
-}
-
-bool upstream_inbox_sleep(struct upstream_inbox *ib)
-{
-    bool sleep;
-
-    pthread_mutex_lock(&ib->lock);
-    sleep = list_is_empty(&ib->cmds) && !ib->stopping;
-    ib->sleeping = sleep;
-    pthread_mutex_unlock(&ib->lock);
-    return sleep;
-}
-
-void upstream_inbox_awake(struct upstream_inbox *ib, bool readable)
-{
-    if (readable)
-        upstream_inbox_drain(ib);
-    pthread_mutex_lock(&ib->lock);
-    ib->sleeping = false;
-    ib->signalled = false;
+    list_splice_tail(&ib->cmds, cmds);
     pthread_mutex_unlock(&ib->lock);
 }
 
@@ -277,19 +223,17 @@ void upstream_inbox_stop(struct upstream_inbox *ib)
     if (ib->login_fd >= 0)
         shutdown(ib->login_fd, SHUT_RDWR); /* the thread withdraws it under the lock before closing it */
     pthread_mutex_unlock(&ib->lock);
-    inbox_wake(ib);
+    if (write(ib->wake_fd, &(uint64_t){1}, sizeof(uint64_t)) == -1) {
+        /* EAGAIN: the counter is saturated, the thread wakes anyway */
+    }
 }
 
 bool upstream_inbox_take(struct upstream_inbox *ib, struct list *out)
 {
-    struct upstream_cmd *c;
     bool stopping;
 
     pthread_mutex_lock(&ib->lock);
-    while ((c = list_first_entry(&ib->cmds, struct upstream_cmd, link))) {
-        list_unlink(&c->link);
-        list_link_tail(out, &c->link);
-    }
+    list_splice_tail(out, &ib->cmds);
     stopping = ib->stopping;
     pthread_mutex_unlock(&ib->lock);
     return stopping;
@@ -436,17 +380,13 @@ void upstream_outbox_push(struct upstream_outbox *ob, struct upstream_res *r)
 
 void upstream_outbox_take(struct upstream_outbox *ob, struct list *out)
 {
-    struct upstream_res *r;
     uint64_t n;
 
     if (read(ob->fd, &n, sizeof n) == -1) {
         /* EAGAIN: a previous round took the results already */
     }
     pthread_mutex_lock(&ob->lock);
-    while ((r = list_first_entry(&ob->res, struct upstream_res, link))) {
-        list_unlink(&r->link);
-        list_link_tail(out, &r->link);
-    }
+    list_splice_tail(out, &ob->res);
     ob->signalled = false;
     pthread_mutex_unlock(&ob->lock);
 }

@@ -1,10 +1,11 @@
 /*
  * bridge/upstream.c — the loop side of the upstream (see bridge/upstream.h for the contract, bridge/upstream-int.h for
  * the layout): channels as sessions see them, the results that become their callbacks, and the sharing policy, all on
- * the client loop's thread. Nothing here calls rabbitmq-c or waits: each AMQP connection is a thread of
- * bridge/upstream-link.c, reached through its inbox, and every thread's results come back through the upstream's outbox,
- * an eventfd watched by a libevent event of the loop. The callbacks run in the order of the results, which is the
- * broker's order for each channel.
+ * the client loop's thread. Nothing here calls rabbitmq-c or waits: each AMQP connection is a link of
+ * bridge/upstream-link.c, reached through its inbox, which logs in on a thread and is then driven here, in rounds on the
+ * loop ("The link on the loop"); the threads' results come back through the upstream's outbox, an eventfd watched by a
+ * libevent event of the loop, the rounds' through a list of the loop's own. The callbacks run in the order of the
+ * results, which is the broker's order for each channel.
  *
  * Channel handle lifetime, without a refcount: the loop owns the handle and frees it. The release command is the last
  * command that names a channel; the link answers it, once the channel is closed at the broker, with CHAN_DONE, the last
@@ -14,14 +15,14 @@
  * on_closed.
  *
  * A connection ends the same way: when it dies its link reports CONN_DOWN and fails every channel; the loop stops giving
- * it channels and sends SHUTDOWN; the link exits once every channel is done and reports CONN_EXIT, on which the loop
- * joins the thread and frees the connection.
+ * it channels and sends SHUTDOWN; the link ends once every channel is done and reports CONN_EXIT, on which the loop
+ * frees the connection.
  *
  * An idle connection ends through the same SHUTDOWN (amqp_idle_close_ms): when the loop reads the CHAN_DONE of a
  * connection's last channel it arms the connection's idle timer, and a channel opened on it meanwhile disarms it. The loop
  * alone decides, because the loop alone hands out channels: when the timer fires, it stops giving the connection channels
  * and sends SHUTDOWN in the same step, so no channel.open can follow the decision. The link, which then has no channel,
- * exits, closing the still-open connection on its way out (connection.close, close-ok), and reports CONN_EXIT.
+ * goes to a thread that closes the still-open connection (connection.close, close-ok) and reports CONN_EXIT.
  *
  * Channels per connection: the loop never sends a connection more channel opens than it can take. How many that is, only
  * the login tells (the broker's channel_max, RabbitMQ's `channel_max` setting, may be lower than amqp_channel_max), so
@@ -446,8 +447,8 @@ static bool conn_matches(const struct upstream_conn *c, const struct upstream_lo
            strcmp(c->pass, login->pass ? login->pass : "") == 0;
 }
 
-/* How long `c`'s thread has been in one rabbitmq-c call (out of its poll()), or waiting for room in a socket the broker
- * does not read; 0 when neither. */
+/* How long `c`'s close thread has been in rabbitmq-c's connection.close, or its link waiting for room in a socket the
+ * broker does not read; 0 when neither. */
 static uint64_t conn_stuck_ms(struct upstream_conn *c, uint64_t now)
 {
     uint64_t busy = c->exited ? 0 : atomic_load(&c->inbox.busy_since_ms);
@@ -758,10 +759,11 @@ static int config_copy(struct upstream *up, const struct upstream_config *cfg)
  * The write watchdog. rabbitmq-c waits without a deadline for room in a full socket (amqp_try_send() polls with an infinite
  * one), and a broker may stop reading: RabbitMQ does when it blocks publishers, a host may vanish without a reset. Links
  * hold their publishes while blocked and, once logged in, write their socket themselves without waiting (upstream-link.c,
- * "The wire"), but the login and the close on the way out are rabbitmq-c's, and a socket the broker does not read at all
- * leaves the link waiting for room forever. So the loop watches every thread: one busy in a call (out of its poll()), or waiting
- * for room, for longer than write_timeout_ms has its socket shut down, which makes the stuck call fail, and that connection alone
- * is lost (its sessions get ERROR `Broker connection lost`, warren reconnects for new ones).
+ * "The wire"), but the close on the way out is rabbitmq-c's, and a socket the broker does not read at all leaves the link
+ * waiting for room forever. So the loop watches every connection: a close thread busy in its call, or a link waiting for
+ * room, for longer than write_timeout_ms has its socket shut down, which makes the stuck call fail (or the link's next
+ * round see the socket gone), and that connection alone is lost (its sessions get ERROR `Broker connection lost`,
+ * warren reconnects for new ones).
  */
 static void on_watch(evutil_socket_t fd, short what, void *arg)
 {

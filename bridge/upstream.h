@@ -1,12 +1,14 @@
 /*
  * bridge/upstream.h — warren's AMQP 0-9-1 side, as seen from the client loop.
  *
- * rabbitmq-c is blocking, so the upstream runs every AMQP connection on a thread of its own (DESIGN.md invariant 1: no
- * client-serving loop ever waits on the broker). Sessions on the client loop talk to it only through this asynchronous
- * API: each call copies what it needs into a command, queues it to the connection's thread and returns at once. Results,
- * deliveries and errors come back as callbacks run on the client loop's event_base (the one given to upstream_new()), in
- * the order the broker produced them for that channel. (The code is in two halves: bridge/upstream.c on the loop,
- * bridge/upstream-link.c on the connection threads; bridge/upstream-int.h draws the line.)
+ * rabbitmq-c blocks in its login and its close, so those run on a thread of the connection's own (DESIGN.md invariant 1:
+ * no client-serving loop ever waits on the broker); in between, the loop drives the connection itself without waiting:
+ * rabbitmq-c is only its codec, and its socket is written and read without blocking. Sessions on the client loop talk to
+ * it only through this asynchronous API: each call copies what it needs into a command, queues it to the connection and
+ * returns at once. Results, deliveries and errors come back as callbacks run on the client loop's event_base (the one
+ * given to upstream_new()), in the order the broker produced them for that channel. (The code is in two halves:
+ * bridge/upstream.c, the loop's side, and bridge/upstream-link.c, the connection's; bridge/upstream-int.h draws the
+ * line.)
  *
  * Sharing: sessions with the same (vhost, login, passcode) share AMQP connections, one channel per session, up to the
  * channel_max negotiated with the broker (and the configured cap), then another connection is opened. A channel never fails
@@ -15,7 +17,7 @@
  * a credential is authenticated by the broker itself (connection.open); a refused login fails that channel open, and every
  * session waiting on that connection, with UPSTREAM_ERR_ACCESS_REFUSED. A connection whose last channel has been released
  * (and closed at the broker) is closed gracefully idle_close_ms later, unless a channel of the same credential reuses it
- * first: credentials that change per session (OAuth 2 tokens as passcodes) do not leave a connection and a thread behind.
+ * first: credentials that change per session (OAuth 2 tokens as passcodes) do not leave a connection behind.
  *
  * Lifetime of what a session creates: because the AMQP connection outlives the session, the upstream deletes every queue the
  * session declared with UPSTREAM_Q_OWNED when the channel is released (exclusive/auto-delete subscription queues,
@@ -24,8 +26,8 @@
  * Flow control: every channel is in publisher-confirm mode; a publish completes (on_done) when the broker confirmed it
  * (basic.ack), or fails with UPSTREAM_ERR_NACK. Deliveries are bounded by basic.qos set per consumer (upstream_chan_consume's
  * prefetch), so the client loop never receives more than the session's windows. connection.blocked/unblocked is reported
- * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers; meanwhile the connection's
- * thread holds their publishes instead of writing them, and it never waits on a full socket: a connection whose broker
+ * through on_blocked so sessions stop reading SEND frames while the broker blocks publishers; meanwhile the connection
+ * holds their publishes instead of writing them, and it never waits on a full socket: a connection whose broker
  * reads nothing of it for write_timeout_ms is cut (UPSTREAM_ERR_CONNECTION for its channels).
  *
  * Caps: a channel that needs a new connection beyond max_connections (the whole process) or max_connections_per_credential
@@ -33,8 +35,8 @@
  *
  * Threading contract: all upstream_* functions must be called on the client loop thread. Callbacks run on that thread too,
  * never from inside an upstream_* call (they are always deferred through the event loop), so a callback may call any
- * upstream_* function but upstream_free(), including upstream_chan_release() of its own channel. The loop is woken
- * through an eventfd of its own: no evthread_use_pthreads() is needed for the upstream.
+ * upstream_* function but upstream_free(), including upstream_chan_release() of its own channel. The loop is woken by
+ * the connections' threads through an eventfd of its own: no evthread_use_pthreads() is needed for the upstream.
  */
 #pragma once
 
@@ -58,7 +60,7 @@ struct upstream_config {
     unsigned idle_close_ms;    /* close a connection this long after its last channel closed (none reopened); 0 = never */
     unsigned auth_reuse_ms;    /* new channels join a connection only during its login and this long after it */
     unsigned write_timeout_ms; /* a connection whose broker reads nothing of it this long is cut (the watchdog); 0 = none */
-    unsigned max_connections;  /* AMQP connections (threads) of the whole process, over every upstream; 0 = no cap */
+    unsigned max_connections;  /* AMQP connections of the whole process, over every upstream; 0 = no cap */
     unsigned max_connections_per_credential; /* AMQP connections of one (vhost, login, passcode) in this upstream; 0 = no cap */
     const char *product;                     /* client property "product", e.g. "warren" */
     const char *version;                     /* client property "version" */
@@ -199,7 +201,7 @@ const char *upstream_chan_broker(const struct upstream_chan *ch);
 /* Starts the upstream (no connection is made until the first channel is opened). Returns 0 or -errno. */
 int upstream_new(struct event_base *base, const struct upstream_config *cfg, struct upstream **out);
 
-/* Closes every connection (joins the threads). No callbacks are run from or after this call. NULL is a no-op. */
+/* Closes every connection (on threads, joined within a deadline). No callbacks are run from or after this call. NULL is a no-op. */
 void upstream_free(struct upstream *up);
 
 /*
@@ -258,7 +260,7 @@ int upstream_chan_nack(struct upstream_chan *ch, uint64_t delivery_tag, bool mul
 /* Figures for logs, tests and metrics. */
 struct upstream_stats {
     unsigned connections; /* live AMQP connections (an idle one until its connection.close-ok) */
-    unsigned threads;     /* connection threads running (what amqp_max_connections counts, for this upstream) */
+    unsigned threads;     /* AMQP connections not ended yet (what amqp_max_connections counts, for this upstream) */
     unsigned channels;    /* open channels over all connections */
     unsigned closing;     /* released channels not yet closed at the broker (their owned queues are deleted when 0) */
     uint64_t published;   /* messages published */
