@@ -16,6 +16,7 @@
 
 #include <openssl/rand.h>
 
+#include "bridge/clock.h"
 #include "bridge/dest.h"
 #include "bridge/hash.h"
 #include "bridge/timer.h"
@@ -25,9 +26,9 @@
 #define FANOUT_Q_PREFIX    "stomp-fanout-"
 
 enum fanout_state {
-    FANOUT_ST_SETUP = 0, /* declare, bind, consume in flight: members wait */
-    FANOUT_ST_READY = 1, /* consume-ok came: deliveries flow */
-    FANOUT_ST_DEAD = 2,  /* failed at the broker: out of the table, its channel released */
+    FANOUT_ST_IDLE = 0,  /* no channel: only subscriptions of their own are counted (`solos`) */
+    FANOUT_ST_SETUP = 1, /* declare, bind, consume in flight: members wait */
+    FANOUT_ST_READY = 2, /* consume-ok came: deliveries flow */
 };
 
 struct fanout_group {
@@ -38,8 +39,11 @@ struct fanout_group {
     size_t key_len;
     enum fanout_state state;
     struct upstream_chan *ch;
-    struct list members; /* struct fanout_member */
+    struct list members; /* struct fanout_member, sharing the channel */
     size_t n;
+    struct list solos; /* struct fanout_member, with a queue and consumer of their own (fanout_spec.from) */
+    size_t n_solo;
+    uint64_t born_ms;    /* when the channel was opened: a group older than fanout_spec.fresh_ms takes no new member */
     struct list *cursor; /* the next member of the delivery walk in progress, or NULL */
     unsigned busy;       /* walks in progress */
     uint64_t consume_op;
@@ -133,12 +137,15 @@ void fanout_free(struct fanout *fo)
     for (size_t i = 0; i < fo->nb; i++) {
         while (!list_is_empty(&fo->buckets[i])) {
             struct fanout_group *g = list_entry(fo->buckets[i].next, struct fanout_group, link);
-            while (!list_is_empty(&g->members)) {
-                struct fanout_member *m = list_entry(g->members.next, struct fanout_member, link);
-                list_unlink(&m->link);
-                m->g = NULL;
+            struct list *lists[] = {&g->members, &g->solos};
+            for (size_t j = 0; j < 2; j++) {
+                while (!list_is_empty(lists[j])) {
+                    struct fanout_member *m = list_entry(lists[j]->next, struct fanout_member, link);
+                    list_unlink(&m->link);
+                    m->g = m->counted = NULL;
+                }
             }
-            g->n = 0;
+            g->n = g->n_solo = 0;
             group_destroy(g);
         }
     }
@@ -168,22 +175,42 @@ static void group_ack(struct fanout_group *g)
     }
 }
 
-/* Out of the table, channel released (consumer cancelled, owned queue deleted), freed. Members are all gone. */
+/* The channel released (consumer cancelled, owned queue deleted): no member is left. The settle timer goes with it. */
+static void group_idle(struct fanout_group *g)
+{
+    group_ack(g);
+    upstream_chan_release(g->ch);
+    g->ch = NULL;
+    timer_free(g->settle);
+    g->settle = NULL;
+    g->state = FANOUT_ST_IDLE;
+    g->max_tag = g->acked = 0;
+}
+
+/* Out of the table, channel released, freed. Members and solos are all gone. */
 static void group_destroy(struct fanout_group *g)
 {
     table_remove(g);
-    group_ack(g);
-    upstream_chan_release(g->ch);
-    timer_free(g->settle);
+    group_idle(g);
     free(g->key);
     free(g);
 }
 
-/* A walk ended: the group goes if its last member left meanwhile. */
+/* After a member or a solo left, or a walk ended: with no member left the channel goes, with nobody left the group. */
+static void group_check(struct fanout_group *g)
+{
+    if (g->busy || g->n)
+        return;
+    if (g->n_solo)
+        group_idle(g);
+    else
+        group_destroy(g);
+}
+
 static void group_unbusy(struct fanout_group *g)
 {
-    if (--g->busy == 0 && g->n == 0)
-        group_destroy(g);
+    g->busy--;
+    group_check(g);
 }
 
 static void member_unlink(struct fanout_group *g, struct fanout_member *m)
@@ -195,16 +222,15 @@ static void member_unlink(struct fanout_group *g, struct fanout_member *m)
     g->n--;
 }
 
-/* A broker-side failure: every member gets it, as its own channel's would (`cancel`: the consumer was cancelled). */
+/* A broker-side failure: every member gets it, as its own channel's would (`cancel`: the consumer was cancelled). The
+ * group goes idle (its solos stay counted), and the next subscriber to share opens a fresh channel. */
 static void group_fail(struct fanout_group *g, const struct upstream_error *err, bool cancel)
 {
-    if (g->state == FANOUT_ST_DEAD)
+    if (g->state == FANOUT_ST_IDLE)
         return;
-    g->state = FANOUT_ST_DEAD;
-    table_remove(g); /* the next subscriber makes a fresh group */
-    timer_disarm(g->settle);
     upstream_chan_release(g->ch); /* no callback for it after this: it is dead or no longer of use */
     g->ch = NULL;
+    group_idle(g);
     g->busy++;
     while (!list_is_empty(&g->members)) {
         struct fanout_member *m = list_entry(g->members.next, struct fanout_member, link);
@@ -345,32 +371,41 @@ static int group_setup(struct fanout_group *g, const struct fanout_spec *sp)
     return r;
 }
 
+/* A group of its key, idle (no channel yet), in the table. */
 static int group_new(struct fanout *fo, const struct fanout_spec *sp, uint32_t hash, struct fanout_group **out)
 {
     struct fanout_group *g = calloc(1, sizeof(*g));
-    if (!g)
+    if (!g || !(g->key = malloc(sp->key_len ? sp->key_len : 1))) {
+        free(g);
         return -ENOMEM;
+    }
     g->fo = fo;
     g->hash = hash;
     list_init(&g->members);
-    g->key = malloc(sp->key_len ? sp->key_len : 1);
-    g->settle = timer_new(fo->base, on_settle, g);
+    list_init(&g->solos);
+    memcpy(g->key, sp->key, sp->key_len);
+    g->key_len = sp->key_len;
+    list_link_tail(bucket(fo, hash), &g->link);
+    fo->n++;
+    table_grow(fo);
+    *out = g;
+    return 0;
+}
+
+/* Opens the group's channel and queues declare, bind and consume on it. 0, or the first call's error (still idle). */
+static int group_start(struct fanout_group *g, const struct fanout_spec *sp)
+{
     int r = -ENOMEM;
-    if (g->key && g->settle) {
-        memcpy(g->key, sp->key, sp->key_len);
-        g->key_len = sp->key_len;
-        r = upstream_chan_open(fo->up, &sp->login, &group_cb, g, &g->ch);
-    }
+    if ((g->settle = timer_new(g->fo->base, on_settle, g)))
+        r = upstream_chan_open(g->fo->up, &sp->login, &group_cb, g, &g->ch);
     if (r == 0)
         r = group_setup(g, sp);
     if (r != 0) {
-        upstream_chan_release(g->ch);
-        timer_free(g->settle);
-        free(g->key);
-        free(g);
+        group_idle(g);
         return r;
     }
-    *out = g;
+    g->state = FANOUT_ST_SETUP;
+    g->born_ms = clock_now_ms();
     return 0;
 }
 
@@ -378,13 +413,23 @@ int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout
 {
     uint32_t hash = hash_seeded(fo->seed, sp->key, sp->key_len);
     struct fanout_group *g = table_find(fo, sp->key, sp->key_len, hash);
-    if (!g) {
-        int r = group_new(fo, sp, hash, &g);
-        if (r != 0)
-            return r;
-        list_link_tail(bucket(fo, hash), &g->link);
-        fo->n++;
-        table_grow(fo);
+    int r;
+    if (g && g->state != FANOUT_ST_IDLE && sp->fresh_ms && clock_now_ms() - g->born_ms >= sp->fresh_ms)
+        table_remove(g); /* its permissions were checked too long ago: it keeps its members, new ones get a fresh group */
+    else if (g)
+        goto found;
+    if ((r = group_new(fo, sp, hash, &g)) != 0)
+        return r;
+found:
+    if (g->state == FANOUT_ST_IDLE && g->n_solo + 1 < sp->from) {
+        list_link_tail(&g->solos, &m->link);
+        m->counted = g;
+        g->n_solo++;
+        return FANOUT_SOLO;
+    }
+    if (g->state == FANOUT_ST_IDLE && (r = group_start(g, sp)) != 0) {
+        group_check(g);
+        return r;
     }
     list_link_tail(&g->members, &m->link);
     m->g = g;
@@ -396,11 +441,17 @@ int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout
 void fanout_detach(struct fanout_member *m)
 {
     struct fanout_group *g = m->g;
-    if (!g)
+    if (m->counted) {
+        g = m->counted;
+        list_unlink(&m->link);
+        m->counted = NULL;
+        g->n_solo--;
+    } else if (g) {
+        member_unlink(g, m);
+    } else {
         return;
-    member_unlink(g, m);
-    if (g->n == 0 && g->busy == 0)
-        group_destroy(g);
+    }
+    group_check(g);
 }
 
 void fanout_kick(struct fanout_member *m)

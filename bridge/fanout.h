@@ -9,13 +9,22 @@
  * keys share. A key is only built for what may be shared at all: ack:auto, no durable name, no x-queue-name, not
  * exclusive, no consume arguments.
  *
- * Lifecycle: the first member to attach creates the group: a channel of its own on the credential's connections
- * (upstream_chan_open(), so it outlives the session that made it), then queue.declare of a queue named
+ * Who shares: the first `from - 1` subscriptions of a key (topic_fanout_from) keep a queue and consumer of their own, as
+ * with topic_fanout = broker, and are only counted here ("solos", fanout_attach() answers FANOUT_SOLO); from the
+ * `from`-th on they share. So a binding with few subscribers on a worker behaves exactly as without local fan-out, and
+ * only one with many pays the differences (doc/compatibility.md) for one broker delivery per message instead of one per
+ * subscriber.
+ *
+ * Lifecycle: the first member to share opens the group's channel: a channel of its own on the credential's
+ * connections (upstream_chan_open(), so it outlives the session that made it), then queue.declare of a queue named
  * "stomp-fanout-<random>" (owned: deleted when the channel is released), queue.bind, basic.qos + basic.consume. A
- * member attached meanwhile waits: its ready() runs at the consume-ok. The last member to detach releases the channel
- * (consumer cancelled, queue deleted, channel closed). A broker-side failure (the open refused, a channel error, the
+ * member attached meanwhile waits: its ready() runs at the consume-ok. Every later subscription of the key shares while
+ * the channel is open; the last member to detach releases it (consumer cancelled, queue deleted, channel closed), and
+ * the next subscription past the solos opens a new one. A broker-side failure (the open refused, a channel error, the
  * connection lost, the consumer cancelled by the broker) reaches every member through failed() or cancelled(), and the
- * group leaves the table at once, so the next subscriber creates a fresh one.
+ * group's channel goes at once, so the next member opens a fresh one. A channel opened more than `fresh_ms` ago
+ * (amqp_auth_reuse_ms) takes no new member: the broker checked its permissions then, so the next subscription starts a
+ * new group of the key, and the old one lives on for its members.
  *
  * Deliveries: each goes to every member in turn (deliver()); a member that cannot take it (its client is gone or was
  * closed as too slow past client_send_limit_bytes) does not hold up the others. The deliveries of one loop turn are
@@ -61,7 +70,8 @@ struct fanout_member_ops {
 /* A member: embedded in its subscription, linked to a group from fanout_attach() to fanout_detach() (or a failure). */
 struct fanout_member {
     struct list link;
-    struct fanout_group *g; /* NULL: not attached */
+    struct fanout_group *g;       /* the group it shares, or NULL */
+    struct fanout_group *counted; /* a solo: the group of its key, which only counts it; or NULL */
     const struct fanout_member_ops *ops;
     void *ud;
 };
@@ -77,7 +87,11 @@ struct fanout_spec {
     const struct upstream_arg *args;
     size_t n_args;
     unsigned prefetch;
+    unsigned from;     /* the subscriptions of the key share from the from-th on (1: all of them) */
+    unsigned fresh_ms; /* a group's channel takes new members this long after it was opened; 0 = forever */
 };
+
+#define FANOUT_SOLO 1 /* fanout_attach(): not shared, counted: the subscription gets a queue and consumer of its own */
 
 /* A table for the groups of one worker: their channels come from `up`, their timers run on `base`. 0 or -ENOMEM. */
 int fanout_new(struct event_base *base, struct upstream *up, struct fanout **out);
@@ -85,13 +99,15 @@ int fanout_new(struct event_base *base, struct upstream *up, struct fanout **out
 void fanout_free(struct fanout *fo);
 
 /*
- * Attaches `m` (ops and ud set by the caller) to the group of spec->key, creating it when there is none. *ready is true
- * when the group's consumer is already live (no ready() will come), false when the member waits for it. Returns 0,
- * -ENOMEM, or an upstream error of the first operations (the group is then not created and `m` not attached).
+ * Attaches `m` (ops and ud set by the caller) to the group of spec->key, creating it when there is none. Returns
+ * FANOUT_SOLO when `m` is only counted (the caller subscribes it the usual way); 0 when it shares: *ready is then true
+ * when the group's consumer is already live (no ready() will come), false when the member waits for it; -ENOMEM, or an
+ * upstream error of the first operations (`m` is then not attached). fanout_detach() undoes either.
  */
 int fanout_attach(struct fanout *fo, const struct fanout_spec *spec, struct fanout_member *m, bool *ready);
 
-/* Detaches `m`; the last member out releases the group (consumer cancelled, queue deleted). Not attached: a no-op. */
+/* Detaches `m` (a member or a solo); the last member out releases the group's channel (consumer cancelled, queue
+ * deleted), the last of all the group. Not attached: a no-op. */
 void fanout_detach(struct fanout_member *m);
 
 /* `m`'s client drained below client_send_buffer_bytes: the group's held acks may go. */

@@ -59,6 +59,7 @@ static void sub_free(struct session_sub *sub)
     free(sub->ctag);
     free(sub->queue);
     session_tags_deinit(&sub->unacked);
+    fanout_detach(&sub->fan); /* a solo is counted in its key's group until it goes */
     free(sub);
 }
 
@@ -402,7 +403,8 @@ static void key_str(struct keybuf *k, const char *str)
 }
 
 /* Everything that decides what the broker delivers to the subscription's queue, and on whose permissions. */
-static void key_build(struct keybuf *k, const struct session *s, const char *x, const char *rk, const struct dest_queue_opts *o)
+static void key_build(struct keybuf *k, const struct session *s, const char *x, const char *rk, const struct dest_queue_opts *o,
+                      unsigned prefetch)
 {
     char num[32];
     key_str(k, s->cred.vhost);
@@ -410,7 +412,7 @@ static void key_build(struct keybuf *k, const struct session *s, const char *x, 
     key_str(k, s->cred.pass);
     key_str(k, x);
     key_str(k, rk);
-    snprintf(num, sizeof(num), "%u", o->flags);
+    snprintf(num, sizeof(num), "%u:%u", o->flags, prefetch); /* the shared consumer's window is theirs */
     key_str(k, num);
     for (size_t i = 0; i < o->args.n; i++) {
         const struct upstream_arg *a = &o->args.v[i];
@@ -423,15 +425,16 @@ static void key_build(struct keybuf *k, const struct session *s, const char *x, 
 
 /*
  * Whether SUBSCRIBE `f` may join a fan-out group: topic_fanout = local, an /exchange/ or /topic/ binding, ack:auto, no
- * durable name, no x-queue-name, not exclusive, no consume arguments. Fills *o with its declare options. What does not
- * parse goes the usual way, which gives the ERROR.
+ * durable name, no x-queue-name, not exclusive, no consume arguments, and the broker's checks of a login may be reused
+ * at all (amqp_auth_reuse_ms > 0: a member joins without the broker checking its permissions). Fills *o with its
+ * declare options. What does not parse goes the usual way, which gives the ERROR.
  */
 static bool shareable(struct session *s, const struct stomp_frame *f, const struct dest *d, const struct session_sub *sub,
                       struct dest_queue_opts *o)
 {
     struct dest_args ca;
     const char *reason = NULL, *bad = "";
-    if (s->conf->topic_fanout != CONF_TOPIC_FANOUT_LOCAL || !s->env.fanout || !s->cred.pass)
+    if (s->conf->topic_fanout != CONF_TOPIC_FANOUT_LOCAL || !s->env.fanout || !s->cred.pass || s->conf->amqp_auth_reuse_ms <= 0)
         return false;
     if ((d->kind != DEST_EXCHANGE && d->kind != DEST_TOPIC) || sub->ack != SESSION_ACK_AUTO || sub->durable)
         return false;
@@ -442,14 +445,15 @@ static bool shareable(struct session *s, const struct stomp_frame *f, const stru
     return dest_consume_args_parse(f->headers, f->n_headers, &ca, &reason, &bad) == 0 && ca.n == 0;
 }
 
-/* Joins (or creates) the worker's group for the binding; the RECEIPT waits for the group's consume-ok. */
+/* Joins (or creates) the worker's group for the binding; the RECEIPT waits for the group's consume-ok. *solo: the
+ * group only counts it (one of the first topic_fanout_from - 1), and the caller subscribes it the usual way. */
 static enum session_rc subscribe_shared(struct session *s, const struct dest *d, struct session_sub *sub,
-                                        const struct dest_queue_opts *o)
+                                        const struct dest_queue_opts *o, unsigned prefetch, bool *solo)
 {
     const char *x = d->kind == DEST_EXCHANGE ? d->name : s->conf->default_topic_exchange;
     const char *rk = d->kind == DEST_EXCHANGE ? d->pattern : d->name;
     struct keybuf k = {0};
-    key_build(&k, s, x, rk, o);
+    key_build(&k, s, x, rk, o, prefetch);
     if (k.oom) {
         free(k.p);
         return SESSION_FATAL(s, "out of memory");
@@ -463,7 +467,9 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
         .flags = o->flags,
         .args = o->args.v,
         .n_args = o->args.n,
-        .prefetch = (unsigned)s->conf->default_prefetch_count,
+        .prefetch = prefetch,
+        .from = (unsigned)s->conf->topic_fanout_from,
+        .fresh_ms = (unsigned)s->conf->amqp_auth_reuse_ms,
     };
     bool ready = false;
     sub->owner = s;
@@ -471,6 +477,9 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
     sub->fan.ud = sub;
     int r = fanout_attach(s->env.fanout, &sp, &sub->fan, &ready);
     free(k.p);
+    *solo = r == FANOUT_SOLO;
+    if (*solo)
+        return SESSION_OK;
     if (r != 0)
         return SESSION_FATAL_RC(s, "cannot join a fan-out group", r);
     if (!ready && !(sub->fan_op = session_op_begin(s, SESSION_OP_PLAIN, NULL))) {
@@ -561,12 +570,12 @@ enum session_rc session_cmd_subscribe(struct session *s, const struct stomp_fram
     sub->ack = ack;
     sub->durable = (d.kind == DEST_EXCHANGE || d.kind == DEST_TOPIC) && dest_header_durable(f->headers, f->n_headers);
     struct dest_queue_opts o;
-    if (shareable(s, f, &d, sub, &o)) {
-        if (subscribe_shared(s, &d, sub, &o) != SESSION_OK) {
-            sub_free(sub);
-            return SESSION_CLOSED;
-        }
-    } else if (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0) {
+    bool solo = true;
+    if (shareable(s, f, &d, sub, &o) && subscribe_shared(s, &d, sub, &o, prefetch, &solo) != SESSION_OK) {
+        sub_free(sub);
+        return SESSION_CLOSED;
+    }
+    if (solo && (setup_queue(s, f, &d, sub) != 0 || consume(s, f, sub, prefetch) != 0)) {
         sub_free(sub);
         return SESSION_CLOSED;
     }

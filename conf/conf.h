@@ -138,6 +138,7 @@ struct conf {
     size_t client_send_limit_bytes;
     int max_subscriptions;
     enum conf_topic_fanout topic_fanout;
+    int topic_fanout_from;
     int max_transactions;
     int max_transaction_frames;
     size_t max_transaction_bytes;

@@ -191,8 +191,11 @@ static const struct conf_key keys[] = {
            "outbound bytes queued for one client above which warren stops taking deliveries for it"),
     K_SIZE(client_send_limit_bytes, RELOAD, 67108864, 4 * KIB, 4 * GIB,
            "outbound bytes queued for one client above which it is closed as too slow"),
-    K_ENUM(topic_fanout, RELOAD, "broker", topic_fanout_names,
-           "broker: one AMQP queue per /topic/ or /exchange/ subscription; local: sessions of one login share one per worker"),
+    K_ENUM(topic_fanout, RELOAD, "local", topic_fanout_names,
+           "broker: one AMQP queue per /topic/ or /exchange/ subscription; local: many ack:auto subscriptions of one login "
+           "to one binding share one per worker (from topic_fanout_from on)"),
+    K_INT(topic_fanout_from, RELOAD, 16, 1, 65535,
+          "with topic_fanout = local: the first N-1 such subscriptions on a worker keep their own queue, the N-th on share"),
     K_INT(max_subscriptions, RELOAD, 1024, 1, 65535,
           "most subscriptions one session may hold, /temp-queue/ reply queues included"),
     K_INT(max_transactions, RELOAD, 16, 0, 1024,

@@ -58,6 +58,7 @@ for (const workers of [1, 2]) {
     useTarget((t) => (target = t), {
       workers,
       topic_fanout: 'local',
+      topic_fanout_from: 1, // every qualifying subscription shares (the default, 4, is tested below)
       client_send_buffer_bytes: '64k',
       client_send_limit_bytes: '1m',
       // The shared consumer's window: what one loop turn may deliver to every member at once (2 x 64 KiB here)
@@ -195,3 +196,40 @@ for (const workers of [1, 2]) {
     });
   });
 }
+
+// A threshold (topic_fanout_from = 4; the default is 16), one worker so that every session counts in the same group:
+// the first three subscriptions of a binding have queues of their own, as with topic_fanout = broker; the fourth and
+// fifth share one; every session gets every message once; the shared queue goes with its last member while the others
+// stay.
+describe('local fan-out from the 4th subscription', { skip }, () => {
+  let target;
+  useTarget((t) => (target = t), { workers: 1, topic_fanout_from: 4 });
+  const login = () => RawStomp.connect(target.url, { login: 'guest', passcode: 'guest', 'accept-version': '1.2' });
+
+  it('three own queues, then one shared', async () => {
+    const key = unique('from');
+    const s = [];
+    for (let i = 0; i < 5; i++) s.push(await login());
+    const got = s.map(collect);
+    for (let i = 0; i < 3; i++) await s[i].withReceipt('SUBSCRIBE', { id: 'x', destination: `/topic/${key}` });
+    let qs = await queuesOf(key);
+    assert.equal(qs.length, 3, JSON.stringify(qs));
+    assert.ok(qs.every((q) => q.name.startsWith('stomp-subscription-')), JSON.stringify(qs));
+    for (let i = 3; i < 5; i++) await s[i].withReceipt('SUBSCRIBE', { id: 'x', destination: `/topic/${key}` });
+    qs = await queuesOf(key);
+    assert.equal(qs.length, 4, JSON.stringify(qs));
+    const shared = qs.filter((q) => q.name.startsWith('stomp-fanout-'));
+    assert.equal(shared.length, 1, JSON.stringify(qs));
+    for (let i = 0; i < 10; i++) await amqp.publish('amq.topic', key, Buffer.from(`m-${i}`));
+    await waitFor(() => got.every((g) => g.length >= 10), WAIT_MS, '10 messages in every session');
+    for (const g of got) assert.deepEqual(g.map((m) => m.text), [...Array(10).keys()].map((i) => `m-${i}`));
+    s[3].close();
+    s[4].close();
+    await Promise.all([s[3].waitClose(), s[4].waitClose()]);
+    await waitGone(shared);
+    assert.equal((await queuesOf(key)).length, 3);
+    for (let i = 0; i < 3; i++) s[i].close();
+    await Promise.all(s.slice(0, 3).map((c) => c.waitClose()));
+    await waitGone(qs);
+  });
+});

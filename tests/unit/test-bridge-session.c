@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bridge/clock.h"
 #include "bridge/excl.h"
 #include "bridge/fanout.h"
 #include "bridge/session-int.h" /* what an idle session holds (test_idle_holds_little) */
@@ -1376,12 +1377,14 @@ static void test_input_held_before_connected(void)
 /* ------------------------------------------------------------------------------------------------------------------ */
 /* Local fan-out (topic_fanout = local, bridge/fanout.h)                                                               */
 
-/* A session of `login` on the shared upstream and fan-out table, with topic_fanout = local. */
-static struct upstream_chan *fan_start(struct rig *r, struct upstream *up, struct fanout *fo, const char *login)
+/* A session of `login` on the shared upstream and fan-out table, with topic_fanout = local and topic_fanout_from =
+ * `from` (1: every subscription shares). */
+static struct upstream_chan *fan_start_from(struct rig *r, struct upstream *up, struct fanout *fo, const char *login, int from)
 {
     char f[256];
     rig_init(r);
     r->conf.topic_fanout = CONF_TOPIC_FANOUT_LOCAL;
+    r->conf.topic_fanout_from = from;
     r->shared_up = up;
     r->fanout = fo;
     rig_start(r);
@@ -1393,6 +1396,11 @@ static struct upstream_chan *fan_start(struct rig *r, struct upstream *up, struc
     CHECK(rig_count(r, "CONNECTED") == 1);
     rig_clear(r);
     return ch;
+}
+
+static struct upstream_chan *fan_start(struct rig *r, struct upstream *up, struct fanout *fo, const char *login)
+{
+    return fan_start_from(r, up, fo, login, 1);
 }
 
 /* The commands of `kind` on channel `ch`. */
@@ -1459,6 +1467,69 @@ static void test_fanout_shared(void)
     rig_deinit(&a);
     rig_deinit(&b);
     rig_deinit(&c);
+    CHECK_EQ_INT(fanout_groups(fo), 0);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
+/*
+ * topic_fanout_from = 3: the first two subscriptions of a binding keep a queue and consumer of their own on their
+ * session's channel (as with topic_fanout = broker) and are only counted; the third opens the group, the fourth joins
+ * it. When the members are gone the group's channel is released while the solos go on, and the next subscription past
+ * them opens a fresh group. A group older than amqp_auth_reuse_ms takes no new member: the next one starts a new group
+ * of the key (its first subscriptions solos again).
+ */
+static void test_fanout_from(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a, b, c, d;
+    const char *sub = "SUBSCRIBE\nid:s\ndestination:/topic/t\n\n";
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    struct upstream_chan *ach = fan_start_from(&a, up, fo, "app", 3);
+    struct upstream_chan *bch = fan_start_from(&b, up, fo, "app", 3);
+    fan_start_from(&c, up, fo, "app", 3);
+    fan_start_from(&d, up, fo, "app", 3);
+    size_t opens = fake_count(up, FAKE_OPEN);
+    rig_feed(&a, sub);
+    rig_feed(&b, sub);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens); /* no group channel yet */
+    CHECK(chan_count(up, ach, FAKE_DECLARE) == 1 && chan_count(up, ach, FAKE_CONSUME) == 1);
+    CHECK(chan_count(up, bch, FAKE_DECLARE) == 1 && chan_count(up, bch, FAKE_CONSUME) == 1);
+    CHECK_EQ_INT(fanout_groups(fo), 1); /* the key, counting them */
+    rig_feed(&c, sub);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1);
+    struct upstream_chan *g = fake_last_chan(up);
+    rig_feed(&d, sub);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1);
+    fake_open(g, NULL);
+    fake_done_all(up);
+    fake_deliver(g, "stomp-fanout", "m", NULL);
+    CHECK(rig_count(&c, "MESSAGE") == 1 && rig_count(&d, "MESSAGE") == 1 && rig_count(&a, "MESSAGE") == 0);
+    rig_deinit(&c);
+    rig_deinit(&d);
+    CHECK(chan_count(up, g, FAKE_RELEASE) == 1 && fanout_groups(fo) == 1); /* the channel went, the solos stay counted */
+    fan_start_from(&c, up, fo, "app", 3);
+    opens = fake_count(up, FAKE_OPEN);
+    rig_feed(&c, sub);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1);
+    struct upstream_chan *g2 = fake_last_chan(up);
+    CHECK(g2 != g && chan_count(up, g2, FAKE_CONSUME) == 1);
+    /* Stale: d's subscription may not join a group opened more than 1 ms ago. */
+    struct upstream_chan *dch = fan_start_from(&d, up, fo, "app", 3);
+    d.conf.amqp_auth_reuse_ms = 1;
+    for (uint64_t t0 = clock_now_ms(); clock_now_ms() - t0 < 2;) {
+        /* the clock has to move past the group's 1 ms */
+    }
+    opens = fake_count(up, FAKE_OPEN);
+    rig_feed(&d, sub);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens); /* a solo of a new group of the key */
+    CHECK(chan_count(up, dch, FAKE_CONSUME) == 1);
+    CHECK_EQ_INT(fanout_groups(fo), 1); /* the new one: the old one left the table, it lives on for its members */
+    rig_deinit(&a);
+    rig_deinit(&b);
+    rig_deinit(&c);
+    rig_deinit(&d);
     CHECK_EQ_INT(fanout_groups(fo), 0);
     fanout_free(fo);
     fake_upstream_free(up);
@@ -1655,6 +1726,7 @@ int main(void)
     RUN(test_exclusive_per_session);
     RUN(test_login_throttle);
     RUN(test_fanout_shared);
+    RUN(test_fanout_from);
     RUN(test_fanout_last_leaves);
     RUN(test_fanout_failure_reaches_all);
     RUN(test_fanout_send_waits);
