@@ -6,7 +6,10 @@
  *
  * Scenarios: fanout (P publishers → amq.topic with one routing key → S exclusive queues, one per consumer, no-ack) and
  * queue (P → one queue → C competing consumers, --ack auto (no-ack) or client-individual (basic.ack per message, with
- * basic.qos --prefetch)). Closed loop (--window messages in flight per publisher; a fan-out message is in flight until
+ * basic.qos --prefetch), or batch (manual acks, one basic.ack multiple for what one read brought: what warren does for
+ * STOMP ack:auto)). --confirm puts publishers in confirm mode (confirm.select; the acks are read and dropped), as
+ * warren's are; with --ack batch and --prefetch it is the broker doing for a native client what it does for warren.
+ * Closed loop (--window messages in flight per publisher; a fan-out message is in flight until
  * every consumer has it) or open loop (--rate). Bodies are warren-bench's ("pub:seq:ns;" padded to --size).
  */
 #include <errno.h>
@@ -67,7 +70,7 @@ struct sub {
 struct amqp_bench {
     const char *host, *user, *pass, *vhost;
     int port;
-    bool fanout, manual_ack;
+    bool fanout, manual_ack, batch_ack, confirm;
     unsigned pubs, subs, window, prefetch, size;
     double rate, duration, drain;
     int broker_pid;
@@ -153,6 +156,14 @@ static int publish(struct amqp_bench *b, amqp_connection_state_t c, struct pub *
     }
     atomic_fetch_add(&p->sent, 1);
     atomic_fetch_add(&b->sent_run, 1);
+    if (b->confirm) {
+        /* The broker's basic.acks: read what came, without waiting (the window is end to end, as without --confirm). */
+        struct timeval zero = {0, 0};
+        amqp_frame_t f;
+        while (amqp_simple_wait_frame_noblock(c, &f, &zero) == AMQP_STATUS_OK) {
+        }
+        amqp_maybe_release_buffers(c);
+    }
     return 0;
 }
 
@@ -172,6 +183,8 @@ static void *pub_main(void *arg)
         atomic_fetch_add(&b->ready, 1);
         return NULL;
     }
+    if (b->confirm && (!amqp_confirm_select(c, 1) || rpc_ok(c, "confirm.select") != 0))
+        atomic_fetch_add(&b->errors, 1);
     atomic_fetch_add(&b->ready, 1);
     while (atomic_load(&b->phase) == PH_SETUP)
         usleep(1000);
@@ -313,7 +326,8 @@ static void *sub_main(void *arg)
             break;
         }
         delivered(b, s, &env.message.body);
-        if (b->manual_ack && amqp_basic_ack(c, 1, env.delivery_tag, 0) != 0)
+        bool burst_end = !amqp_data_in_buffer(c) && !amqp_frames_enqueued(c);
+        if (b->manual_ack && (!b->batch_ack || burst_end) && amqp_basic_ack(c, 1, env.delivery_tag, b->batch_ack) != 0)
             s->errors++;
         amqp_destroy_envelope(&env);
     }
@@ -333,16 +347,17 @@ static void usage(void)
 {
     fprintf(stderr, "usage: warren-bench-amqp --host H --port P [--user U --pass P --vhost V] [--scenario fanout|queue]\n"
                     "       [--pubs N] [--subs N] [--window N | --rate R] [--size B] [--duration S] [--drain S]\n"
-                    "       [--ack auto|client-individual] [--prefetch N] [--broker-pid PID] [--label TEXT]\n");
+                    "       [--ack auto|client-individual|batch] [--prefetch N] [--confirm] [--broker-pid PID]\n"
+                    "       [--label TEXT]\n");
 }
 
 static int parse_args(struct amqp_bench *b, int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"host", 1, 0, 'h'},       {"port", 1, 0, 'P'},     {"user", 1, 0, 'u'},  {"pass", 1, 0, 'w'},   {"vhost", 1, 0, 'v'},
-        {"scenario", 1, 0, 's'},   {"pubs", 1, 0, 'p'},     {"subs", 1, 0, 'c'},  {"window", 1, 0, 'W'}, {"rate", 1, 0, 'r'},
-        {"size", 1, 0, 'z'},       {"duration", 1, 0, 'd'}, {"drain", 1, 0, 'D'}, {"ack", 1, 0, 'a'},    {"prefetch", 1, 0, 'f'},
-        {"broker-pid", 1, 0, 'b'}, {"label", 1, 0, 'l'},    {0, 0, 0, 0}};
+        {"host", 1, 0, 'h'},       {"port", 1, 0, 'P'},     {"user", 1, 0, 'u'},    {"pass", 1, 0, 'w'},   {"vhost", 1, 0, 'v'},
+        {"scenario", 1, 0, 's'},   {"pubs", 1, 0, 'p'},     {"subs", 1, 0, 'c'},    {"window", 1, 0, 'W'}, {"rate", 1, 0, 'r'},
+        {"size", 1, 0, 'z'},       {"duration", 1, 0, 'd'}, {"drain", 1, 0, 'D'},   {"ack", 1, 0, 'a'},    {"prefetch", 1, 0, 'f'},
+        {"broker-pid", 1, 0, 'b'}, {"label", 1, 0, 'l'},    {"confirm", 0, 0, 'C'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -392,6 +407,10 @@ static int parse_args(struct amqp_bench *b, int argc, char **argv)
             break;
         case 'a':
             b->manual_ack = strcmp(optarg, "auto") != 0;
+            b->batch_ack = strcmp(optarg, "batch") == 0;
+            break;
+        case 'C':
+            b->confirm = true;
             break;
         case 'f':
             b->prefetch = (unsigned)atoi(optarg);
