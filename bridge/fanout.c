@@ -35,7 +35,6 @@ struct fanout_group {
     struct list link; /* in its bucket; unlinked once dead */
     struct fanout *fo;
     uint32_t hash;
-    char *key;
     size_t key_len;
     enum fanout_state state;
     struct upstream_chan *ch;
@@ -50,6 +49,7 @@ struct fanout_group {
     uint64_t max_tag, acked; /* highest tag delivered, highest settled */
     struct timer *settle;
     char queue[sizeof(FANOUT_Q_PREFIX) + 32];
+    char key[]; /* key_len bytes */
 };
 
 struct fanout {
@@ -192,7 +192,6 @@ static void group_destroy(struct fanout_group *g)
 {
     table_remove(g);
     group_idle(g);
-    free(g->key);
     free(g);
 }
 
@@ -228,7 +227,7 @@ static void group_fail(struct fanout_group *g, const struct upstream_error *err,
 {
     if (g->state == FANOUT_ST_IDLE)
         return;
-    upstream_chan_release(g->ch); /* no callback for it after this: it is dead or no longer of use */
+    upstream_chan_release(g->ch); /* first, so that group_idle() acks nothing on a dead channel; no callback after it */
     g->ch = NULL;
     group_idle(g);
     g->busy++;
@@ -374,11 +373,9 @@ static int group_setup(struct fanout_group *g, const struct fanout_spec *sp)
 /* A group of its key, idle (no channel yet), in the table. */
 static int group_new(struct fanout *fo, const struct fanout_spec *sp, uint32_t hash, struct fanout_group **out)
 {
-    struct fanout_group *g = calloc(1, sizeof(*g));
-    if (!g || !(g->key = malloc(sp->key_len ? sp->key_len : 1))) {
-        free(g);
+    struct fanout_group *g = calloc(1, sizeof(*g) + sp->key_len);
+    if (!g)
         return -ENOMEM;
-    }
     g->fo = fo;
     g->hash = hash;
     list_init(&g->members);
@@ -414,13 +411,12 @@ int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout
     uint32_t hash = hash_seeded(fo->seed, sp->key, sp->key_len);
     struct fanout_group *g = table_find(fo, sp->key, sp->key_len, hash);
     int r;
-    if (g && g->state != FANOUT_ST_IDLE && sp->fresh_ms && clock_now_ms() - g->born_ms >= sp->fresh_ms)
+    if (g && g->state != FANOUT_ST_IDLE && sp->fresh_ms && clock_now_ms() - g->born_ms >= sp->fresh_ms) {
         table_remove(g); /* its permissions were checked too long ago: it keeps its members, new ones get a fresh group */
-    else if (g)
-        goto found;
-    if ((r = group_new(fo, sp, hash, &g)) != 0)
+        g = NULL;
+    }
+    if (!g && (r = group_new(fo, sp, hash, &g)) != 0)
         return r;
-found:
     if (g->state == FANOUT_ST_IDLE && g->n_solo + 1 < sp->from) {
         list_link_tail(&g->solos, &m->link);
         m->counted = g;
@@ -440,16 +436,15 @@ found:
 
 void fanout_detach(struct fanout_member *m)
 {
-    struct fanout_group *g = m->g;
+    struct fanout_group *g = m->counted ? m->counted : m->g;
+    if (!g)
+        return;
     if (m->counted) {
-        g = m->counted;
         list_unlink(&m->link);
         m->counted = NULL;
         g->n_solo--;
-    } else if (g) {
-        member_unlink(g, m);
     } else {
-        return;
+        member_unlink(g, m);
     }
     group_check(g);
 }

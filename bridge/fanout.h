@@ -33,8 +33,8 @@
  * (fanout_kick()), so the prefetch window stops the broker only when no member can keep up. A message every member
  * refused as too big for its client is rejected (basic.nack requeue=false) instead.
  *
- * Bounds: a group exists only while a member is attached, so there are never more groups than subscriptions, each
- * session's bounded by max_subscriptions.
+ * Bounds: a group exists only while a member or a solo is attached, so there are never more groups than subscriptions,
+ * each session's bounded by max_subscriptions; an idle one (solos only) holds no channel and no timer.
  *
  * Threading: one table per worker, used on its loop only (no lock). Callbacks never run from inside a fanout_* call;
  * a member's callback may detach that member or any other (its session closing), and may not free the table.
