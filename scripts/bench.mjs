@@ -86,7 +86,7 @@ if (idle.length) {
 }
 
 // Where warren's CPU went, by thread (server_threads=name/tid:seconds,...; named warren-w0, warren-w1 for the workers,
-// warren-amqp for the broker connections' threads): the median share of each thread kind of warren's CPU per run.
+// warren-amqp for the broker connections' login and close threads): the median share of each thread kind of warren's CPU per run.
 const threadRows = labels.filter((l) => !idle.includes(l) && of(l, 'warren').some((r) => r.server_threads));
 if (threadRows.length) {
   console.log('\n| scenario | warren CPU by thread: share of warren\'s CPU-s (median of the runs) |');
