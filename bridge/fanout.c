@@ -406,7 +406,14 @@ static int group_start(struct fanout_group *g, const struct fanout_spec *sp)
     return 0;
 }
 
-int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout_member *m, bool *ready)
+static void solo_link(struct fanout_group *g, struct fanout_member *m)
+{
+    list_link_tail(&g->solos, &m->link);
+    m->counted = g;
+    g->n_solo++;
+}
+
+int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout_member *m, enum fanout_joined *how)
 {
     uint32_t hash = hash_seeded(fo->seed, sp->key, sp->key_len);
     struct fanout_group *g = table_find(fo, sp->key, sp->key_len, hash);
@@ -417,20 +424,15 @@ int fanout_attach(struct fanout *fo, const struct fanout_spec *sp, struct fanout
     }
     if (!g && (r = group_new(fo, sp, hash, &g)) != 0)
         return r;
-    if (g->state == FANOUT_ST_IDLE && g->n_solo + 1 < sp->from) {
-        list_link_tail(&g->solos, &m->link);
-        m->counted = g;
-        g->n_solo++;
-        return FANOUT_SOLO;
-    }
-    if (g->state == FANOUT_ST_IDLE && (r = group_start(g, sp)) != 0) {
-        group_check(g);
-        return r;
+    if (g->state == FANOUT_ST_IDLE && (g->n_solo + 1 < sp->from || group_start(g, sp) != 0)) {
+        solo_link(g, m);
+        *how = FANOUT_SOLO;
+        return 0;
     }
     list_link_tail(&g->members, &m->link);
     m->g = g;
     g->n++;
-    *ready = g->state == FANOUT_ST_READY;
+    *how = g->state == FANOUT_ST_READY ? FANOUT_READY : FANOUT_WAITING;
     return 0;
 }
 

@@ -24,7 +24,8 @@
  * connection lost, the consumer cancelled by the broker) reaches every member through failed() or cancelled(), and the
  * group's channel goes at once, so the next member opens a fresh one. A channel opened more than `fresh_ms` ago
  * (amqp_auth_reuse_ms) takes no new member: the broker checked its permissions then, so the next subscription starts a
- * new group of the key, and the old one lives on for its members.
+ * new group of the key, counting afresh (its first `from - 1` are solos again), and the old one lives on out of the
+ * table for its members and solos.
  *
  * Deliveries: each goes to every member in turn (deliver()); a member that cannot take it (its client is gone or was
  * closed as too slow past client_send_limit_bytes) does not hold up the others. The deliveries of one loop turn are
@@ -91,7 +92,12 @@ struct fanout_spec {
     unsigned fresh_ms; /* a group's channel takes new members this long after it was opened; 0 = forever */
 };
 
-#define FANOUT_SOLO 1 /* fanout_attach(): not shared, counted: the subscription gets a queue and consumer of its own */
+/* How fanout_attach() attached a member. */
+enum fanout_joined {
+    FANOUT_SOLO = 0,    /* only counted: the subscription gets a queue and consumer of its own */
+    FANOUT_WAITING = 1, /* shares; its ready() runs at the group's consume-ok */
+    FANOUT_READY = 2,   /* shares; the group's consumer is live already: no ready() comes */
+};
 
 /* A table for the groups of one worker: their channels come from `up`, their timers run on `base`. 0 or -ENOMEM. */
 int fanout_new(struct event_base *base, struct upstream *up, struct fanout **out);
@@ -99,12 +105,12 @@ int fanout_new(struct event_base *base, struct upstream *up, struct fanout **out
 void fanout_free(struct fanout *fo);
 
 /*
- * Attaches `m` (ops and ud set by the caller) to the group of spec->key, creating it when there is none. Returns
- * FANOUT_SOLO when `m` is only counted (the caller subscribes it the usual way); 0 when it shares: *ready is then true
- * when the group's consumer is already live (no ready() will come), false when the member waits for it; -ENOMEM, or an
- * upstream error of the first operations (`m` is then not attached). fanout_detach() undoes either.
+ * Attaches `m` (ops and ud set by the caller) to the group of spec->key, creating it when there is none, and says how
+ * in *how. A group whose channel cannot be set up (a connection cap, out of memory) leaves `m` a solo: sharing is only
+ * a saving, and the subscription's own queue says what the broker thinks of it. Returns 0, or -ENOMEM (`m` is then not
+ * attached). fanout_detach() undoes it.
  */
-int fanout_attach(struct fanout *fo, const struct fanout_spec *spec, struct fanout_member *m, bool *ready);
+int fanout_attach(struct fanout *fo, const struct fanout_spec *spec, struct fanout_member *m, enum fanout_joined *how);
 
 /* Detaches `m` (a member or a solo); the last member out releases the group's channel (consumer cancelled, queue
  * deleted), the last of all the group. Not attached: a no-op. */

@@ -471,18 +471,18 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
         .from = (unsigned)s->conf->topic_fanout_from,
         .fresh_ms = (unsigned)s->conf->amqp_auth_reuse_ms,
     };
-    bool ready = false;
+    enum fanout_joined how = FANOUT_SOLO;
     sub->owner = s;
     sub->fan.ops = &member_ops;
     sub->fan.ud = sub;
-    int r = fanout_attach(s->env.fanout, &sp, &sub->fan, &ready);
+    int r = fanout_attach(s->env.fanout, &sp, &sub->fan, &how);
     free(k.p);
-    *solo = r == FANOUT_SOLO;
-    if (*solo)
-        return SESSION_OK;
     if (r != 0)
         return SESSION_FATAL_RC(s, "cannot join a fan-out group", r);
-    if (!ready && !(sub->fan_op = session_op_begin(s, SESSION_OP_PLAIN, NULL))) {
+    *solo = how == FANOUT_SOLO;
+    if (*solo)
+        return SESSION_OK;
+    if (how == FANOUT_WAITING && !(sub->fan_op = session_op_begin(s, SESSION_OP_PLAIN, NULL))) {
         fanout_detach(&sub->fan);
         return SESSION_CLOSED;
     }

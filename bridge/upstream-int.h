@@ -125,6 +125,10 @@ struct upstream_cmd *upstream_cmd_dup(const struct upstream_cmd *tmpl);
 /* Frees a command made by upstream_cmd_dup(); an embedded one or NULL is left alone. `c` must not be linked. */
 void upstream_cmd_free(struct upstream_cmd *c);
 
+/* Disposes of an unlinked command no link will run (stopping, or left in an inbox at its end): an OPEN's channel half,
+ * handed over with it, is freed too. */
+void upstream_cmd_drop(struct upstream_cmd *c);
+
 /* Unlinks and frees every command of `cmds` (embedded ones are only unlinked). */
 void upstream_cmd_free_list(struct list *cmds);
 
@@ -145,12 +149,13 @@ struct upstream_inbox {
     _Atomic uint64_t full_since_ms; /* not under the lock: since when the link waits for room in the socket (0 = not) */
 };
 
-/* 0 or -errno (eventfd). upstream_inbox_deinit() is safe after a failed init, and frees commands still queued. */
+/* 0 or -errno (eventfd). upstream_inbox_deinit() is safe after a failed init, and drops commands still queued
+ * (upstream_cmd_drop()). */
 int upstream_inbox_init(struct upstream_inbox *ib);
 void upstream_inbox_deinit(struct upstream_inbox *ib);
 
-/* Loop side: queue one command, or every command of `cmds` in order (the caller runs the link's round, or the link's
- * thread takes them when its login is done). */
+/* Loop side: queue one command, or every command of `cmds` in order. The loop runs the link's round for them (once it
+ * adopted the link at CONN_UP, or at CONN_EXIT for a dead one); a thread whose login failed takes those queued by then. */
 void upstream_inbox_push(struct upstream_inbox *ib, struct upstream_cmd *cmd);
 void upstream_inbox_push_list(struct upstream_inbox *ib, struct list *cmds);
 

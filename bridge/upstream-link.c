@@ -1993,14 +1993,6 @@ static void link_on_cmd(struct upstream_link *link, struct upstream_cmd *cmd)
     }
 }
 
-/* Disposes of a command the link will not run because it is stopping: an OPEN's channel was never taken. */
-static void link_drop_cmd(struct upstream_cmd *cmd)
-{
-    if (cmd->kind == UPSTREAM_CMD_OPEN)
-        upstream_link_chan_free(cmd->ch);
-    upstream_cmd_free(cmd);
-}
-
 /* Runs queued commands; returns true when upstream_free() asked the thread to stop. Each command is unlinked before it
  * runs: a RELEASE may be freed by the loop as soon as it has run. */
 static bool link_run_cmds(struct upstream_link *link)
@@ -2012,7 +2004,7 @@ static bool link_run_cmds(struct upstream_link *link)
     while ((cmd = list_first_entry(&cmds, struct upstream_cmd, link))) {
         list_unlink(&cmd->link);
         if (stopping)
-            link_drop_cmd(cmd);
+            upstream_cmd_drop(cmd);
         else
             link_on_cmd(link, cmd);
     }
@@ -2069,6 +2061,7 @@ static void link_finish(struct upstream_link *link, bool stopping)
     struct upstream_link_chan *ch, *next;
 
     atomic_store(&link->inbox->busy_since_ms, clock_now_ms());
+    atomic_store(&link->inbox->full_since_ms, 0); /* a round that saw room last may not have said so: busy_since counts now */
     if (link->st == LINK_OPEN && !link->failed)
         link_flush(link);
     if (link->st == LINK_OPEN && !link->failed && link->out_off == link->out_len) {

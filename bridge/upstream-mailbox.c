@@ -162,6 +162,13 @@ void upstream_cmd_free(struct upstream_cmd *c)
         free(c);
 }
 
+void upstream_cmd_drop(struct upstream_cmd *c)
+{
+    if (c->kind == UPSTREAM_CMD_OPEN)
+        upstream_link_chan_free(c->ch);
+    upstream_cmd_free(c);
+}
+
 void upstream_cmd_free_list(struct list *cmds)
 {
     struct upstream_cmd *c;
@@ -194,7 +201,11 @@ void upstream_inbox_deinit(struct upstream_inbox *ib)
 {
     if (!ib->cmds.next)
         return; /* never initialised */
-    upstream_cmd_free_list(&ib->cmds);
+    struct upstream_cmd *c;
+    while ((c = list_first_entry(&ib->cmds, struct upstream_cmd, link))) {
+        list_unlink(&c->link);
+        upstream_cmd_drop(c); /* a dead link's late OPEN at shutdown too: nobody will take its channel half */
+    }
     if (ib->wake_fd >= 0)
         close(ib->wake_fd);
     ib->wake_fd = -1;

@@ -14,9 +14,9 @@
  * callbacks a state still takes), which is what guarantees that no callback runs after upstream_chan_release() or
  * on_closed.
  *
- * A connection ends the same way: when it dies its link reports CONN_DOWN and fails every channel; the loop stops giving
- * it channels and sends SHUTDOWN; the link ends once every channel is done and reports CONN_EXIT, on which the loop
- * frees the connection.
+ * A connection ends the same way: when it dies its link reports CONN_DOWN, fails every channel and reports CONN_EXIT; the
+ * loop stops giving it channels, serves the releases still to come itself (upstream_link_run_dead()) and frees the
+ * connection at the CHAN_DONE of its last channel.
  *
  * An idle connection ends through the same SHUTDOWN (amqp_idle_close_ms): when the loop reads the CHAN_DONE of a
  * connection's last channel it arms the connection's idle timer, and a channel opened on it meanwhile disarms it. The loop
@@ -113,8 +113,8 @@ struct upstream {
 };
 
 /*
- * AMQP connection threads of the whole process, over every upstream (one per worker): a connection counts from its
- * creation to the join of its thread, and a new one is refused at cfg.max_connections. This is the one process-wide
+ * AMQP connections of the whole process, over every upstream (one per worker): a connection counts from its creation
+ * to its CONN_EXIT, and a new one is refused at cfg.max_connections. This is the one process-wide
  * count of the upstream, so it is a global of this file, an atomic.
  */
 static atomic_uint conns_total;
@@ -460,8 +460,8 @@ static uint64_t conn_stuck_ms(struct upstream_conn *c, uint64_t now)
 
 /*
  * Whether a new connection for `login` stays within the caps (invariant 4: an unauthenticated peer chooses the
- * credentials, and each costs a connection and a thread). Connections count while their thread runs: a dead one whose
- * thread has exited (`exited`) no longer does, nor does a failed login once its sessions heard of it. Fills *why when not.
+ * credentials, and each costs a connection, and a thread while it logs in). Connections count until their CONN_EXIT: a
+ * dead one (`exited`) no longer does, nor does a failed login once its sessions heard of it. Fills *why when not.
  */
 static void total_limit_error(struct upstream *up, struct upstream_error *why)
 {

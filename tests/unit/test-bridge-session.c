@@ -1535,6 +1535,35 @@ static void test_fanout_from(void)
     fake_upstream_free(up);
 }
 
+/* The group's channel cannot be set up (here its declare fails as on a channel a cap refused): the subscription goes
+ * the usual way, a queue and consumer of its own on its session's channel, and no ERROR; the next one tries again. */
+static void test_fanout_setup_fails_solo(void)
+{
+    struct upstream *up = fake_upstream_new();
+    struct fanout *fo = NULL;
+    struct rig a, b;
+    CHECK(fanout_new(NULL, up, &fo) == 0);
+    struct upstream_chan *ach = fan_start(&a, up, fo, "app");
+    fan_start(&b, up, fo, "app");
+    size_t opens = fake_count(up, FAKE_OPEN);
+    up->fail_next = UPSTREAM_ERR_CLOSED; /* the group's queue.declare */
+    rig_feed(&a, "SUBSCRIBE\nid:s\ndestination:/topic/t\nreceipt:r\n\n");
+    CHECK(!a.closed && rig_count(&a, "ERROR") == 0);
+    struct upstream_chan *g = fake_last_chan(up);
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 1);
+    CHECK(chan_count(up, g, FAKE_RELEASE) == 1);                                             /* released at once */
+    CHECK(chan_count(up, ach, FAKE_DECLARE) == 1 && chan_count(up, ach, FAKE_CONSUME) == 1); /* its own */
+    fake_done_all(up);
+    CHECK(rig_count(&a, "RECEIPT") == 1);
+    rig_feed(&b, "SUBSCRIBE\nid:s\ndestination:/topic/t\n\n");
+    CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens + 2); /* the next one opens a group */
+    rig_deinit(&a);
+    rig_deinit(&b);
+    CHECK_EQ_INT(fanout_groups(fo), 0);
+    fanout_free(fo);
+    fake_upstream_free(up);
+}
+
 /* Members leave by UNSUBSCRIBE, DISCONNECT or connection loss; the last one out releases the group's channel (which
  * cancels its consumer and deletes its owned queue). A member that leaves before consume-ok does not hold a RECEIPT. */
 static void test_fanout_last_leaves(void)
@@ -1727,6 +1756,7 @@ int main(void)
     RUN(test_login_throttle);
     RUN(test_fanout_shared);
     RUN(test_fanout_from);
+    RUN(test_fanout_setup_fails_solo);
     RUN(test_fanout_last_leaves);
     RUN(test_fanout_failure_reaches_all);
     RUN(test_fanout_send_waits);
