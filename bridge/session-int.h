@@ -217,8 +217,6 @@ struct session {
     char *vhost; /* the vhost asked for (CONNECT `host`, else default_vhost), for error texts (session_vhost()) */
     struct upstream_chan *ch;
     struct session_login pending_login; /* CONNECT's credentials while the throttle holds it (all NULL otherwise) */
-    struct session_login cred;          /* topic_fanout = local: the credential the channel was opened with (the key of
-                                           the session's fan-out groups), all NULL otherwise */
 
     struct session_input in;
     struct session_output out;

@@ -403,13 +403,13 @@ static void key_str(struct keybuf *k, const char *str)
 }
 
 /* Everything that decides what the broker delivers to the subscription's queue, and on whose permissions. */
-static void key_build(struct keybuf *k, const struct session *s, const char *x, const char *rk, const struct dest_queue_opts *o,
-                      unsigned prefetch)
+static void key_build(struct keybuf *k, const struct upstream_login *lg, const char *x, const char *rk,
+                      const struct dest_queue_opts *o, unsigned prefetch)
 {
     char num[32];
-    key_str(k, s->cred.vhost);
-    key_str(k, s->cred.user);
-    key_str(k, s->cred.pass);
+    key_str(k, lg->vhost);
+    key_str(k, lg->user);
+    key_str(k, lg->pass);
     key_str(k, x);
     key_str(k, rk);
     snprintf(num, sizeof(num), "%u:%u", o->flags, prefetch); /* the shared consumer's window is theirs */
@@ -434,7 +434,7 @@ static bool shareable(struct session *s, const struct stomp_frame *f, const stru
 {
     struct dest_args ca;
     const char *reason = NULL, *bad = "";
-    if (s->conf->topic_fanout != CONF_TOPIC_FANOUT_LOCAL || !s->env.fanout || !s->cred.pass || s->conf->amqp_auth_reuse_ms <= 0)
+    if (s->conf->topic_fanout != CONF_TOPIC_FANOUT_LOCAL || !s->env.fanout || s->conf->amqp_auth_reuse_ms <= 0)
         return false;
     if ((d->kind != DEST_EXCHANGE && d->kind != DEST_TOPIC) || sub->ack != SESSION_ACK_AUTO || sub->durable)
         return false;
@@ -452,8 +452,12 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
 {
     const char *x = d->kind == DEST_EXCHANGE ? d->name : s->conf->default_topic_exchange;
     const char *rk = d->kind == DEST_EXCHANGE ? d->pattern : d->name;
+    struct upstream_login lg;
     struct keybuf k = {0};
-    key_build(&k, s, x, rk, o, prefetch);
+    *solo = true;
+    if (!upstream_chan_login(s->ch, &lg))
+        return SESSION_OK; /* no connection took the session's channel: its own consumer says why */
+    key_build(&k, &lg, x, rk, o, prefetch);
     if (k.oom) {
         free(k.p);
         return SESSION_FATAL(s, "out of memory");
@@ -461,7 +465,7 @@ static enum session_rc subscribe_shared(struct session *s, const struct dest *d,
     struct fanout_spec sp = {
         .key = k.p,
         .key_len = k.n,
-        .login = {.vhost = s->cred.vhost, .user = s->cred.user, .pass = s->cred.pass, .conn_name = s->peer},
+        .login = {.vhost = lg.vhost, .user = lg.user, .pass = lg.pass, .conn_name = s->peer},
         .exchange = x,
         .routing_key = rk,
         .flags = o->flags,

@@ -555,10 +555,6 @@ static enum session_rc login_open(struct session *s, struct session_login *l)
 {
     struct upstream_login lg = {.vhost = l->vhost, .user = l->user, .pass = l->pass, .conn_name = s->peer};
     int r = upstream_chan_open(s->env.up, &lg, &chan_cb, s, &s->ch);
-    if (r == 0 && s->conf->topic_fanout == CONF_TOPIC_FANOUT_LOCAL && s->env.fanout) {
-        s->cred = *l; /* the key of the session's fan-out groups, and how their channels log in */
-        *l = (struct session_login){0};
-    }
     login_drop(l);
     if (r != 0)
         return SESSION_FATAL_RC(s, "cannot open an AMQP channel", r);
@@ -879,7 +875,6 @@ void session_free(struct session *s)
     timer_free(s->tm.throttle);
     timer_free(s->in.resume);
     login_drop(&s->pending_login);
-    login_drop(&s->cred);
     session_ops_deinit(s);
     session_txs_deinit(s);
     session_subs_deinit(s);

@@ -936,6 +936,16 @@ const char *upstream_chan_broker(const struct upstream_chan *ch)
     return ch && ch->conn ? ch->conn->broker : "";
 }
 
+bool upstream_chan_login(const struct upstream_chan *ch, struct upstream_login *out)
+{
+    const struct upstream_conn *c = ch ? ch->conn : NULL;
+
+    if (!c)
+        return false;
+    *out = (struct upstream_login){.vhost = c->vhost, .user = c->user, .pass = c->pass, .conn_name = c->name};
+    return true;
+}
+
 int upstream_chan_open(struct upstream *up, const struct upstream_login *login, const struct upstream_chan_cb *cb, void *ud,
                        struct upstream_chan **out)
 {

@@ -198,6 +198,11 @@ struct upstream_chan_cb {
  */
 const char *upstream_chan_broker(const struct upstream_chan *ch);
 
+/* The credential of the connection the channel was given to (vhost, user, password, connection name), pointing into the
+ * upstream's copy, valid until the channel is released; false (and *out untouched) for a channel no connection took
+ * (refused by a cap). Local fan-out keys its groups by it (bridge/fanout.h). */
+bool upstream_chan_login(const struct upstream_chan *ch, struct upstream_login *out);
+
 /* Starts the upstream (no connection is made until the first channel is opened). Returns 0 or -errno. */
 int upstream_new(struct event_base *base, const struct upstream_config *cfg, struct upstream **out);
 

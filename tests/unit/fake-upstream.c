@@ -55,6 +55,9 @@ void fake_upstream_free(struct upstream *up)
     while (up->chans) {
         struct upstream_chan *ch = up->chans;
         up->chans = ch->next_all;
+        free(ch->vhost);
+        free(ch->user);
+        free(ch->pass);
         free(ch);
     }
     free(up);
@@ -87,6 +90,14 @@ const char *upstream_chan_broker(const struct upstream_chan *ch)
     return ch && ch->open ? "RabbitMQ/0.0.0" : "";
 }
 
+bool upstream_chan_login(const struct upstream_chan *ch, struct upstream_login *out)
+{
+    if (!ch || !ch->user)
+        return false;
+    *out = (struct upstream_login){.vhost = ch->vhost, .user = ch->user, .pass = ch->pass};
+    return true;
+}
+
 static int op_gate(struct upstream_chan *ch)
 {
     contract(ch != NULL, "operation on a NULL channel");
@@ -108,6 +119,9 @@ int upstream_chan_open(struct upstream *up, const struct upstream_login *login, 
     if (!ch)
         return -ENOMEM;
     *ch = (struct upstream_chan){.next_all = up->chans, .up = up, .cb = *cb, .ud = ud, .next_dtag = 1};
+    ch->vhost = strdup(login->vhost ? login->vhost : "/");
+    ch->user = strdup(login->user ? login->user : "");
+    ch->pass = strdup(login->pass ? login->pass : "");
     up->chans = ch;
     struct fake_cmd *c = record(up, FAKE_OPEN, ch, 0);
     if (c) {

@@ -68,6 +68,7 @@ struct upstream_chan {
     bool dead; /* on_closed ran or the open failed: operations return UPSTREAM_ERR_CLOSED */
     bool open; /* on_open(NULL) ran */
     uint64_t next_dtag;
+    char *vhost, *user, *pass; /* upstream_chan_login() */
 };
 
 struct upstream *fake_upstream_new(void);
