@@ -234,6 +234,9 @@ struct upstream_res *upstream_res_new(struct upstream_outbox *ob, size_t extra);
 /* A terminal result, allocated with what it ends (ignores the test hook); `text` reserves UPSTREAM_TEXT_MAX bytes. */
 struct upstream_res *upstream_res_prealloc(enum upstream_res_kind kind, bool text);
 
+/* Unlinks and frees every result of `res` (never run: upstream_free()). */
+void upstream_res_free_list(struct list *res);
+
 /* Sets r->err to *err (or has_err false for NULL), copying its text into the room of a preallocated result. */
 void upstream_res_set_err(struct upstream_res *r, const struct upstream_error *err);
 

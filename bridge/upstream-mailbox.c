@@ -357,16 +357,21 @@ int upstream_outbox_init(struct upstream_outbox *ob)
     return ob->fd == -1 ? -errno : 0;
 }
 
-void upstream_outbox_deinit(struct upstream_outbox *ob)
+void upstream_res_free_list(struct list *res)
 {
     struct upstream_res *r;
 
-    if (!ob->res.next)
-        return; /* never initialised */
-    while ((r = list_first_entry(&ob->res, struct upstream_res, link))) {
+    while ((r = list_first_entry(res, struct upstream_res, link))) {
         list_unlink(&r->link);
         free(r);
     }
+}
+
+void upstream_outbox_deinit(struct upstream_outbox *ob)
+{
+    if (!ob->res.next)
+        return; /* never initialised */
+    upstream_res_free_list(&ob->res);
     if (ob->fd >= 0)
         close(ob->fd);
     ob->fd = -1;

@@ -838,7 +838,6 @@ void upstream_free(struct upstream *up)
 {
     struct upstream_conn *c, *cnext;
     struct upstream_chan *ch, *chnext;
-    struct upstream_res *r, *rnext;
     struct timespec deadline;
 
     if (!up)
@@ -852,11 +851,8 @@ void upstream_free(struct upstream *up)
     }
     LIST_FOR_EACH_ENTRY (c, &up->conns, link) {
         upstream_inbox_stop(&c->inbox);
-        if (c->on_loop) { /* closed on a thread like the others, or here without connection.close */
-            conn_unloop(c);
-            if (conn_start_thread(c, upstream_link_close_main) != 0)
-                upstream_link_end(c->tlink);
-        }
+        if (c->on_loop) /* closed on a thread like the others, or here without connection.close */
+            conn_link_over(c, UPSTREAM_LINK_DONE);
     }
     LIST_FOR_EACH_ENTRY_SAFE (c, cnext, &up->conns, link) {
         list_unlink(&c->link);
@@ -870,10 +866,7 @@ void upstream_free(struct upstream *up)
     if (up->local_ev)
         event_free(up->local_ev);
     upstream_outbox_deinit(&up->outbox);
-    LIST_FOR_EACH_ENTRY_SAFE (r, rnext, &up->local, link) {
-        list_unlink(&r->link);
-        free(r);
-    }
+    upstream_res_free_list(&up->local);
     LIST_FOR_EACH_ENTRY_SAFE (ch, chnext, &up->chans, link) {
         list_unlink(&ch->link);
         free(ch->refused);

@@ -1821,6 +1821,11 @@ static void test_inbox(void)
     c = upstream_cmd_dup(&ack);
     if (c)
         upstream_inbox_push(&ib, c); /* still queued at deinit: freed there */
+    /* An OPEN nobody took (a dead link's, at shutdown): its channel half goes with it (the leak check says so). */
+    struct upstream_link_chan *lch = NULL;
+    CHECK_EQ_INT(upstream_link_chan_new(NULL, &lch), 0);
+    open = (struct upstream_cmd){.kind = UPSTREAM_CMD_OPEN, .embedded = true, .ch = lch};
+    upstream_inbox_push(&ib, &open);
     upstream_inbox_deinit(&ib);
     upstream_inbox_deinit(&ib); /* idempotent */
 }

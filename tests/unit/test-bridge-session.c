@@ -1442,6 +1442,12 @@ static void test_fanout_shared(void)
     CHECK(rig_count(&b, "RECEIPT") == 2);
     rig_feed(&c, "SUBSCRIBE\nid:c1\ndestination:/topic/news\n\n");
     CHECK_EQ_INT(fanout_groups(fo), 2); /* another login, another queue */
+    rig_feed(&c, "SUBSCRIBE\nid:c2\ndestination:/topic/news\nprefetch-count:5\n\n");
+    CHECK_EQ_INT(fanout_groups(fo), 3); /* another window, another queue, consuming with it */
+    long pc = fake_find(up, FAKE_CONSUME, 0), last = -1;
+    for (; pc >= 0; pc = fake_find(up, FAKE_CONSUME, (size_t)pc + 1))
+        last = pc;
+    CHECK(last >= 0 && up->cmds[last].flags == 5);
     rig_feed(&a, "SUBSCRIBE\nid:a2\ndestination:/topic/news\nack:client\n\n");
     CHECK(chan_count(up, ach, FAKE_CONSUME) == 1 && chan_count(up, ach, FAKE_DECLARE) == 1); /* its own queue and consumer */
     fake_done_all(up);
@@ -1526,6 +1532,14 @@ static void test_fanout_from(void)
     CHECK_EQ_INT(fake_count(up, FAKE_OPEN), opens); /* a solo of a new group of the key */
     CHECK(chan_count(up, dch, FAKE_CONSUME) == 1);
     CHECK_EQ_INT(fanout_groups(fo), 1); /* the new one: the old one left the table, it lives on for its members */
+    /* amqp_auth_reuse_ms = 0: the broker checks every subscription, nothing is shared or counted. */
+    struct rig e;
+    struct upstream_chan *ech = fan_start_from(&e, up, fo, "app", 1);
+    e.conf.amqp_auth_reuse_ms = 0;
+    opens = fake_count(up, FAKE_OPEN);
+    rig_feed(&e, sub);
+    CHECK(fake_count(up, FAKE_OPEN) == opens && chan_count(up, ech, FAKE_CONSUME) == 1 && fanout_groups(fo) == 1);
+    rig_deinit(&e);
     rig_deinit(&a);
     rig_deinit(&b);
     rig_deinit(&c);
