@@ -124,7 +124,7 @@ static const struct conf_key keys[] = {
     K_INT(amqp_auth_reuse_ms, RESTART, 15000, 0, MS_DAY,
           "a new session reuses an AMQP connection of its credential only this long after the broker authenticated it"),
     K_INT(amqp_max_connections, RESTART, 1024, 1, 1000000,
-          "most AMQP connections (one thread each) warren keeps open, over all workers; a session needing one more gets ERROR"),
+          "most AMQP connections warren keeps open, over all workers; a session needing one more gets ERROR"),
     K_INT(amqp_max_connections_per_credential, RESTART, 256, 0, 1000000,
           "most AMQP connections of one credential (vhost, login, passcode) per worker; 0 = only amqp_max_connections"),
     K_INT(amqp_write_timeout_ms, RESTART, 30000, 100, MS_HOUR,
