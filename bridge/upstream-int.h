@@ -304,7 +304,8 @@ int upstream_link_new(const struct upstream_link_params *p, struct upstream_link
 
 /*
  * The login thread: TCP connect and login, the only blocking part of a connection's life. Logged in, it pushes CONN_UP
- * as its last act, and the loop joins it and drives the link from then on (upstream_link_adopt(), upstream_link_round()).
+ * as its last act, and the loop drives the link from then on (upstream_link_adopt(), upstream_link_round()); the thread
+ * is joined later (before the next one starts, or at the end), never waited for.
  * A login that fails makes the link dead: the thread pushes CONN_DOWN, fails the channels queued so far and ends with
  * CONN_EXIT (unless stopped through the inbox). After its last push it touches nothing of the link.
  */

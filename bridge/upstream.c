@@ -285,19 +285,22 @@ static void conn_idle_arm(struct upstream_conn *c)
  * closed on purpose (its idle timer, a dead broker's SHUTDOWN) on a thread again, since the close waits for the broker
  * (upstream_link_close_main(), bounded like every thread by the watchdog and upstream_free()).
  */
-static int conn_start_thread(struct upstream_conn *c, void *(*fn)(void *))
-{
-    int r = -pthread_create(&c->thread, NULL, fn, c->tlink);
-
-    c->thread_live = r == 0;
-    return r;
-}
-
+/* Joins the link's thread if one was started and not joined yet. */
 static void conn_join_thread(struct upstream_conn *c)
 {
     if (c->thread_live)
         pthread_join(c->thread, NULL);
     c->thread_live = false;
+}
+
+/* A thread for the link; the one before (the login, long done) is joined first. */
+static int conn_start_thread(struct upstream_conn *c, void *(*fn)(void *))
+{
+    conn_join_thread(c);
+    int r = -pthread_create(&c->thread, NULL, fn, c->tlink);
+
+    c->thread_live = r == 0;
+    return r;
 }
 
 /* Takes the link's events off the loop, before its socket is closed. */
@@ -336,14 +339,14 @@ static void on_link_io(evutil_socket_t fd, short what, void *arg)
     local_kick(up);
 }
 
-/* CONN_UP: the login thread is done; the loop drives the link from now on, first for what was queued meanwhile. */
+/* CONN_UP: the login thread is done with the link (it may still be returning: it is joined later, never waited for
+ * here); the loop drives the link from now on, first for what was queued meanwhile. */
 static void conn_adopt(struct upstream_conn *c)
 {
     int fd = upstream_link_fd(c->tlink);
     unsigned tick = upstream_link_tick_ms(c->tlink);
     struct timeval tv = clock_timeval(tick);
 
-    conn_join_thread(c);
     upstream_link_adopt(c->tlink, &c->up->local);
     c->on_loop = true;
     event_assign(c->sock_ev, c->up->base, fd, EV_READ | EV_PERSIST, on_link_io, c);
