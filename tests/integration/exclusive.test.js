@@ -17,7 +17,7 @@ const { useTarget } = require('./lib/fixture');
 const amqp = require('./lib/amqp');
 const { RawStomp } = require('./lib/raw');
 const { expectBrokerError } = require('./lib/check');
-const { unique } = require('./lib/util');
+const { unique, waitFor, WAIT_MS } = require('./lib/util');
 
 const skip = T.suiteSkip();
 
@@ -72,9 +72,18 @@ describe('exclusive queues stay with their session', { skip }, () => {
     await amqp.waitQueueGone(replyQ);
     cleanup(() => amqp.deleteQueue(replyQ));
     if (T.isWarren) { // (Web-STOMP's reply queues are amq.gen-…, a reserved prefix nobody may declare)
-      const c = await RawStomp.connect(target.url);
-      await c.withReceipt('SUBSCRIBE', { id: 'c', destination: `/queue/${replyQ}`, durable: 'false' });
-      c.close();
+      // The broker may still be finishing A's queue (its delete is nowait, its channel's close behind it) when the name
+      // is declared again: the declare-ok can then be followed by `not_found` for the consume. Each try is a session
+      // of its own (an ERROR ends it); the name must become free.
+      await waitFor(async () => {
+        const c = await RawStomp.connect(target.url);
+        try {
+          await c.withReceipt('SUBSCRIBE', { id: 'c', destination: `/queue/${replyQ}`, durable: 'false' });
+          return true;
+        } finally {
+          c.close();
+        }
+      }, WAIT_MS, `a SUBSCRIBE to the free name ${replyQ}`);
     }
     await server.cancel();
   });
